@@ -1,0 +1,68 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+# Both bootstrap everything on a fresh machine: uv (into .tools/ if it is not on PATH),
+# the main environment from uv.lock, Superset's from superset/uv.lock, and a Java check.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+UV_VERSION := 0.13.9
+UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
+VENV := $(CURDIR)/.venv
+AQI := $(VENV)/bin/aqi
+PYTEST_ARGS ?=
+
+.PHONY: help uv env superset-env java-check demo test test-unit test-integration services-down lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+uv: ## install uv into .tools/ unless it is on PATH
+	@if [ ! -x "$(UV)" ]; then \
+	  echo "==> installing uv $(UV_VERSION) into .tools/"; \
+	  python3 -m venv .tools && .tools/bin/pip install --quiet "uv==$(UV_VERSION)"; \
+	fi
+	@echo "==> uv: $$($(UV) --version)"
+
+env: uv ## create/refresh the main environment (.venv) from uv.lock
+	@echo "==> main environment: uv sync --frozen"
+	@$(UV) sync --frozen --quiet
+	@echo "==> main environment ready: $(VENV)"
+
+superset-env: env ## create/refresh Superset's own environment from superset/uv.lock
+	@$(AQI) setup
+
+java-check: ## Spark needs Java 17 or newer
+	@command -v java >/dev/null 2>&1 || { echo "ERROR: Java 17+ is required for Spark and was not found on PATH. Install it, e.g.: sudo apt-get install -y openjdk-17-jre-headless" >&2; exit 1; }
+	@v=$$(java -version 2>&1 | sed -nE 's/.*version "([0-9]+).*/\1/p' | head -n1); \
+	 if [ -z "$$v" ] || [ "$$v" -lt 17 ]; then echo "ERROR: Java 17+ is required for Spark, found: $$(java -version 2>&1 | head -n1)" >&2; exit 1; fi; \
+	 echo "==> java $$v: ok"
+
+demo: env superset-env java-check ## set up, start the services, show what runs and what is not built yet
+	@echo "==> starting the embedded services (aqi services up)"
+	@$(AQI) services up
+	@echo
+	@echo "==> not built yet (coming in the next issues):"
+	@echo "    - ingestion: aqi collect / backfill / replay / simulate into Kafka"
+	@echo "    - streaming: aqi stream (Spark -> Bronze Parquet + raw.openaq_measurements)"
+	@echo "    - warehouse: dbt models silver/gold, aqi dbt, aqi docs"
+	@echo "    - orchestration: aqi airflow (Airflow 3 + Cosmos + Great Expectations)"
+	@echo "    - dashboards: aqi dashboards (Superset)"
+	@echo "==> stop the services with: .venv/bin/aqi services down"
+
+test: env superset-env java-check ## run the whole test suite (unit + integration, real services)
+	@echo "==> running the test suite: pytest"
+	@$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-unit: env ## only the fast unit tests
+	@$(VENV)/bin/pytest -m unit $(PYTEST_ARGS)
+
+test-integration: env superset-env java-check ## only the integration tests
+	@$(VENV)/bin/pytest -m integration $(PYTEST_ARGS)
+
+services-down: ## stop the embedded services
+	@$(AQI) services down
+
+lint: env ## ruff
+	@$(VENV)/bin/ruff check aqi ingestion spark_streaming expectations dags tests
+
+clean: services-down ## stop services and remove environments and AQ_HOME (./.aq)
+	rm -rf .venv superset/.venv .tools .aq

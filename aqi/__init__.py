@@ -1,0 +1,1 @@
+"""aqi package."""

@@ -1,0 +1,252 @@
+"""The project's configuration, in one place.
+
+Every setting comes from an environment variable, or from an optional ``.env`` file in the
+working directory (real environment variables win over the file). Values are validated when
+they are loaded so that a typo fails fast with one line that names the variable, instead of
+a traceback from deep inside Kafka, Spark or psycopg later.
+
+Public surface:
+
+- :class:`Settings` - the validated, typed settings (frozen).
+- :func:`load_settings` - build them from the environment (+ ``.env``).
+- :data:`ENV_VARS` - every variable this module reads, with its description; the
+  ``.env.example`` file and the docker-compose file are checked against it in tests.
+- :class:`ConfigError` - raised for an invalid value; its message names the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+__all__ = [
+    "ConfigError",
+    "ENV_VARS",
+    "SECRET_VARS",
+    "Settings",
+    "load_settings",
+    "mask_url",
+]
+
+DEFAULT_OPENAQ_BASE_URL = "https://api.openaq.org/v3"
+DEFAULT_KAFKA_TOPIC = "openaq.measurements"
+
+#: Every environment variable the project reads -> (default shown to people, description).
+ENV_VARS: dict[str, tuple[str, str]] = {
+    "OPENAQ_API_KEY": ("", "OpenAQ v3 API key (sent as X-API-Key). Secret."),
+    "OPENAQ_BASE_URL": (DEFAULT_OPENAQ_BASE_URL, "Base URL of the OpenAQ v3 API (or a mock)."),
+    "KAFKA_BOOTSTRAP_SERVERS": (
+        "",
+        "host:port[,host:port...] of an external Kafka; unset = start the embedded broker.",
+    ),
+    "AQ_KAFKA_TOPIC": (DEFAULT_KAFKA_TOPIC, "Topic that carries one event per measurement."),
+    "AQ_KAFKA_PARTITIONS": ("3", "Partitions of the topic when the project creates it."),
+    "AQ_DATABASE_URL": (
+        "",
+        "postgresql://user:password@host:port/db of an external PostgreSQL; "
+        "unset = start the embedded server. Secret (password).",
+    ),
+    "AQ_HOME": ("./.aq", "Where data, checkpoints, logs, Bronze Parquet and secrets live."),
+    "AQ_PG_PORT": ("55432", "TCP port of the embedded PostgreSQL on 127.0.0.1."),
+    "AQ_KAFKA_PORT": ("59092", "TCP port of the embedded Kafka-compatible broker on 127.0.0.1."),
+    "AQ_KAFKA_STORAGE": (
+        "memory://tansu/",
+        "Storage engine of the embedded broker: memory://tansu/ (default, lost on restart) "
+        "or s3://bucket/ with AWS_* variables for an S3-compatible store.",
+    ),
+}
+
+#: Variables whose values are never printed or logged in clear.
+SECRET_VARS = frozenset({"OPENAQ_API_KEY", "AQ_DATABASE_URL"})
+
+_HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-_]+):(\d{1,5})$")
+_TOPIC = re.compile(r"^[A-Za-z0-9._\-]{1,249}$")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value. ``str(err)`` is one line naming the variable."""
+
+    def __init__(self, var: str, problem: str) -> None:
+        self.var = var
+        super().__init__(f"{var}: {problem}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings. Paths are absolute; ``None`` means "use the embedded service"."""
+
+    openaq_api_key: str | None
+    openaq_base_url: str
+    kafka_bootstrap_servers: str | None
+    kafka_topic: str
+    kafka_partitions: int
+    database_url: str | None
+    aq_home: Path
+    pg_port: int
+    kafka_port: int
+    kafka_storage: str
+    #: the raw variables that were set (after .env merge), for `aqi config` and children
+    source: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    # --- derived locations under AQ_HOME -------------------------------------------------
+    @property
+    def run_dir(self) -> Path:
+        """Pid files, locks and service state."""
+        return self.aq_home / "run"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.aq_home / "logs"
+
+    @property
+    def secrets_dir(self) -> Path:
+        """Generated passwords (0600 files in a 0700 folder)."""
+        return self.aq_home / "secrets"
+
+    @property
+    def postgres_data_dir(self) -> Path:
+        return self.aq_home / "postgres" / "data"
+
+    @property
+    def bronze_dir(self) -> Path:
+        return self.aq_home / "bronze" / "openaq"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.aq_home / "checkpoints"
+
+    @property
+    def embedded_postgres(self) -> bool:
+        """True when the project runs its own PostgreSQL (``AQ_DATABASE_URL`` unset)."""
+        return self.database_url is None
+
+    @property
+    def embedded_kafka(self) -> bool:
+        """True when the project runs its own broker (``KAFKA_BOOTSTRAP_SERVERS`` unset)."""
+        return self.kafka_bootstrap_servers is None
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    *,
+    dotenv: Path | None = Path(".env"),
+) -> Settings:
+    """Read and validate the settings.
+
+    ``environ`` defaults to ``os.environ``; ``dotenv`` (default ``./.env``, ``None`` to skip)
+    supplies values for variables that are not set in ``environ``.
+    """
+    env = dict(_read_dotenv(dotenv)) if dotenv is not None else {}
+    env.update(os.environ if environ is None else environ)
+    values = {k: v.strip() for k, v in env.items() if k in ENV_VARS and v.strip() != ""}
+
+    def get(var: str) -> str:
+        return values.get(var, ENV_VARS[var][0])
+
+    return Settings(
+        openaq_api_key=values.get("OPENAQ_API_KEY"),
+        openaq_base_url=_http_url("OPENAQ_BASE_URL", get("OPENAQ_BASE_URL")).rstrip("/"),
+        kafka_bootstrap_servers=_bootstrap(values.get("KAFKA_BOOTSTRAP_SERVERS")),
+        kafka_topic=_topic("AQ_KAFKA_TOPIC", get("AQ_KAFKA_TOPIC")),
+        kafka_partitions=_int("AQ_KAFKA_PARTITIONS", get("AQ_KAFKA_PARTITIONS"), 1, 1000),
+        database_url=_postgres_url(values.get("AQ_DATABASE_URL")),
+        aq_home=_path("AQ_HOME", get("AQ_HOME")),
+        pg_port=_int("AQ_PG_PORT", get("AQ_PG_PORT"), 1, 65535),
+        kafka_port=_int("AQ_KAFKA_PORT", get("AQ_KAFKA_PORT"), 1, 65535),
+        kafka_storage=_storage("AQ_KAFKA_STORAGE", get("AQ_KAFKA_STORAGE")),
+        source=values,
+    )
+
+
+def mask_url(url: str) -> str:
+    """``postgresql://u:secret@h/db`` -> ``postgresql://u:***@h/db`` (for display and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+# --- validators: each raises ConfigError naming the variable -----------------------------
+
+
+def _read_dotenv(path: Path) -> Mapping[str, str]:
+    if not path.is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def _int(var: str, raw: str, lo: int, hi: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(var, f"expected an integer, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ConfigError(var, f"expected an integer between {lo} and {hi}, got {value}")
+    return value
+
+
+def _http_url(var: str, raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(var, f"expected an http(s):// URL, got {raw!r}")
+    return raw
+
+
+def _bootstrap(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    servers = [s.strip() for s in raw.split(",") if s.strip()]
+    for server in servers:
+        match = _HOST_PORT.match(server)
+        if not match or not 0 < int(match.group(2)) < 65536:
+            raise ConfigError(
+                "KAFKA_BOOTSTRAP_SERVERS", f"expected host:port[,host:port...], got {server!r}"
+            )
+    return ",".join(servers)
+
+
+def _topic(var: str, raw: str) -> str:
+    if not _TOPIC.match(raw) or raw in (".", ".."):
+        raise ConfigError(var, f"not a valid Kafka topic name (letters, digits, . _ -): {raw!r}")
+    return raw
+
+
+def _postgres_url(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+        raise ConfigError(
+            "AQ_DATABASE_URL",
+            f"expected postgresql://user:password@host:port/database, got {mask_url(raw)!r}",
+        )
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise ConfigError("AQ_DATABASE_URL", "the port is not a number in 1-65535") from None
+    if not parts.path.strip("/"):
+        raise ConfigError("AQ_DATABASE_URL", "the URL names no database (…/database)")
+    return raw
+
+
+def _path(var: str, raw: str) -> Path:
+    path = Path(raw).expanduser()
+    path = path if path.is_absolute() else Path.cwd() / path
+    if path.exists() and not path.is_dir():
+        raise ConfigError(var, f"{path} exists and is not a directory")
+    return path.resolve()
+
+
+def _storage(var: str, raw: str) -> str:
+    scheme = urlsplit(raw).scheme
+    if scheme not in ("memory", "s3"):
+        raise ConfigError(var, f"expected memory://... or s3://..., got {raw!r}")
+    return raw

@@ -1,0 +1,36 @@
+"""Generated secrets under ``AQ_HOME/secrets``.
+
+The embedded services get passwords generated on first use (never a default like
+admin/admin); each is one 0600 file in a 0700 folder so that only the owner can read it,
+and the same value is reused on every later start.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+__all__ = ["secret_path", "get_or_create_secret"]
+
+
+def secret_path(secrets_dir: Path, name: str) -> Path:
+    """Where the secret ``name`` lives (whether or not it exists yet)."""
+    return secrets_dir / name
+
+
+def get_or_create_secret(secrets_dir: Path, name: str, *, nbytes: int = 24) -> str:
+    """Return the secret ``name``, generating and storing it (0600) the first time."""
+    secrets_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(secrets_dir, 0o700)
+    path = secret_path(secrets_dir, name)
+    if path.is_file():
+        value = path.read_text().strip()
+        if value:
+            return value
+    value = secrets.token_urlsafe(nbytes)
+    fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value + "\n")
+    os.replace(path.with_suffix(".tmp"), path)
+    return value

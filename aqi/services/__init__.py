@@ -1,0 +1,131 @@
+"""``aqi services``: the embedded PostgreSQL and broker, or the external ones configured.
+
+Public surface: :func:`services_up`, :func:`services_down`, :func:`services_status`.
+
+When ``AQ_DATABASE_URL`` / ``KAFKA_BOOTSTRAP_SERVERS`` is set, nothing embedded is started
+for that service: ``up`` checks that the external one answers (and creates the topic on an
+external broker), ``down`` leaves it alone, ``status`` reports it. ``up`` and ``down`` hold a
+lock under ``AQ_HOME/run`` so that two of them never race on the same pid files.
+"""
+
+from __future__ import annotations
+
+import fcntl
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from urllib.parse import urlsplit
+
+import psycopg
+from kafka.errors import KafkaError
+
+from aqi.config import Settings
+from aqi.connections import database_url, kafka_bootstrap_servers
+from aqi.errors import ServiceError
+from aqi.services.kafka import EmbeddedKafka
+from aqi.services.postgres import EmbeddedPostgres
+from aqi.topics import ensure_topic, wait_for_broker
+
+__all__ = ["services_up", "services_down", "services_status"]
+
+Echo = Callable[[str], None]
+
+
+def services_up(settings: Settings, echo: Echo = print) -> dict:
+    """Start what is embedded and not running yet; check what is external. Idempotent."""
+    with _lock(settings):
+        if settings.embedded_postgres:
+            EmbeddedPostgres(settings).up(echo)
+        else:
+            _check_external_postgres(settings, echo)
+        if settings.embedded_kafka:
+            EmbeddedKafka(settings).up(echo)
+        else:
+            _check_external_kafka(settings, echo)
+    return services_status(settings)
+
+
+def services_down(settings: Settings, echo: Echo = print) -> None:
+    """Stop the embedded services this project started (by their recorded pids)."""
+    with _lock(settings):
+        # the broker first: nothing of ours should be writing when the database goes
+        if settings.embedded_kafka:
+            EmbeddedKafka(settings).down(echo)
+        else:
+            echo("kafka: external (KAFKA_BOOTSTRAP_SERVERS), left alone")
+        if settings.embedded_postgres:
+            EmbeddedPostgres(settings).down(echo)
+        else:
+            echo("postgres: external (AQ_DATABASE_URL), left alone")
+
+
+def services_status(settings: Settings) -> dict:
+    """What runs where: ``{"postgres": {...,"url"}, "kafka": {...,"bootstrap_servers"}}``."""
+    if settings.embedded_postgres:
+        postgres = EmbeddedPostgres(settings).status()
+    else:
+        parts = urlsplit(settings.database_url or "")
+        postgres = {
+            "managed": "external",
+            "running": _postgres_answers(settings),
+            "host": parts.hostname,
+            "port": parts.port or 5432,
+            "database": parts.path.lstrip("/"),
+            "user": parts.username,
+            "url": database_url(settings),
+        }
+    if settings.embedded_kafka:
+        kafka = EmbeddedKafka(settings).status()
+    else:
+        kafka = {
+            "managed": "external",
+            "running": _kafka_answers(settings),
+            "bootstrap_servers": kafka_bootstrap_servers(settings),
+            "topic": settings.kafka_topic,
+        }
+    return {"aq_home": str(settings.aq_home), "postgres": postgres, "kafka": kafka}
+
+
+def _check_external_postgres(settings: Settings, echo: Echo) -> None:
+    if not _postgres_answers(settings):
+        raise ServiceError("AQ_DATABASE_URL: the external PostgreSQL does not answer")
+    echo("postgres: external (AQ_DATABASE_URL) answers; nothing started")
+
+
+def _check_external_kafka(settings: Settings, echo: Echo) -> None:
+    servers = kafka_bootstrap_servers(settings)
+    try:
+        wait_for_broker(servers, timeout=15)
+        created = ensure_topic(servers, settings.kafka_topic, settings.kafka_partitions)
+    except KafkaError as exc:
+        raise ServiceError(f"KAFKA_BOOTSTRAP_SERVERS: {exc}") from None
+    echo(
+        f"kafka: external ({servers}) answers; nothing started"
+        + (f"; created topic {settings.kafka_topic}" if created else "")
+    )
+
+
+def _postgres_answers(settings: Settings) -> bool:
+    try:
+        with psycopg.connect(database_url(settings), connect_timeout=5):
+            return True
+    except psycopg.Error:
+        return False
+
+
+def _kafka_answers(settings: Settings) -> bool:
+    try:
+        wait_for_broker(kafka_bootstrap_servers(settings), timeout=3)
+        return True
+    except KafkaError:
+        return False
+
+
+@contextmanager
+def _lock(settings: Settings) -> Iterator[None]:
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    with open(settings.run_dir / "services.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

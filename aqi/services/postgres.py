@@ -1,0 +1,333 @@
+"""The embedded PostgreSQL server.
+
+PostgreSQL 16 comes from the ``pgserver`` wheel (or Debian's server where that is present);
+we use only its binaries and run the postmaster ourselves, because ``pgserver``'s own
+lifecycle ties the server to the Python process that asked for it, while ours must outlive
+``aqi services up`` and be stoppable by ``aqi services down``.
+
+It listens on 127.0.0.1 TCP only (no Unix socket: socket paths have a 107-byte limit that
+deep ``AQ_HOME`` paths exceed), password-authenticated with generated passwords, and keeps
+its data under ``AQ_HOME/postgres/data``. As root it runs under a system user of its own,
+since PostgreSQL refuses to run as root.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pwd
+import re
+import shutil
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from aqi.config import Settings
+from aqi.connections import (
+    APP_ROLE,
+    DATABASES,
+    SUPERUSER,
+    app_password,
+    embedded_database_url,
+    superuser_password,
+)
+from aqi.errors import ServiceError
+from aqi.services.process import PidFile, port_is_open, spawn_daemon, stop_process, wait_until
+
+__all__ = ["EmbeddedPostgres", "find_postgres_bin"]
+
+HOST = "127.0.0.1"
+#: system user the server runs as when `aqi` runs as root
+SYSTEM_USER = "aqpostgres"
+START_TIMEOUT_S = 60.0
+
+_SERVER_SETTINGS = """
+# written by aqi (aqi/services/postgres.py); listen address and port are passed on the command line
+max_connections = 200
+shared_buffers = 256MB
+timezone = 'UTC'
+log_timezone = 'UTC'
+unix_socket_directories = ''
+"""
+
+
+def find_postgres_bin() -> Path:
+    """The folder with ``postgres``/``initdb``: the pgserver wheel's, else Debian's (>= 15)."""
+    spec = importlib.util.find_spec("pgserver")
+    if spec is not None and spec.submodule_search_locations:
+        candidate = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+        if (candidate / "postgres").is_file():
+            return candidate
+    debian = sorted(
+        (p for p in Path("/usr/lib/postgresql").glob("*/bin") if (p / "postgres").is_file()),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+    )
+    if debian and debian[-1].parent.name.isdigit() and int(debian[-1].parent.name) >= 15:
+        return debian[-1]
+    raise ServiceError(
+        "no PostgreSQL server binaries found: run `make env` (installs the pgserver wheel) "
+        "or `apt-get install postgresql` (15 or newer)"
+    )
+
+
+class EmbeddedPostgres:
+    """Start, stop and describe the project's own PostgreSQL."""
+
+    name = "postgres"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.port = settings.pg_port
+        self.data_dir = settings.postgres_data_dir
+        self.log_path = settings.logs_dir / "postgres.log"
+        self.pidfile = PidFile(settings.run_dir / "postgres.pid")
+
+    # --- public -----------------------------------------------------------------------
+    def up(self, echo=print) -> dict:
+        """Start the server if it is not running, then create roles and databases."""
+        record = self.pidfile.live()
+        if record is not None:
+            echo(f"postgres: already running (pid {record.pid}, {HOST}:{self.port})")
+        else:
+            self.pidfile.remove()
+            bin_dir = find_postgres_bin()
+            user = self._system_user()
+            self._init_data_dir(bin_dir, user, echo)
+            self._clear_stale_lock()
+            if port_is_open(HOST, self.port):
+                raise ServiceError(
+                    f"AQ_PG_PORT: {HOST}:{self.port} is already in use by another program; "
+                    "set AQ_PG_PORT to a free port"
+                )
+            started = time.monotonic()
+            echo(f"postgres: starting {self._version(bin_dir)} on {HOST}:{self.port} ...")
+            record = self._start(bin_dir, user)
+            echo(f"postgres: ready in {time.monotonic() - started:.1f} s (pid {record.pid})")
+        self._provision()
+        return self.status()
+
+    def down(self, echo=print) -> None:
+        """Stop the server we started (fast shutdown: clients are disconnected)."""
+        record = self.pidfile.live()
+        if record is None:
+            self.pidfile.remove()
+            echo("postgres: not running")
+            return
+        import signal
+
+        echo(f"postgres: stopping pid {record.pid} ...")
+        if not stop_process(record, sig=signal.SIGINT, timeout=60):
+            raise ServiceError(f"postgres: pid {record.pid} did not stop")
+        self.pidfile.remove()
+        echo("postgres: stopped")
+
+    def status(self) -> dict:
+        record = self.pidfile.live()
+        return {
+            "managed": "embedded",
+            "running": record is not None and port_is_open(HOST, self.port),
+            "pid": record.pid if record else None,
+            "host": HOST,
+            "port": self.port,
+            "database": DATABASES[0],
+            "user": APP_ROLE,
+            "url": embedded_database_url(self.settings),
+            "data_dir": str(self.data_dir),
+            "log": str(self.log_path),
+        }
+
+    # --- steps --------------------------------------------------------------------------
+    def _system_user(self) -> tuple[int, int] | None:
+        """(uid, gid) to run as when we are root, creating the system user once."""
+        if os.geteuid() != 0:
+            return None
+        try:
+            entry = pwd.getpwnam(SYSTEM_USER)
+        except KeyError:
+            subprocess.run(
+                ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                 SYSTEM_USER],
+                check=True, capture_output=True,
+            )  # fmt: skip
+            entry = pwd.getpwnam(SYSTEM_USER)
+        return entry.pw_uid, entry.pw_gid
+
+    def _init_data_dir(self, bin_dir: Path, user: tuple[int, int] | None, echo) -> None:
+        if (self.data_dir / "PG_VERSION").is_file():
+            if user is not None:
+                _make_reachable(bin_dir, user)
+                _make_reachable(self.data_dir.parent, user)
+            return
+        if self.data_dir.exists() and any(self.data_dir.iterdir()):
+            raise ServiceError(
+                f"postgres: {self.data_dir} is not empty but holds no database cluster; "
+                "move it away or choose another AQ_HOME"
+            )
+        echo(f"postgres: creating a new database cluster in {self.data_dir}")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        pwfile = self.data_dir.parent / "initdb.pw"
+        pwfile.write_text(superuser_password(self.settings) + "\n")
+        try:
+            if user is not None:
+                _make_reachable(bin_dir, user)
+                _make_reachable(self.data_dir.parent, user)
+                os.chown(self.data_dir, *user)
+                os.chown(pwfile, *user)
+            os.chmod(self.data_dir, 0o700)
+            os.chmod(pwfile, 0o600)
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.log_path, "ab") as log:
+                result = subprocess.run(
+                    [str(bin_dir / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER,
+                     f"--pwfile={pwfile}", "--auth=scram-sha-256", "-E", "UTF8",
+                     "--locale=C.UTF-8", "--no-instructions"],
+                    stdout=log, stderr=subprocess.STDOUT, preexec_fn=_demote(user),
+                )  # fmt: skip
+        finally:
+            pwfile.unlink(missing_ok=True)
+        if result.returncode != 0:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            raise ServiceError(f"postgres: initdb failed, see {self.log_path}")
+        conf = self.data_dir / "postgresql.conf"
+        conf.write_text(conf.read_text() + _SERVER_SETTINGS)
+
+    def _clear_stale_lock(self) -> None:
+        """Remove ``postmaster.pid`` left by a killed server, unless its process still runs."""
+        lock = self.data_dir / "postmaster.pid"
+        try:
+            pid = int(lock.read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return
+        if _is_postgres_of(pid, self.data_dir):
+            # A server on our data dir that lost its pid file (e.g. AQ_HOME/run was removed):
+            # stop it so that we start one we track, rather than running two views of it.
+            os.kill(pid, 2)
+            wait_until(lambda: not _is_postgres_of(pid, self.data_dir), timeout=60)
+        lock.unlink(missing_ok=True)
+
+    def _start(self, bin_dir: Path, user: tuple[int, int] | None):
+        argv = [str(bin_dir / "postgres"), "-D", str(self.data_dir),
+                "-c", f"listen_addresses={HOST}", "-c", f"port={self.port}"]  # fmt: skip
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            proc = spawn_daemon(argv, log_path=self.log_path, user=user)
+            record = self.pidfile.write(proc.pid, "postgres", f"{HOST}:{self.port}")
+            if wait_until(
+                lambda: proc.poll() is not None or self._accepts_connections(),
+                timeout=max(1.0, deadline - time.monotonic()),
+                interval=0.2,
+            ) and proc.poll() is None:
+                return record
+            self.pidfile.remove()
+            if proc.poll() is None:
+                proc.kill()
+                raise ServiceError(f"postgres: not ready after {START_TIMEOUT_S:.0f} s, see {self.log_path}")
+            # After a kill -9 the old server's children can hold its shared memory for a
+            # moment ("pre-existing shared memory block is still in use"): retry until they go.
+            if "shared memory block" in _tail(self.log_path) and time.monotonic() < deadline:
+                time.sleep(1)
+                continue
+            raise ServiceError(
+                f"postgres: the server exited during start-up: {_last_error(self.log_path)} "
+                f"(full log: {self.log_path})"
+            )
+
+    def _accepts_connections(self) -> bool:
+        try:
+            with psycopg.connect(self._superuser_conninfo("postgres"), connect_timeout=2):
+                return True
+        except psycopg.OperationalError as exc:
+            if "password authentication failed" in str(exc):
+                raise ServiceError(
+                    "postgres: the superuser password in "
+                    f"{self.settings.secrets_dir} does not match the cluster in {self.data_dir}; "
+                    "restore the secret or remove AQ_HOME/postgres to start afresh"
+                ) from None
+            return False
+
+    def _provision(self) -> None:
+        """Create the application role and databases; safe to run again (idempotent)."""
+        with psycopg.connect(self._superuser_conninfo("postgres"), autocommit=True) as conn:
+            exists = conn.execute("select 1 from pg_roles where rolname = %s", (APP_ROLE,)).fetchone()
+            verb = "alter" if exists else "create"
+            conn.execute(
+                sql.SQL(verb + " role {} with login password {}").format(
+                    sql.Identifier(APP_ROLE), sql.Literal(app_password(self.settings))
+                )
+            )
+            for database in DATABASES:
+                if not conn.execute("select 1 from pg_database where datname = %s", (database,)).fetchone():
+                    conn.execute(
+                        sql.SQL("create database {} owner {}").format(
+                            sql.Identifier(database), sql.Identifier(APP_ROLE)
+                        )
+                    )
+
+    def _superuser_conninfo(self, database: str) -> str:
+        return psycopg.conninfo.make_conninfo(
+            host=HOST, port=self.port, user=SUPERUSER, dbname=database,
+            password=superuser_password(self.settings),
+        )  # fmt: skip
+
+    @staticmethod
+    def _version(bin_dir: Path) -> str:
+        out = subprocess.run([str(bin_dir / "postgres"), "--version"], capture_output=True, text=True)
+        match = re.search(r"\d+(\.\d+)?", out.stdout)
+        return f"PostgreSQL {match.group(0)}" if match else "PostgreSQL"
+
+
+def _demote(user: tuple[int, int] | None):
+    if user is None:
+        return None
+
+    def demote() -> None:
+        os.setgroups([])
+        os.setgid(user[1])
+        os.setuid(user[0])
+
+    return demote
+
+
+def _make_reachable(path: Path, user: tuple[int, int]) -> None:
+    """Let the server's system user traverse every parent of ``path`` (adds o+x only).
+
+    Also gives it read access to the files of ``path`` when they are the binaries' folder.
+    """
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            os.chmod(parent, mode | stat.S_IXOTH)
+    if path.name == "bin":
+        for root in (path, path.parent / "lib", path.parent / "share"):
+            for dirpath, _dirs, files in os.walk(root):
+                os.chmod(dirpath, os.stat(dirpath).st_mode | 0o005)
+                for name in files:
+                    file = Path(dirpath, name)
+                    file.chmod(file.stat().st_mode | stat.S_IROTH)
+
+
+def _is_postgres_of(pid: int, data_dir: Path) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return bool(cmdline) and cmdline[0].endswith(b"postgres") and str(data_dir).encode() in cmdline
+
+
+def _tail(path: Path, size: int = 4000) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, 2)
+            handle.seek(max(0, handle.tell() - size))
+            return handle.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _last_error(path: Path) -> str:
+    lines = [ln for ln in _tail(path).splitlines() if "FATAL" in ln or "ERROR" in ln]
+    return lines[-1].strip() if lines else "no error in the log"

@@ -1,0 +1,177 @@
+"""Daemon processes owned by the project: start, identify, stop.
+
+Why not plain pid files: after a ``kill -9`` (or a reboot) a pid file outlives its process
+and the pid may be reused by something else. A :class:`PidFile` therefore records the
+process start time from ``/proc`` next to the pid, and a process counts as ours only when
+both match. ``down`` signals only such processes; ``up`` treats anything else as stale and
+removes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "PidFile",
+    "ProcessRecord",
+    "port_is_open",
+    "spawn_daemon",
+    "stop_process",
+    "wait_until",
+]
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    """What a pid file remembers about a process we started."""
+
+    pid: int
+    start_ticks: int
+    command: str
+    address: str
+
+    def is_alive(self) -> bool:
+        """True when this exact process (pid and start time) still runs and is not a zombie."""
+        stat = _proc_stat(self.pid)
+        return stat is not None and stat[1] == self.start_ticks and stat[0] != "Z"
+
+
+class PidFile:
+    """A JSON pid file under ``AQ_HOME/run``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read(self) -> ProcessRecord | None:
+        try:
+            data = json.loads(self.path.read_text())
+            return ProcessRecord(
+                pid=int(data["pid"]),
+                start_ticks=int(data["start_ticks"]),
+                command=str(data["command"]),
+                address=str(data.get("address", "")),
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def live(self) -> ProcessRecord | None:
+        """The recorded process if it is still running, else ``None`` (and the file is stale)."""
+        record = self.read()
+        return record if record is not None and record.is_alive() else None
+
+    def write(self, pid: int, command: str, address: str) -> ProcessRecord:
+        stat = _proc_stat(pid)
+        if stat is None:
+            raise RuntimeError(f"process {pid} exited right after it was started")
+        record = ProcessRecord(pid=pid, start_ticks=stat[1], command=command, address=address)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record.__dict__))
+        os.replace(tmp, self.path)
+        return record
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def spawn_daemon(
+    argv: Sequence[str],
+    *,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    user: tuple[int, int] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` detached from our session (it outlives ``aqi``), output appended to a log.
+
+    ``user`` = (uid, gid) drops privileges in the child (PostgreSQL refuses to run as root).
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+    try:
+
+        def _demote() -> None:
+            if user is not None:
+                os.setgroups([])
+                os.setgid(user[1])
+                os.setuid(user[0])
+
+        return subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            start_new_session=True,
+            preexec_fn=_demote if user is not None else None,
+        )
+    finally:
+        log.close()
+
+
+def stop_process(record: ProcessRecord, *, sig: int = signal.SIGTERM, timeout: float = 30) -> bool:
+    """Signal our process and wait for it to go; SIGKILL after ``timeout``. True if it stopped."""
+    if not record.is_alive():
+        return True
+    try:
+        os.kill(record.pid, sig)
+    except ProcessLookupError:
+        return True
+    if wait_until(lambda: not record.is_alive(), timeout=timeout, reap=record.pid):
+        return True
+    try:
+        os.kill(record.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return True
+    return wait_until(lambda: not record.is_alive(), timeout=10, reap=record.pid)
+
+
+def wait_until(
+    condition: Callable[[], bool], *, timeout: float, interval: float = 0.1, reap: int | None = None
+) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` seconds pass.
+
+    ``reap`` names a child pid to collect while waiting, so a child we started and stopped in
+    this same process does not linger as a zombie.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if reap is not None:
+            try:
+                os.waitpid(reap, os.WNOHANG)
+            except ChildProcessError:
+                pass
+        if condition():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def port_is_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    """True when something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, start time in clock ticks since boot) of a pid, from /proc; None if gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name (field 2) may contain spaces and parentheses: split after the last ')'
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return fields[0], int(fields[19])
