@@ -1,0 +1,82 @@
+"""Shared fixtures: an isolated AQ_HOME and the real embedded services, started once.
+
+The session's services run in a temporary AQ_HOME on free ports, so a developer's own
+`aqi services up` (default ports, ./.aq) is never touched by the tests, and a `.env` in the
+checkout is not read (subprocesses run with a temporary working directory).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from aqi.config import ENV_VARS, Settings, load_settings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+AQI = str(Path(sys.executable).parent / "aqi")
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (the kernel picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def isolated_env(aq_home: Path, **overrides: str) -> dict[str, str]:
+    """os.environ without any project variable, plus a private AQ_HOME and free ports."""
+    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    env.update(
+        AQ_HOME=str(aq_home),
+        AQ_PG_PORT=str(free_port()),
+        AQ_KAFKA_PORT=str(free_port()),
+    )
+    env.update(overrides)
+    return env
+
+
+def run_aqi(
+    args: list[str], env: Mapping[str, str], cwd: Path, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `aqi` console script."""
+    return subprocess.run(
+        [AQI, *args], env=dict(env), cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="session")
+def aq_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Environment of the test session's services; also applied to os.environ."""
+    home = tmp_path_factory.mktemp("aq_home")
+    env = isolated_env(home)
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield env
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def aq_settings(aq_env: dict[str, str]) -> Settings:
+    return load_settings(aq_env, dotenv=None)
+
+
+@pytest.fixture(scope="session")
+def services(aq_settings: Settings) -> Iterator[dict]:
+    """The real embedded PostgreSQL and broker, up for the whole session."""
+    from aqi.services import services_down, services_up
+
+    status = services_up(aq_settings, echo=lambda line: print(line, file=sys.stderr))
+    try:
+        yield status
+    finally:
+        services_down(aq_settings, echo=lambda line: None)

@@ -1,0 +1,72 @@
+"""The `aqi` command as a user meets it: help everywhere, one-line errors, masked secrets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import pytest
+
+from aqi.cli import cli
+from conftest import isolated_env, run_aqi
+
+pytestmark = pytest.mark.unit
+
+
+def _all_commands(group: click.Group, prefix: tuple[str, ...] = ()):
+    for name, command in group.commands.items():
+        yield (*prefix, name)
+        if isinstance(command, click.Group):
+            yield from _all_commands(command, (*prefix, name))
+
+
+def test_every_command_has_help(tmp_path: Path) -> None:
+    env = isolated_env(tmp_path / "home")
+    paths = list(_all_commands(cli))
+    assert ("services", "up") in paths and ("config",) in paths
+    for path in [(), *paths]:
+        result = run_aqi([*path, "--help"], env, tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "Usage: aqi" in result.stdout
+        command = cli
+        for part in path:
+            command = command.commands[part]
+        first_line = (command.help or "").strip().splitlines()[0]
+        assert first_line and first_line[:30] in " ".join(result.stdout.split())
+
+
+def test_invalid_config_is_one_line_naming_the_variable(tmp_path: Path) -> None:
+    env = isolated_env(tmp_path / "home", AQ_PG_PORT="not-a-port")
+    for args in (["config"], ["services", "status"], ["services", "up"]):
+        result = run_aqi(args, env, tmp_path)
+        assert result.returncode == 2
+        assert "Traceback" not in result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "AQ_PG_PORT" in lines[0], result.stderr
+
+
+def test_config_masks_secrets(tmp_path: Path) -> None:
+    env = isolated_env(
+        tmp_path / "home",
+        OPENAQ_API_KEY="sk-very-secret-key",
+        AQ_DATABASE_URL="postgresql://wh:db-pass-123@db.example:5432/aq",
+    )
+    result = run_aqi(["config"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "sk-very-secret-key" not in result.stdout
+    assert "db-pass-123" not in result.stdout
+    assert "postgresql://wh:***@db.example:5432/aq" in result.stdout
+    as_json = run_aqi(["config", "--json"], env, tmp_path)
+    assert "sk-very-secret-key" not in as_json.stdout and "db-pass-123" not in as_json.stdout
+
+
+def test_config_reads_dotenv_in_working_directory(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("AQ_KAFKA_TOPIC=topic.from.dotenv\n")
+    result = run_aqi(["config"], isolated_env(tmp_path / "home"), tmp_path)
+    assert "topic.from.dotenv" in result.stdout
+
+
+def test_unknown_command_is_a_usage_error(tmp_path: Path) -> None:
+    result = run_aqi(["servics"], isolated_env(tmp_path / "home"), tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "No such command" in result.stderr

@@ -1,0 +1,66 @@
+"""Generated secrets are private and stable; pid files never point at someone else's process."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from aqi.secrets import get_or_create_secret
+from aqi.services.process import PidFile, ProcessRecord, stop_process
+
+pytestmark = pytest.mark.unit
+
+
+def test_secret_is_generated_once_with_0600(tmp_path: Path) -> None:
+    secrets_dir = tmp_path / "secrets"
+    first = get_or_create_secret(secrets_dir, "x")
+    second = get_or_create_secret(secrets_dir, "x")
+    other = get_or_create_secret(secrets_dir, "y")
+    assert first == second != other
+    assert len(first) >= 24 and first not in ("admin", "password")
+    assert stat.S_IMODE((secrets_dir / "x").stat().st_mode) == 0o600
+    assert stat.S_IMODE(secrets_dir.stat().st_mode) == 0o700
+
+
+def test_pidfile_tracks_a_live_process_and_stops_it(tmp_path: Path) -> None:
+    proc = subprocess.Popen(["sleep", "60"])
+    pidfile = PidFile(tmp_path / "p.pid")
+    record = pidfile.write(proc.pid, "sleep", "")
+    assert pidfile.live() == record
+    assert stop_process(record, timeout=5)
+    proc.wait(timeout=5)
+    assert pidfile.live() is None
+
+
+def test_pidfile_with_reused_pid_is_stale(tmp_path: Path) -> None:
+    """Same pid, other start time (a pid reused after kill -9): not ours, never signalled."""
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        pidfile = PidFile(tmp_path / "p.pid")
+        real = pidfile.write(proc.pid, "sleep", "")
+        fake = ProcessRecord(proc.pid, real.start_ticks - 1, "sleep", "")
+        pidfile.path.write_text(
+            '{"pid": %d, "start_ticks": %d, "command": "sleep"}' % (fake.pid, fake.start_ticks)
+        )
+        assert pidfile.live() is None
+        assert stop_process(fake, timeout=1)  # "already gone" -> must not kill the real one
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_pidfile_of_dead_process_and_garbage(tmp_path: Path) -> None:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    pidfile = PidFile(tmp_path / "p.pid")
+    pidfile.path.write_text('{"pid": %d, "start_ticks": 1, "command": "true"}' % proc.pid)
+    assert pidfile.live() is None
+    pidfile.path.write_text("garbage")
+    assert pidfile.read() is None
+    assert not os.path.exists(tmp_path / "missing.pid")
+    assert PidFile(tmp_path / "missing.pid").live() is None
