@@ -48,7 +48,7 @@ demo: env superset-env java-check ## set up, start the services, show what runs 
 	@echo "    - dashboards: aqi dashboards (Superset)"
 	@echo "==> stop the services with: .venv/bin/aqi services down"
 
-test: env superset-env java-check ## run the whole test suite (unit + integration, real services)
+test: env superset-env java-check lint ## lint, then the whole test suite (unit + integration, real services)
 	@echo "==> running the test suite: pytest"
 	@$(VENV)/bin/pytest $(PYTEST_ARGS)
 
@@ -62,7 +62,8 @@ services-down: ## stop the embedded services
 	@$(AQI) services down
 
 lint: env ## ruff
-	@$(VENV)/bin/ruff check aqi ingestion spark_streaming expectations dags tests
+	@echo "==> ruff check"
+	@$(VENV)/bin/ruff check aqi ingestion spark_streaming expectations dags tests docker
 
 clean: services-down ## stop services and remove environments and AQ_HOME (./.aq)
 	rm -rf .venv superset/.venv .tools .aq

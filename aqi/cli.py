@@ -176,7 +176,9 @@ def _print_status(status: dict) -> None:
         return f"{run} ({svc['managed']}{pid})"
 
     click.echo(f"postgres  {state(pg)}")
-    click.echo(f"  address   {pg['host']}:{pg['port']}  database {pg['database']}  user {pg['user']}")
+    click.echo(
+        f"  address   {pg['host']}:{pg['port']}  database {pg['database']}  user {pg['user']}"
+    )
     click.echo(f"  url       {mask_url(pg['url'])}")
     if "data_dir" in pg:
         click.echo(f"  data dir  {pg['data_dir']}")

@@ -24,9 +24,9 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
-    "ConfigError",
     "ENV_VARS",
     "SECRET_VARS",
+    "ConfigError",
     "Settings",
     "load_settings",
     "mask_url",
@@ -47,16 +47,20 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "AQ_KAFKA_PARTITIONS": ("3", "Partitions of the topic when the project creates it."),
     "AQ_DATABASE_URL": (
         "",
-        "postgresql://user:password@host:port/db of an external PostgreSQL; "
-        "unset = start the embedded server. Secret (password).",
+        (
+            "postgresql://user:password@host:port/db of an external PostgreSQL; "
+            "unset = start the embedded server. Secret (password)."
+        ),
     ),
     "AQ_HOME": ("./.aq", "Where data, checkpoints, logs, Bronze Parquet and secrets live."),
     "AQ_PG_PORT": ("55432", "TCP port of the embedded PostgreSQL on 127.0.0.1."),
     "AQ_KAFKA_PORT": ("59092", "TCP port of the embedded Kafka-compatible broker on 127.0.0.1."),
     "AQ_KAFKA_STORAGE": (
         "memory://tansu/",
-        "Storage engine of the embedded broker: memory://tansu/ (default, lost on restart) "
-        "or s3://bucket/ with AWS_* variables for an S3-compatible store.",
+        (
+            "Storage engine of the embedded broker: memory://tansu/ (default, lost on restart) "
+            "or s3://bucket/ with AWS_* variables for an S3-compatible store."
+        ),
     ),
 }
 

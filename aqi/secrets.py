@@ -11,7 +11,7 @@ import os
 import secrets
 from pathlib import Path
 
-__all__ = ["secret_path", "get_or_create_secret"]
+__all__ = ["get_or_create_secret", "secret_path"]
 
 
 def secret_path(secrets_dir: Path, name: str) -> Path:

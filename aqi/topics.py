@@ -63,8 +63,10 @@ def end_offsets(
         max_partition_fetch_bytes=1024 * 1024,
     )
     try:
-        ids = sorted(partitions) if partitions is not None else sorted(
-            consumer.partitions_for_topic(topic) or ()
+        ids = (
+            sorted(partitions)
+            if partitions is not None
+            else sorted(consumer.partitions_for_topic(topic) or ())
         )
         tps = [TopicPartition(topic, p) for p in ids]
         if not tps:

@@ -46,7 +46,13 @@ def run_aqi(
 ) -> subprocess.CompletedProcess[str]:
     """Run the real `aqi` console script."""
     return subprocess.run(
-        [AQI, *args], env=dict(env), cwd=cwd, capture_output=True, text=True, timeout=timeout
+        [AQI, *args],
+        env=dict(env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 

@@ -25,7 +25,7 @@ from aqi.services.kafka import EmbeddedKafka
 from aqi.services.postgres import EmbeddedPostgres
 from aqi.topics import ensure_topic, wait_for_broker
 
-__all__ = ["services_up", "services_down", "services_status"]
+__all__ = ["services_down", "services_status", "services_up"]
 
 Echo = Callable[[str], None]
 

@@ -36,7 +36,14 @@ from aqi.connections import (
     superuser_password,
 )
 from aqi.errors import ServiceError
-from aqi.services.process import PidFile, port_is_open, spawn_daemon, stop_process, wait_until
+from aqi.services.process import (
+    PidFile,
+    as_user,
+    port_is_open,
+    spawn_daemon,
+    stop_process,
+    wait_until,
+)
 
 __all__ = ["EmbeddedPostgres", "find_postgres_bin"]
 
@@ -185,7 +192,7 @@ class EmbeddedPostgres:
                     [str(bin_dir / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER,
                      f"--pwfile={pwfile}", "--auth=scram-sha-256", "-E", "UTF8",
                      "--locale=C.UTF-8", "--no-instructions"],
-                    stdout=log, stderr=subprocess.STDOUT, preexec_fn=_demote(user),
+                    stdout=log, stderr=subprocess.STDOUT, check=False, **as_user(user),
                 )  # fmt: skip
         finally:
             pwfile.unlink(missing_ok=True)
@@ -216,16 +223,21 @@ class EmbeddedPostgres:
         while True:
             proc = spawn_daemon(argv, log_path=self.log_path, user=user)
             record = self.pidfile.write(proc.pid, "postgres", f"{HOST}:{self.port}")
-            if wait_until(
-                lambda: proc.poll() is not None or self._accepts_connections(),
-                timeout=max(1.0, deadline - time.monotonic()),
-                interval=0.2,
-            ) and proc.poll() is None:
+            if (
+                wait_until(
+                    lambda proc=proc: proc.poll() is not None or self._accepts_connections(),
+                    timeout=max(1.0, deadline - time.monotonic()),
+                    interval=0.2,
+                )
+                and proc.poll() is None
+            ):
                 return record
             self.pidfile.remove()
             if proc.poll() is None:
                 proc.kill()
-                raise ServiceError(f"postgres: not ready after {START_TIMEOUT_S:.0f} s, see {self.log_path}")
+                raise ServiceError(
+                    f"postgres: not ready after {START_TIMEOUT_S:.0f} s, see {self.log_path}"
+                )
             # After a kill -9 the old server's children can hold its shared memory for a
             # moment ("pre-existing shared memory block is still in use"): retry until they go.
             if "shared memory block" in _tail(self.log_path) and time.monotonic() < deadline:
@@ -252,7 +264,9 @@ class EmbeddedPostgres:
     def _provision(self) -> None:
         """Create the application role and databases; safe to run again (idempotent)."""
         with psycopg.connect(self._superuser_conninfo("postgres"), autocommit=True) as conn:
-            exists = conn.execute("select 1 from pg_roles where rolname = %s", (APP_ROLE,)).fetchone()
+            exists = conn.execute(
+                "select 1 from pg_roles where rolname = %s", (APP_ROLE,)
+            ).fetchone()
             verb = "alter" if exists else "create"
             conn.execute(
                 sql.SQL(verb + " role {} with login password {}").format(
@@ -260,7 +274,9 @@ class EmbeddedPostgres:
                 )
             )
             for database in DATABASES:
-                if not conn.execute("select 1 from pg_database where datname = %s", (database,)).fetchone():
+                if not conn.execute(
+                    "select 1 from pg_database where datname = %s", (database,)
+                ).fetchone():
                     conn.execute(
                         sql.SQL("create database {} owner {}").format(
                             sql.Identifier(database), sql.Identifier(APP_ROLE)
@@ -275,21 +291,11 @@ class EmbeddedPostgres:
 
     @staticmethod
     def _version(bin_dir: Path) -> str:
-        out = subprocess.run([str(bin_dir / "postgres"), "--version"], capture_output=True, text=True)
+        out = subprocess.run(
+            [str(bin_dir / "postgres"), "--version"], capture_output=True, text=True, check=False
+        )
         match = re.search(r"\d+(\.\d+)?", out.stdout)
         return f"PostgreSQL {match.group(0)}" if match else "PostgreSQL"
-
-
-def _demote(user: tuple[int, int] | None):
-    if user is None:
-        return None
-
-    def demote() -> None:
-        os.setgroups([])
-        os.setgid(user[1])
-        os.setuid(user[0])
-
-    return demote
 
 
 def _make_reachable(path: Path, user: tuple[int, int]) -> None:

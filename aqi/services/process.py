@@ -22,6 +22,7 @@ from pathlib import Path
 __all__ = [
     "PidFile",
     "ProcessRecord",
+    "as_user",
     "port_is_open",
     "spawn_daemon",
     "stop_process",
@@ -97,13 +98,6 @@ def spawn_daemon(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
     try:
-
-        def _demote() -> None:
-            if user is not None:
-                os.setgroups([])
-                os.setgid(user[1])
-                os.setuid(user[0])
-
         return subprocess.Popen(
             list(argv),
             stdin=subprocess.DEVNULL,
@@ -112,10 +106,17 @@ def spawn_daemon(
             env=dict(env) if env is not None else None,
             cwd=cwd,
             start_new_session=True,
-            preexec_fn=_demote if user is not None else None,
+            **as_user(user),
         )
     finally:
         log.close()
+
+
+def as_user(user: tuple[int, int] | None) -> dict:
+    """subprocess keyword arguments that run the child as (uid, gid) with no extra groups."""
+    if user is None:
+        return {}
+    return {"user": user[0], "group": user[1], "extra_groups": []}
 
 
 def stop_process(record: ProcessRecord, *, sig: int = signal.SIGTERM, timeout: float = 30) -> bool:

@@ -18,7 +18,10 @@ def test_query_over_tcp(services: dict, aq_settings) -> None:
         assert int(version) >= 160000
         assert conn.execute("show listen_addresses").fetchone()[0] == "127.0.0.1"
         assert conn.execute("show timezone").fetchone()[0] == "UTC"
-        assert conn.execute("select inet_server_addr()::text").fetchone()[0] in ("127.0.0.1/32", "127.0.0.1")
+        assert conn.execute("select inet_server_addr()::text").fetchone()[0] in (
+            "127.0.0.1/32",
+            "127.0.0.1",
+        )
         conn.execute("create table if not exists t_tcp (id int primary key, v text)")
         conn.execute("insert into t_tcp values (1, 'a') on conflict do nothing")
         assert conn.execute("select v from t_tcp where id = 1").fetchone() == ("a",)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from conftest import isolated_env, run_aqi
 
 from aqi.services.process import PidFile, wait_until
 from aqi.topics import topic_partitions
-from conftest import isolated_env, run_aqi
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +71,11 @@ def test_up_is_idempotent_status_names_addresses_down_leaves_nothing(tmp_path: P
 
         pg, kafka = after["postgres"], after["kafka"]
         assert pg["running"] and kafka["running"]
-        assert (pg["host"], pg["port"], pg["database"]) == ("127.0.0.1", int(env["AQ_PG_PORT"]), "aq")
+        assert (pg["host"], pg["port"], pg["database"]) == (
+            "127.0.0.1",
+            int(env["AQ_PG_PORT"]),
+            "aq",
+        )
         assert pg["url"].startswith("postgresql://aq:")
         assert pg["url"].endswith(f"@127.0.0.1:{env['AQ_PG_PORT']}/aq")
         assert kafka["bootstrap_servers"] == f"127.0.0.1:{env['AQ_KAFKA_PORT']}"
@@ -112,7 +116,9 @@ def test_up_recovers_after_kill_9(tmp_path: Path, victim: str) -> None:
             assert record is not None
             os.kill(record.pid, signal.SIGKILL)
             assert wait_until(lambda r=record: not r.is_alive(), timeout=10)
-        assert _status(env, tmp_path)["postgres" if victim != "kafka" else "kafka"]["running"] is False
+        assert (
+            _status(env, tmp_path)["postgres" if victim != "kafka" else "kafka"]["running"] is False
+        )
 
         again = run_aqi(["services", "up"], env, tmp_path)
         assert again.returncode == 0, again.stdout + again.stderr
@@ -172,4 +178,7 @@ def test_unreachable_external_database_is_a_clear_error(tmp_path: Path) -> None:
     )
     result = run_aqi(["services", "up"], env, tmp_path)
     assert result.returncode == 1
-    assert result.stderr.strip() == "aqi: error: AQ_DATABASE_URL: the external PostgreSQL does not answer"
+    assert (
+        result.stderr.strip()
+        == "aqi: error: AQ_DATABASE_URL: the external PostgreSQL does not answer"
+    )

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 import pytest
+from conftest import isolated_env, run_aqi
 
 from aqi.cli import cli
-from conftest import isolated_env, run_aqi
 
 pytestmark = pytest.mark.unit
 

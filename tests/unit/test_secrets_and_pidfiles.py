@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -44,7 +45,7 @@ def test_pidfile_with_reused_pid_is_stale(tmp_path: Path) -> None:
         real = pidfile.write(proc.pid, "sleep", "")
         fake = ProcessRecord(proc.pid, real.start_ticks - 1, "sleep", "")
         pidfile.path.write_text(
-            '{"pid": %d, "start_ticks": %d, "command": "sleep"}' % (fake.pid, fake.start_ticks)
+            json.dumps({"pid": fake.pid, "start_ticks": fake.start_ticks, "command": "sleep"})
         )
         assert pidfile.live() is None
         assert stop_process(fake, timeout=1)  # "already gone" -> must not kill the real one
@@ -58,7 +59,7 @@ def test_pidfile_of_dead_process_and_garbage(tmp_path: Path) -> None:
     proc = subprocess.Popen(["true"])
     proc.wait()
     pidfile = PidFile(tmp_path / "p.pid")
-    pidfile.path.write_text('{"pid": %d, "start_ticks": 1, "command": "true"}' % proc.pid)
+    pidfile.path.write_text(json.dumps({"pid": proc.pid, "start_ticks": 1, "command": "true"}))
     assert pidfile.live() is None
     pidfile.path.write_text("garbage")
     assert pidfile.read() is None
