@@ -10,7 +10,7 @@ VENV := $(CURDIR)/.venv
 AQI := $(VENV)/bin/aqi
 PYTEST_ARGS ?=
 
-.PHONY: help uv env superset-env java-check demo test test-unit test-integration services-down lint clean
+.PHONY: help uv env superset-env java-check demo test test-unit test-integration services-down lint clean bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -63,7 +63,10 @@ services-down: ## stop the embedded services
 
 lint: env ## ruff
 	@echo "==> ruff check"
-	@$(VENV)/bin/ruff check aqi ingestion spark_streaming expectations dags tests docker
+	@$(VENV)/bin/ruff check aqi ingestion spark_streaming expectations dags tests docker benchmarks
 
 clean: services-down ## stop services and remove environments and AQ_HOME (./.aq)
 	rm -rf .venv superset/.venv .tools .aq
+
+bench: env ## benchmarks (results go to docs/benchmarks.md by hand, with machine and date)
+	@$(VENV)/bin/python benchmarks/bench_services.py
