@@ -45,7 +45,7 @@ def main() -> None:
         "AQ_KAFKA_PORT": str(_free_port()),
     }
     settings = load_settings(env, dotenv=None)
-    quiet = lambda line: None  # noqa: E731
+    quiet = lambda line: None
     rows: list[tuple[str, str]] = []
     try:
         rows.append(("services up, first time (initdb + start + topic)",
