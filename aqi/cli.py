@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -110,6 +111,254 @@ def setup_cmd() -> None:
     from aqi.environments import ensure_superset_env
 
     ensure_superset_env(echo=click.echo)
+
+
+# --- ingestion: aqi collect / backfill / replay / mock-api ----------------------------------
+
+
+class _UTCDateTime(click.ParamType):
+    """``2024-01-31`` (midnight UTC) or an ISO-8601 date-time (UTC unless it has an offset)."""
+
+    name = "DATE"
+
+    def convert(self, value, param, ctx):
+        from datetime import UTC, datetime
+
+        if isinstance(value, datetime):
+            return value
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a date (YYYY-MM-DD) or ISO-8601 date-time", param, ctx)
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _location_ids(values: tuple[str, ...], option: str) -> tuple[int, ...]:
+    from aqi.config import parse_location_ids
+
+    try:
+        return parse_location_ids(option, ",".join(values))
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc).split(": ", 1)[1], param_hint=option) from None
+
+
+def _ingestion(s: Settings, progress=None):
+    """Client, producer and state for an ingestion command (imports kept off `aqi --help`)."""
+    from ingestion.openaq_client import client_from_settings
+    from ingestion.producer import producer_from_settings
+    from ingestion.state import IngestionState
+
+    on_wait = progress.wait if progress is not None else _echo_wait
+    return (
+        client_from_settings(s, on_wait=on_wait),
+        producer_from_settings(s),
+        IngestionState(s.state_dir),
+    )
+
+
+def _echo_wait(seconds: float, reason: str) -> None:
+    click.echo(f"waiting {seconds:.0f} s: {reason}", err=True)
+
+
+@cli.command("collect")
+@click.option(
+    "--location",
+    "locations",
+    multiple=True,
+    metavar="ID[,ID...]",
+    help="OpenAQ location id(s) to poll (repeatable). Default: AQ_COLLECT_LOCATIONS.",
+)
+@click.option(
+    "--bbox",
+    metavar="MIN_LON,MIN_LAT,MAX_LON,MAX_LAT",
+    help="Poll every location in this box. Default: AQ_COLLECT_BBOX.",
+)
+@click.option(
+    "--country",
+    metavar="ISO",
+    help="Poll every location of this country (e.g. IN). Default: AQ_COLLECT_COUNTRY.",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.05),
+    metavar="MINUTES",
+    help="Minutes between cycles. Default: AQ_COLLECT_INTERVAL_MINUTES (5).",
+)
+@click.option("--once", is_flag=True, help="Run one cycle and exit.")
+def collect_cmd(locations, bbox, country, interval, once) -> None:
+    """Poll the latest readings of some locations; send each new reading once.
+
+    Every cycle asks OpenAQ for the latest reading of each sensor of the target locations
+    and puts the new ones on AQ_KAFKA_TOPIC. A reading already sent (same sensor and period
+    end) is never sent again, across restarts (state in AQ_HOME/state). Stops cleanly on
+    Ctrl-C / SIGTERM.
+    """
+    from aqi.config import parse_bbox, parse_country
+    from ingestion.collector import Targets, run_collector
+
+    s = settings()
+    try:
+        targets = Targets(
+            location_ids=_location_ids(locations, "--location")
+            if locations
+            else s.collect_locations,
+            bbox=parse_bbox("--bbox", bbox) if bbox else s.collect_bbox,
+            country=parse_country("--country", country) if country else s.collect_country,
+        )
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    if not targets:
+        raise click.UsageError(
+            "say which locations to poll: --location, --bbox or --country "
+            "(or AQ_COLLECT_LOCATIONS / AQ_COLLECT_BBOX / AQ_COLLECT_COUNTRY)"
+        )
+    client, producer, state = _ingestion(s)
+    with producer:
+        total = run_collector(
+            targets, client=client, producer=producer, state=state, once=once,
+            interval_s=60 * (interval or s.collect_interval_minutes), echo=click.echo,
+        )  # fmt: skip
+    click.echo(f"collect: {total} events sent")
+
+
+@cli.command("backfill")
+@click.option(
+    "--location",
+    "locations",
+    multiple=True,
+    metavar="ID [ID ...]",
+    help="OpenAQ location id(s); several may follow one --location.",
+)
+@click.argument("more_locations", nargs=-1, metavar="")
+@click.option(
+    "--since",
+    required=True,
+    type=_UTCDateTime(),
+    help="Start (exclusive): YYYY-MM-DD (midnight UTC) or an ISO-8601 date-time.",
+)
+@click.option(
+    "--until",
+    required=True,
+    type=_UTCDateTime(),
+    help="End (inclusive): YYYY-MM-DD (midnight UTC) or an ISO-8601 date-time.",
+)
+def backfill_cmd(locations, more_locations, since, until) -> None:
+    """Send the history of every sensor of some locations, resumably.
+
+    Reads every measurement with since < period end <= until, in windows of at most a year
+    and all pages, and puts them on AQ_KAFKA_TOPIC. The checkpoint moves only after Kafka
+    acknowledged a page: after a crash or Ctrl-C, run the same command again and it
+    continues where it stopped (at most the page in flight is sent twice).
+
+    Example: aqi backfill --location 2178 17 --since 2024-01-01 --until 2024-02-01
+    """
+    from ingestion.backfill import run_backfill
+    from ingestion.progress import Progress
+
+    ids = _location_ids(locations + more_locations, "--location")
+    if not ids:
+        raise click.UsageError("give at least one --location ID")
+    if since >= until:
+        raise click.BadParameter("--since must be before --until", param_hint="--since")
+    s = settings()
+    progress = Progress("backfill", unit="sensors")
+    client, producer, state = _ingestion(s, progress)
+    try:
+        with producer, progress:
+            result = run_backfill(
+                ids, since, until, client=client, producer=producer, state=state, progress=progress
+            )
+    except KeyboardInterrupt:
+        click.echo("backfill: interrupted; run the same command again to resume", err=True)
+        sys.exit(130)
+    verb = "resumed" if result.resumed else "ran"
+    click.echo(
+        f"backfill: {verb} job {result.job_id}: {result.sensors} sensors, "
+        f"{result.events_sent} events sent this run; {progress.summary()}"
+    )
+
+
+@cli.command("replay")
+@click.option(
+    "--fixtures",
+    "fixtures_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A folder of recorded OpenAQ responses (e.g. ingestion/fixtures/openaq).",
+)
+@click.option("--simulate", is_flag=True, help="Stream the deterministic simulator instead.")
+@click.option(
+    "--locations",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="--simulate: number of locations.",
+)
+@click.option(
+    "--days",
+    type=click.FloatRange(min=0, min_open=True),
+    default=2.0,
+    show_default=True,
+    help="--simulate: days of history, ending now.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="EV_PER_S",
+    help="--simulate: at most this many events a second (default: as fast as possible).",
+)
+@click.option("--seed", type=int, default=42, show_default=True, help="--simulate: random seed.")
+def replay_cmd(fixtures_dir, simulate, locations, days, rate, seed) -> None:
+    """Put recorded OpenAQ responses, or simulated measurements, on Kafka.
+
+    --fixtures DIR maps every recorded measurement and latest reading to an event (metadata
+    from the recorded locations). --simulate streams OpenAQ-shaped data: diurnal patterns,
+    pollution episodes, hourly and 15-minute sensors, nulls, flags, -9999 sentinels, ppb and
+    µg/m³, and a few late and duplicate events; the same --seed gives the same data.
+    """
+    from ingestion.producer import producer_from_settings
+    from ingestion.progress import Progress
+    from ingestion.replay import fixture_events, send_paced
+
+    if bool(fixtures_dir) == bool(simulate):
+        raise click.UsageError("choose one of --fixtures DIR or --simulate")
+    s = settings()
+    with producer_from_settings(s) as producer:
+        if fixtures_dir:
+            events, report = fixture_events(fixtures_dir)
+            with Progress("replay", unit="events") as progress:
+                send_paced(events, producer, progress)
+            click.echo(
+                f"replay: {report.events} events from {len(report.files)} files "
+                f"({report.responses} responses; {report.duplicates} repeated readings sent once; "
+                f"{report.skipped_unknown_location} readings skipped: location not recorded)"
+            )
+            return
+        from ingestion.simulator import SimulationConfig
+        from ingestion.simulator import simulate as simulated
+
+        config = SimulationConfig(locations=locations, days=days, seed=seed)
+        with Progress("simulate", unit="events") as progress:
+            send_paced(simulated(config), producer, progress, rate_per_s=rate)
+        click.echo(f"replay --simulate: {progress.summary()}")
+
+
+@cli.command("mock-api")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True)
+@click.option(
+    "--fixtures",
+    "fixtures_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Recorded responses to serve (default: the ones shipped with the package).",
+)
+def mock_api_cmd(port, fixtures_dir) -> None:
+    """Run the local mock OpenAQ v3 API on 127.0.0.1 (for offline development).
+
+    Point the project at it with OPENAQ_BASE_URL=http://127.0.0.1:PORT/v3. Ctrl-C stops it.
+    """
+    from ingestion.mock_server import main as mock_main
+
+    args = ["--port", str(port)] + (["--fixtures", str(fixtures_dir)] if fixtures_dir else [])
+    sys.exit(mock_main(args))
 
 
 # --- aqi services --------------------------------------------------------------------------

@@ -30,6 +30,9 @@ __all__ = [
     "Settings",
     "load_settings",
     "mask_url",
+    "parse_bbox",
+    "parse_country",
+    "parse_location_ids",
 ]
 
 DEFAULT_OPENAQ_BASE_URL = "https://api.openaq.org/v3"
@@ -55,6 +58,18 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "AQ_HOME": ("./.aq", "Where data, checkpoints, logs, Bronze Parquet and secrets live."),
     "AQ_PG_PORT": ("55432", "TCP port of the embedded PostgreSQL on 127.0.0.1."),
     "AQ_KAFKA_PORT": ("59092", "TCP port of the embedded Kafka-compatible broker on 127.0.0.1."),
+    "OPENAQ_REQUESTS_PER_MINUTE": (
+        "60",
+        "Client-side cap on OpenAQ requests in any 60 s (free tier: 60); raise for paid tiers.",
+    ),
+    "OPENAQ_REQUESTS_PER_HOUR": (
+        "2000",
+        "Client-side cap on OpenAQ requests in any hour (free tier: 2,000).",
+    ),
+    "AQ_COLLECT_LOCATIONS": ("", "aqi collect: comma-separated OpenAQ location ids to poll."),
+    "AQ_COLLECT_BBOX": ("", "aqi collect: poll the locations in min_lon,min_lat,max_lon,max_lat."),
+    "AQ_COLLECT_COUNTRY": ("", "aqi collect: poll the locations of an ISO 3166-1 alpha-2 country."),
+    "AQ_COLLECT_INTERVAL_MINUTES": ("5", "aqi collect: minutes between two polling cycles."),
     "AQ_KAFKA_STORAGE": (
         "memory://tansu/",
         (
@@ -93,6 +108,12 @@ class Settings:
     pg_port: int
     kafka_port: int
     kafka_storage: str
+    openaq_requests_per_minute: int = 60
+    openaq_requests_per_hour: int = 2000
+    collect_locations: tuple[int, ...] = ()
+    collect_bbox: tuple[float, float, float, float] | None = None
+    collect_country: str | None = None
+    collect_interval_minutes: float = 5.0
     #: the raw variables that were set (after .env merge), for `aqi config` and children
     source: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -122,6 +143,11 @@ class Settings:
     @property
     def checkpoints_dir(self) -> Path:
         return self.aq_home / "checkpoints"
+
+    @property
+    def state_dir(self) -> Path:
+        """Ingestion state: sent readings, backfill checkpoints, rate-limit history, caches."""
+        return self.aq_home / "state"
 
     @property
     def embedded_postgres(self) -> bool:
@@ -162,6 +188,20 @@ def load_settings(
         pg_port=_int("AQ_PG_PORT", get("AQ_PG_PORT"), 1, 65535),
         kafka_port=_int("AQ_KAFKA_PORT", get("AQ_KAFKA_PORT"), 1, 65535),
         kafka_storage=_storage("AQ_KAFKA_STORAGE", get("AQ_KAFKA_STORAGE")),
+        openaq_requests_per_minute=_int(
+            "OPENAQ_REQUESTS_PER_MINUTE", get("OPENAQ_REQUESTS_PER_MINUTE"), 1, 100_000
+        ),
+        openaq_requests_per_hour=_int(
+            "OPENAQ_REQUESTS_PER_HOUR", get("OPENAQ_REQUESTS_PER_HOUR"), 1, 10_000_000
+        ),
+        collect_locations=parse_location_ids(
+            "AQ_COLLECT_LOCATIONS", values.get("AQ_COLLECT_LOCATIONS", "")
+        ),
+        collect_bbox=parse_bbox("AQ_COLLECT_BBOX", values.get("AQ_COLLECT_BBOX")),
+        collect_country=parse_country("AQ_COLLECT_COUNTRY", values.get("AQ_COLLECT_COUNTRY")),
+        collect_interval_minutes=_positive_float(
+            "AQ_COLLECT_INTERVAL_MINUTES", get("AQ_COLLECT_INTERVAL_MINUTES")
+        ),
         source=values,
     )
 
@@ -247,6 +287,54 @@ def _path(var: str, raw: str) -> Path:
     if path.exists() and not path.is_dir():
         raise ConfigError(var, f"{path} exists and is not a directory")
     return path.resolve()
+
+
+def parse_location_ids(var: str, raw: str) -> tuple[int, ...]:
+    """``"2178, 17"`` -> ``(2178, 17)``; shared by the settings and the CLI options."""
+    ids = []
+    for part in raw.replace(" ", ",").split(","):
+        if not part:
+            continue
+        if not part.isdigit() or int(part) == 0:
+            raise ConfigError(var, f"expected positive location ids, got {part!r}")
+        ids.append(int(part))
+    return tuple(dict.fromkeys(ids))
+
+
+def parse_bbox(var: str, raw: str | None) -> tuple[float, float, float, float] | None:
+    """``"min_lon,min_lat,max_lon,max_lat"`` (OpenAQ's order) -> a validated tuple."""
+    if raw is None or not raw.strip():
+        return None
+    try:
+        values = tuple(float(v) for v in raw.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4:
+        raise ConfigError(var, f"expected min_lon,min_lat,max_lon,max_lat, got {raw!r}")
+    min_lon, min_lat, max_lon, max_lat = values
+    if not (-180 <= min_lon < max_lon <= 180 and -90 <= min_lat < max_lat <= 90):
+        raise ConfigError(var, f"not a valid box (lon -180..180, lat -90..90, min < max): {raw!r}")
+    return min_lon, min_lat, max_lon, max_lat
+
+
+def parse_country(var: str, raw: str | None) -> str | None:
+    """An ISO 3166-1 alpha-2 code, upper-cased."""
+    if raw is None or not raw.strip():
+        return None
+    code = raw.strip().upper()
+    if not re.fullmatch(r"[A-Z]{2}", code):
+        raise ConfigError(var, f"expected a two-letter ISO country code, got {raw!r}")
+    return code
+
+
+def _positive_float(var: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(var, f"expected a number, got {raw!r}") from None
+    if not value > 0:
+        raise ConfigError(var, f"expected a positive number, got {raw!r}")
+    return value
 
 
 def _storage(var: str, raw: str) -> str:

@@ -1,0 +1,1318 @@
+"""A local mock of the OpenAQ API v3: a test fixture and an offline tool for developers.
+
+The collector must be proven against what the real API does - paging that ends on a short
+page, the ``datetime_from < period end <= datetime_to`` filter, per-key fixed-window rate
+limits announced in ``x-ratelimit-*`` headers, 429 without ``Retry-After``, 401/403/410 -
+without touching the network or spending the free tier's 60 requests a minute. This server
+serves the recorded fixtures (:mod:`ingestion.fixtures`) merged with data registered from
+code, enforces the rate limits, injects faults on demand and logs every request so a test
+can assert how politely a client behaved.
+
+Public surface:
+
+- :class:`MockOpenAQ` - the server (``with MockOpenAQ() as mock: mock.base_url``).
+- :class:`LoggedRequest` - one entry of :attr:`MockOpenAQ.requests`.
+- :data:`DEFAULT_PARAMETER` - PM2.5 in µg/m³, the default of
+  :meth:`MockOpenAQ.generate_measurements`.
+- :func:`main` - ``python -m ingestion.mock_server --port 8765 [--fixtures DIR]``.
+
+Behaviour copied from the real API (OpenAQ's API source code and the recorded responses):
+
+- Envelope ``{"meta": {"name": "openaq-api", "website": "/", "page", "limit", "found"},
+  "results": [...]}``; ``limit`` 1..1000 (default 100) and ``page`` >= 1, else 422 with a
+  FastAPI-style ``detail`` list.
+- ``found``: measurements are not counted by the API, so ``found`` is ``">{limit}"`` for a
+  full page and the page's length otherwise (the recorded ``limit=5`` page says ``">5"``);
+  locations and sensors give the total, or ``">1000"`` above 1000; latest lists give the
+  exact total (the recorded PM2.5 latest says 21142).
+- Rate limits per API key in fixed windows (a minute and an hour, both configurable);
+  requests that are refused do not use the quota. Every response after the key check
+  carries ``x-ratelimit-limit/-used/-remaining/-reset`` (``reset`` = whole seconds until
+  the tighter window ends); a 401 carries none, as on the real API, where the headers are
+  set only once the key is known. 429 has no ``Retry-After``.
+- 401 ``{"detail": "Invalid credentials"}`` and 429 ``{"detail": "Too many requests"}``
+  are the API's own messages; ``/v1`` and ``/v2`` paths answer 410.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import copy
+import hashlib
+import json
+import logging
+import math
+import random
+import re
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, tzinfo
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, NamedTuple, Self
+from urllib.parse import parse_qsl, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from ingestion.fixtures import (
+    DEFAULT_FIXTURES_DIR,
+    RecordedResponse,
+    load_recorded,
+    locations_in,
+    sensors_by_location,
+)
+
+__all__ = ["DEFAULT_PARAMETER", "LoggedRequest", "MockOpenAQ", "main"]
+
+_logger = logging.getLogger(__name__)
+
+DEFAULT_PARAMETER: Mapping[str, Any] = MappingProxyType({"id": 2, "name": "pm25", "units": "µg/m³"})
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 100
+MAX_RADIUS_METRES = 25_000
+EARTH_RADIUS_METRES = 6_371_008.8
+GONE_DETAIL = (
+    "OpenAQ API v1 and v2 were retired in January 2025 and are no longer available;"
+    " use /v3 (https://docs.openaq.org/errors/gone)"
+)
+
+
+class LoggedRequest(NamedTuple):
+    """One request as the server saw it. The API key itself is never kept, only whether
+    one was sent, so a log printed by a failing test cannot leak it."""
+
+    monotonic_time: float
+    wall_time: float
+    method: str
+    path: str
+    query: dict[str, str]
+    status: int
+    api_key_present: bool
+
+
+class MockOpenAQ:
+    """A threaded OpenAQ v3 mock on 127.0.0.1 (a free port unless ``port`` is given).
+
+    ``fixtures`` is the directory of recorded responses to serve (``None`` starts empty).
+    ``api_key=None`` accepts any request; otherwise requests without ``X-API-Key: <key>``
+    get 401. ``per_minute``/``per_hour`` are the quotas of the two fixed windows, whose
+    lengths are ``window_seconds`` and 60 x ``window_seconds`` (shorten it in tests).
+    ``fail_with_429_every=N`` answers every Nth admitted request with a 429 whose
+    ``x-ratelimit-reset`` is ``reset_after_429`` seconds; until that has passed, every
+    request of that key gets 429 too and counts in :meth:`requests_before_reset`.
+    """
+
+    def __init__(
+        self,
+        fixtures: Path | None = DEFAULT_FIXTURES_DIR,
+        *,
+        api_key: str | None = None,
+        per_minute: int = 60,
+        per_hour: int = 2000,
+        window_seconds: float = 60.0,
+        fail_with_429_every: int | None = None,
+        reset_after_429: int = 1,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        verbose: bool = False,
+    ) -> None:
+        if per_minute < 1 or per_hour < 1 or window_seconds <= 0:
+            raise ValueError("per_minute, per_hour and window_seconds must be positive")
+        self.api_key = api_key
+        self.per_minute = per_minute
+        self.per_hour = per_hour
+        self.window_seconds = float(window_seconds)
+        self.host = host
+        self.verbose = verbose
+        self._requested_port = port
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._data = _Store()
+        self._limits = _Limiter(self)
+        self._fail_every = fail_with_429_every
+        self._reset_after_429 = reset_after_429
+        self._admitted = 0
+        self._faults: list[_Fault] = []
+        self._log: list[LoggedRequest] = []
+        self._received = 0
+        self._violations = 0
+        if fixtures is not None:
+            self._data.load(load_recorded(Path(fixtures)))
+        self._t0 = time.monotonic()  # the rate-limit windows are aligned on this instant
+
+    # -- life cycle -----------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Bind and serve in a daemon thread; returns self so ``MockOpenAQ().start()`` reads."""
+        if self._server is not None:
+            return self
+        self._stopping.clear()
+        self._server = _Server((self.host, self._requested_port), self)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"MockOpenAQ:{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket; wakes requests held by an injected delay."""
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        self._stopping.set()
+        server.shutdown()
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+        self._server = self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        """The bound port (the kernel's choice when constructed with ``port=0``)."""
+        if self._server is None:
+            raise RuntimeError("MockOpenAQ is not started")
+        return int(self._server.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT/v3`` - what a client uses in place of the real base URL."""
+        return f"http://{self.host}:{self.port}/v3"
+
+    # -- data -----------------------------------------------------------------------
+
+    def add_location(self, location_obj: Mapping[str, Any]) -> None:
+        """Serve an OpenAQ-shaped location (with its ``sensors``), replacing one of that id."""
+        with self._lock:
+            self._data.add_location(location_obj)
+
+    def add_measurements(self, sensor_id: int, results: Sequence[Mapping[str, Any]]) -> None:
+        """Serve ``/sensors/{id}/measurements`` results; one per period end, the last wins."""
+        with self._lock:
+            self._data.add_measurements(int(sensor_id), results)
+
+    def generate_measurements(
+        self,
+        sensor_id: int,
+        start: datetime,
+        count: int,
+        interval: timedelta = timedelta(hours=1),
+        parameter: Mapping[str, Any] = DEFAULT_PARAMETER,
+        seed: int = 0,
+    ) -> list[dict[str, Any]]:
+        """Add ``count`` deterministic measurements, the first period starting at ``start``.
+
+        The results have the shape of real raw measurements (value, flagInfo, parameter,
+        period, coordinates, summary, coverage); local times use the time zone of the
+        sensor's location when it is known (add the location first), else UTC. The same
+        arguments always give the same values. Returns the results it added.
+        """
+        if start.tzinfo is None:
+            raise ValueError("start must be timezone-aware")
+        if count < 0 or interval <= timedelta(0):
+            raise ValueError("count must be >= 0 and interval positive")
+        with self._lock:
+            zone = self._data.zone_of_sensor(int(sensor_id))
+            results = _generated(int(sensor_id), start, count, interval, parameter, seed, zone)
+            self._data.add_measurements(int(sensor_id), results)
+        return results
+
+    # -- faults ---------------------------------------------------------------------
+
+    def inject(
+        self,
+        status: int | None = None,
+        *,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        delay: float = 0.0,
+        malformed: bool = False,
+        path: str | None = None,
+        on_request: int | None = None,
+        times: int = 1,
+    ) -> None:
+        """Queue a scripted fault for the next admitted request that matches.
+
+        ``status`` answers with that code and ``body`` (default ``{"detail": <reason>}``);
+        ``delay`` holds the response that many seconds (to make a client time out);
+        ``malformed`` sends the real body truncated, with 200; they combine. ``path``
+        restricts the fault to paths containing that substring, ``on_request`` to the
+        k-th request the server receives (1-based); ``times`` repeats it. Faults apply
+        after the key check and the rate limiter, in the order they were queued.
+        """
+        if status is None and not delay and not malformed:
+            raise ValueError("a fault needs a status, a delay or malformed=True")
+        if times < 1:
+            raise ValueError("times must be >= 1")
+        fault = _Fault(status, body, dict(headers or {}), delay, malformed, path, on_request, times)
+        with self._lock:
+            self._faults.append(fault)
+
+    def fail_once(
+        self, status: int = 500, on_request: int | None = None, path: str | None = None
+    ) -> None:
+        """Answer ``status`` once: to the ``on_request``-th request, or the next one."""
+        self.inject(status, on_request=on_request, path=path)
+
+    def set_fail_with_429_every(self, n: int | None, reset_after_429: int | None = None) -> None:
+        """Change the periodic 429 (``None`` turns it off); restarts the count."""
+        with self._lock:
+            self._fail_every = n
+            self._admitted = 0
+            if reset_after_429 is not None:
+                self._reset_after_429 = reset_after_429
+
+    def clear_faults(self) -> None:
+        """Drop every queued fault that has not fired yet."""
+        with self._lock:
+            self._faults.clear()
+
+    # -- request log ----------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[LoggedRequest]:
+        """Every request received so far, in arrival order (a copy)."""
+        with self._lock:
+            return sorted(self._log, key=lambda r: r.monotonic_time)
+
+    def max_requests_in_window(self, seconds: float = 60.0) -> int:
+        """The most requests that arrived within any ``seconds``-long span (sliding)."""
+        times = [r.monotonic_time for r in self.requests]
+        best, first = 0, 0
+        for last, moment in enumerate(times):
+            while moment - times[first] >= seconds:
+                first += 1
+            best = max(best, last - first + 1)
+        return best
+
+    def requests_before_reset(self) -> int:
+        """Requests that arrived while a 429's reset was still pending (polite clients: 0)."""
+        with self._lock:
+            return self._violations
+
+    def reset_log(self) -> None:
+        """Forget the logged requests and violations.
+
+        Quotas, queued faults and the request numbering that ``on_request`` counts are kept.
+        """
+        with self._lock:
+            self._log.clear()
+            self._violations = 0
+
+    # -- request handling (called by the HTTP handler threads) ------------------------
+
+    def _handle(self, method: str, target: str, api_key: str | None) -> _Reply:
+        arrived, wall = time.monotonic(), time.time()
+        split = urlsplit(target)
+        path = split.path.rstrip("/") or "/"
+        query = _parse_query(split.query)
+        with self._lock:
+            self._received += 1
+            reply = self._process(method, path, query, api_key, self._received, arrived)
+            self._log.append(
+                LoggedRequest(arrived, wall, method, path, query, reply.status, bool(api_key))
+            )
+        return reply
+
+    def _process(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str],
+        api_key: str | None,
+        number: int,
+        now: float,
+    ) -> _Reply:
+        if self.api_key is not None and api_key != self.api_key:
+            return _Reply.json(401, {"detail": "Invalid credentials"})
+        bucket = hashlib.sha256((api_key or "").encode()).hexdigest()
+        pending = self._limits.penalty_until(bucket)
+        if now < pending:
+            self._violations += 1
+            return self._too_many(bucket, now, max(1, math.ceil(pending - now)))
+        exhausted = self._limits.exhausted_window_end(bucket, now)
+        if exhausted is not None:
+            self._limits.set_penalty(bucket, exhausted)
+            return _Reply.json(
+                429, {"detail": "Too many requests"}, self._limits.headers(bucket, now)
+            )
+        self._admitted += 1
+        if self._fail_every and self._admitted % self._fail_every == 0:
+            self._limits.set_penalty(bucket, now + self._reset_after_429)
+            return self._too_many(bucket, now, self._reset_after_429)
+        self._limits.count(bucket, now)
+        rate_headers = self._limits.headers(bucket, now)
+        fault = self._take_fault(path, number)
+        if fault is not None and fault.status is not None:
+            body = fault.body if fault.body is not None else {"detail": _phrase(fault.status)}
+            reply = _Reply.json(fault.status, body, rate_headers)
+        else:
+            status, payload = self._route(method, path, query)
+            reply = _Reply.json(status, payload, rate_headers, cache=method == "GET")
+        if fault is not None:
+            reply = fault.apply(reply)
+        return reply
+
+    def _too_many(self, bucket: str, now: float, reset: int) -> _Reply:
+        """A 429 that says the quota is used up and resets in ``reset`` seconds."""
+        headers = self._limits.headers(bucket, now)
+        limit = headers["x-ratelimit-limit"]
+        headers.update(
+            {
+                "x-ratelimit-used": limit,
+                "x-ratelimit-remaining": "0",
+                "x-ratelimit-reset": str(reset),
+            }
+        )
+        return _Reply.json(429, {"detail": "Too many requests"}, headers)
+
+    def _take_fault(self, path: str, number: int) -> _Fault | None:
+        for index, fault in enumerate(self._faults):
+            if fault.matches(path, number):
+                fault.times -= 1
+                if fault.times == 0:
+                    del self._faults[index]
+                return fault
+        return None
+
+    def _route(self, method: str, path: str, query: dict[str, str]) -> tuple[int, Any]:
+        if re.match(r"^/v[12](/|$)", path):
+            return 410, {"detail": GONE_DETAIL}
+        for pattern, name in _ROUTES:
+            match = pattern.match(path)
+            if match is None:
+                continue
+            if method != "GET":
+                return 405, {"detail": "Method Not Allowed"}
+            try:
+                return 200, getattr(self._data, name)(query, *match.groups())
+            except _HTTPError as exc:
+                return exc.status, {"detail": exc.detail}
+            except Exception as exc:  # a bug in the mock: say so instead of hanging up
+                _logger.exception("mock server error on %s", path)
+                return 500, {"detail": f"mock server error: {exc!r}"}
+        return 404, {"detail": "Not Found"}
+
+
+# -- rate limiting ---------------------------------------------------------------------
+
+
+class _Limiter:
+    """Per-key counters for the minute and hour windows, aligned on the server's start.
+
+    Keys are stored only as SHA-256 digests. Called with the mock's lock held.
+    """
+
+    def __init__(self, mock: MockOpenAQ) -> None:
+        self._mock = mock
+        self._counts: dict[tuple[str, str], tuple[int, int]] = {}
+        self._penalties: dict[str, float] = {}
+
+    def _windows(self) -> list[tuple[str, int, float]]:
+        """(name, quota, length in seconds) of each window."""
+        m = self._mock
+        return [
+            ("minute", m.per_minute, m.window_seconds),
+            ("hour", m.per_hour, m.window_seconds * 60),
+        ]
+
+    def _used(self, bucket: str, name: str, index: int) -> int:
+        """Requests counted in window ``index`` (a stored count of an older window is stale)."""
+        stored_index, used = self._counts.get((bucket, name), (index, 0))
+        return used if stored_index == index else 0
+
+    def _state(self, bucket: str, now: float) -> list[tuple[int, int, float]]:
+        """(limit, used, window end) for each window at ``now``."""
+        state = []
+        for name, limit, length in self._windows():
+            index = int((now - self._mock._t0) // length)
+            end = self._mock._t0 + (index + 1) * length
+            state.append((limit, self._used(bucket, name, index), end))
+        return state
+
+    def count(self, bucket: str, now: float) -> None:
+        for name, _, length in self._windows():
+            index = int((now - self._mock._t0) // length)
+            self._counts[(bucket, name)] = (index, self._used(bucket, name, index) + 1)
+
+    def exhausted_window_end(self, bucket: str, now: float) -> float | None:
+        """When the latest-ending used-up window ends, or None if a request may pass."""
+        ends = [end for limit, used, end in self._state(bucket, now) if used >= limit]
+        return max(ends) if ends else None
+
+    def headers(self, bucket: str, now: float) -> dict[str, str]:
+        """The headers of the tighter window: the used-up one, else the least remaining."""
+        state = self._state(bucket, now)
+        exhausted = [s for s in state if s[1] >= s[0]]
+        if exhausted:
+            limit, used, end = max(exhausted, key=lambda s: s[2])
+        else:
+            limit, used, end = min(state, key=lambda s: s[0] - s[1])
+        return {
+            "x-ratelimit-limit": str(limit),
+            "x-ratelimit-used": str(min(used, limit)),
+            "x-ratelimit-remaining": str(max(0, limit - used)),
+            "x-ratelimit-reset": str(max(1, math.ceil(end - now))),
+        }
+
+    def penalty_until(self, bucket: str) -> float:
+        return self._penalties.get(bucket, 0.0)
+
+    def set_penalty(self, bucket: str, until: float) -> None:
+        self._penalties[bucket] = max(self.penalty_until(bucket), until)
+
+
+# -- faults and replies ----------------------------------------------------------------
+
+
+@dataclass
+class _Fault:
+    status: int | None
+    body: Any
+    headers: dict[str, str]
+    delay: float
+    malformed: bool
+    path: str | None
+    on_request: int | None
+    times: int
+
+    def matches(self, path: str, number: int) -> bool:
+        if self.path is not None and self.path not in path:
+            return False
+        return self.on_request is None or self.on_request == number
+
+    def apply(self, reply: _Reply) -> _Reply:
+        """Add the fault's headers, truncation and delay to a reply."""
+        headers = {**reply.headers, **self.headers}
+        body, status = reply.body, reply.status
+        if self.malformed:
+            body = body[: max(1, len(body) // 2)]
+            status = self.status if self.status is not None else 200
+        return _Reply(status, headers, body, self.delay)
+
+
+@dataclass
+class _Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    delay: float = 0.0
+
+    @classmethod
+    def json(
+        cls,
+        status: int,
+        payload: Any,
+        headers: Mapping[str, str] | None = None,
+        cache: bool = False,
+    ) -> _Reply:
+        if isinstance(payload, bytes):
+            body = payload
+        elif isinstance(payload, str):
+            body = payload.encode()
+        else:
+            body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        all_headers = {"content-type": "application/json"}
+        if cache and status < 500:
+            all_headers["cache-control"] = "public, max-age=900"
+        all_headers.update(headers or {})
+        return cls(status, all_headers, body)
+
+
+class _HTTPError(Exception):
+    """Raised by a route: answer ``status`` with ``{"detail": detail}``."""
+
+    def __init__(self, status: int, detail: Any) -> None:
+        super().__init__(status, detail)
+        self.status, self.detail = status, detail
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+# -- data and routes ---------------------------------------------------------------------
+
+
+@dataclass
+class _Store:
+    """Everything the mock serves, indexed for the routes. Used with the mock's lock held."""
+
+    locations: dict[int, dict[str, Any]] = field(default_factory=dict)
+    location_sensors: dict[int, list[int]] = field(default_factory=dict)
+    sensors: dict[int, dict[str, Any]] = field(default_factory=dict)
+    sensor_location: dict[int, int] = field(default_factory=dict)
+    parameters: dict[int, dict[str, Any]] = field(default_factory=dict)
+    measurements: dict[int, dict[datetime, dict[str, Any]]] = field(default_factory=dict)
+    location_latest: dict[int, dict[int, dict[str, Any]]] = field(default_factory=dict)
+    parameter_latest: dict[int, dict[int, dict[str, Any]]] = field(default_factory=dict)
+    _sorted: dict[int, tuple[list[datetime], list[dict[str, Any]]]] = field(default_factory=dict)
+
+    # loading
+
+    def load(self, responses: list[RecordedResponse]) -> None:
+        """Index the recorded responses: locations, sensors, measurements, latest, parameters."""
+        for location_id, location in locations_in(responses).items():
+            self.locations[location_id] = location
+        for location_id, sensors in sensors_by_location(responses).items():
+            self.location_sensors[location_id] = [int(s["id"]) for s in sensors]
+            for sensor in sensors:
+                self._add_sensor(sensor, location_id)
+        for response in responses:
+            if response.status == 200:
+                self._load_one(response)
+
+    def _load_one(self, response: RecordedResponse) -> None:
+        results = response.body.get("results") or []
+        if match := re.match(r"^/v3/sensors/(\d+)$", response.path):
+            for sensor in results:
+                self._add_sensor(sensor, self.sensor_location.get(int(match[1])))
+        elif match := re.match(r"^/v3/sensors/(\d+)/measurements$", response.path):
+            self.add_measurements(int(match[1]), results)
+        elif match := re.match(r"^/v3/locations/(\d+)/latest$", response.path):
+            table = self.location_latest.setdefault(int(match[1]), {})
+            for record in results:
+                _keep_newer(table, record)
+        elif match := re.match(r"^/v3/parameters/(\d+)/latest$", response.path):
+            table = self.parameter_latest.setdefault(int(match[1]), {})
+            for record in results:
+                _keep_newer(table, record)
+        elif re.match(r"^/v3/parameters/(\d+)$", response.path):
+            for parameter in results:
+                self.parameters[int(parameter["id"])] = dict(parameter)
+
+    def _add_sensor(self, sensor: Mapping[str, Any], location_id: int | None) -> None:
+        sensor_id = int(sensor["id"])
+        merged = dict(self.sensors.get(sensor_id, {}))
+        merged.update({k: v for k, v in sensor.items() if v is not None or k not in merged})
+        self.sensors[sensor_id] = copy.deepcopy(merged)
+        if location_id is not None:
+            self.sensor_location[sensor_id] = location_id
+        parameter = sensor.get("parameter")
+        if isinstance(parameter, Mapping) and parameter.get("id") is not None:
+            self.parameters.setdefault(int(parameter["id"]), dict(parameter))
+
+    def add_location(self, location_obj: Mapping[str, Any]) -> None:
+        if not isinstance(location_obj, Mapping) or location_obj.get("id") is None:
+            raise ValueError("a location needs an 'id'")
+        location = copy.deepcopy(dict(location_obj))
+        location_id = int(location["id"])
+        self.locations[location_id] = location
+        sensors = location.get("sensors") or []
+        self.location_sensors[location_id] = [int(s["id"]) for s in sensors]
+        for sensor in sensors:
+            self._add_sensor(sensor, location_id)
+
+    def add_measurements(self, sensor_id: int, results: Sequence[Mapping[str, Any]]) -> None:
+        table = self.measurements.setdefault(sensor_id, {})
+        for result in results:
+            try:
+                end = _parse_datetime(result["period"]["datetimeTo"]["utc"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(
+                    f"sensor {sensor_id}: a result without period.datetimeTo.utc"
+                ) from exc
+            table[end] = copy.deepcopy(dict(result))
+        self._sorted.pop(sensor_id, None)
+
+    def zone_of_sensor(self, sensor_id: int) -> tzinfo:
+        location = self.locations.get(self.sensor_location.get(sensor_id, -1), {})
+        return _zone(location.get("timezone"))
+
+    # helpers
+
+    def _series(self, sensor_id: int) -> tuple[list[datetime], list[dict[str, Any]]]:
+        """The sensor's measurements ordered by period end (cached until the next add)."""
+        if sensor_id not in self._sorted:
+            table = self.measurements.get(sensor_id, {})
+            ends = sorted(table)
+            self._sorted[sensor_id] = (ends, [table[end] for end in ends])
+        return self._sorted[sensor_id]
+
+    def _location(self, raw_id: str) -> tuple[int, dict[str, Any]]:
+        location_id = _path_id(raw_id, "locations_id")
+        if location_id not in self.locations:
+            raise _HTTPError(404, "Location not found")
+        return location_id, self.locations[location_id]
+
+    def _sensor_known(self, sensor_id: int) -> bool:
+        return sensor_id in self.sensors or bool(self.measurements.get(sensor_id))
+
+    def _sensor_detail(self, sensor_id: int) -> dict[str, Any]:
+        """The ``/sensors/{id}`` object: what was recorded, widened by the measurements.
+
+        ``datetimeFirst``/``datetimeLast`` span both, ``latest`` is the newer of the two, so
+        a sensor given fresh generated data does not look years stale.
+        """
+        sensor = copy.deepcopy(self.sensors.get(sensor_id, {"id": sensor_id}))
+        _, results = self._series(sensor_id)
+        if "parameter" not in sensor and results:
+            parameter = dict(results[-1].get("parameter") or {})
+            sensor["parameter"] = parameter
+            sensor.setdefault("name", f"{parameter.get('name')} {parameter.get('units')}")
+        if results:
+            first, last = results[0]["period"]["datetimeTo"], results[-1]["period"]["datetimeTo"]
+            held_first = _instant(sensor.get("datetimeFirst"))
+            if held_first is None or _instant(first) < held_first:
+                sensor["datetimeFirst"] = copy.deepcopy(first)
+            held_last = _instant(sensor.get("datetimeLast"))
+            if held_last is None or _instant(last) > held_last:
+                sensor["datetimeLast"] = copy.deepcopy(last)
+            newest = self._newest(sensor_id)
+            held_latest = _instant((sensor.get("latest") or {}).get("datetime"))
+            if newest is not None and (
+                held_latest is None or _instant(newest["period"]["datetimeTo"]) >= held_latest
+            ):
+                latest = self._latest_record(sensor_id, newest)
+                sensor["latest"] = {k: latest[k] for k in ("datetime", "value", "coordinates")}
+        for key in ("datetimeFirst", "datetimeLast", "coverage", "latest", "summary"):
+            sensor.setdefault(key, None)
+        return sensor
+
+    def _newest(self, sensor_id: int) -> dict[str, Any] | None:
+        """The newest measurement with a value (the API's latest is never null)."""
+        for result in reversed(self._series(sensor_id)[1]):
+            if result.get("value") is not None:
+                return result
+        return None
+
+    def _latest_record(self, sensor_id: int, result: Mapping[str, Any]) -> dict[str, Any]:
+        location_id = self.sensor_location.get(sensor_id)
+        location = self.locations.get(location_id, {}) if location_id is not None else {}
+        coordinates = result.get("coordinates") or location.get("coordinates")
+        return {
+            "datetime": copy.deepcopy(result["period"]["datetimeTo"]),
+            "value": result.get("value"),
+            "coordinates": copy.deepcopy(coordinates),
+            "sensorsId": sensor_id,
+            "locationsId": location_id,
+        }
+
+    def _parameter_of(self, sensor_id: int) -> int | None:
+        parameter = (self.sensors.get(sensor_id) or {}).get("parameter")
+        if not parameter:
+            results = self._series(sensor_id)[1]
+            parameter = results[-1].get("parameter") if results else None
+        return int(parameter["id"]) if parameter and parameter.get("id") is not None else None
+
+    # routes: each takes the query and the path's groups, returns the envelope
+
+    def get_locations(self, query: dict[str, str]) -> dict[str, Any]:
+        page, limit = _paging(query)
+        chosen = [self.locations[i] for i in sorted(self.locations)]
+        for keep in _location_filters(query):
+            chosen = [loc for loc in (keep(loc) for loc in chosen) if loc is not None]
+        return _counted(chosen, page, limit)
+
+    def get_location(self, query: dict[str, str], raw_id: str) -> dict[str, Any]:
+        page, limit = _paging(query)
+        _, location = self._location(raw_id)
+        return _counted([location], page, limit)
+
+    def get_location_sensors(self, query: dict[str, str], raw_id: str) -> dict[str, Any]:
+        page, limit = _paging(query)
+        location_id, _ = self._location(raw_id)
+        sensors = [self._sensor_detail(s) for s in self.location_sensors.get(location_id, [])]
+        return _counted(sensors, page, limit)
+
+    def get_location_latest(self, query: dict[str, str], raw_id: str) -> dict[str, Any]:
+        """Per sensor, the newest of: recorded latest lists, sensors' ``latest``, measurements."""
+        page, limit = _paging(query)
+        location_id, _ = self._location(raw_id)
+        table: dict[int, dict[str, Any]] = {}
+        for record in self.location_latest.get(location_id, {}).values():
+            _keep_newer(table, record)
+        for records in self.parameter_latest.values():
+            for record in records.values():
+                if record.get("locationsId") == location_id:
+                    _keep_newer(table, record)
+        for sensor_id in self.location_sensors.get(location_id, []):
+            self._keep_sensor_latest(table, sensor_id)
+        return _exact([table[s] for s in sorted(table)], page, limit)
+
+    def get_parameter(self, query: dict[str, str], raw_id: str) -> dict[str, Any]:
+        page, limit = _paging(query)
+        parameter_id = _path_id(raw_id, "parameters_id")
+        if parameter_id not in self.parameters:
+            raise _HTTPError(404, "Parameter not found")
+        return _counted([self.parameters[parameter_id]], page, limit)
+
+    def get_parameter_latest(self, query: dict[str, str], raw_id: str) -> dict[str, Any]:
+        """Per sensor of that parameter, the newest recorded or measured value."""
+        page, limit = _paging(query)
+        parameter_id = _path_id(raw_id, "parameters_id")
+        table: dict[int, dict[str, Any]] = {}
+        for record in self.parameter_latest.get(parameter_id, {}).values():
+            _keep_newer(table, record)
+        for sensor_id in sorted(set(self.sensor_location) | set(self.measurements)):
+            if self._parameter_of(sensor_id) == parameter_id:
+                self._keep_sensor_latest(table, sensor_id)
+        if not table and parameter_id not in self.parameters:
+            raise _HTTPError(404, "Parameter not found")
+        return _exact([table[s] for s in sorted(table)], page, limit)
+
+    def _keep_sensor_latest(self, table: dict[int, dict[str, Any]], sensor_id: int) -> None:
+        """Offer the sensor's recorded ``latest`` and its newest measurement to ``table``.
+
+        Only sensors that belong to a location qualify: a latest record names its location.
+        """
+        location_id = self.sensor_location.get(sensor_id)
+        if location_id is None:
+            return
+        recorded = (self.sensors.get(sensor_id) or {}).get("latest")
+        if isinstance(recorded, Mapping) and recorded.get("datetime"):
+            record = copy.deepcopy(dict(recorded))
+            _keep_newer(table, {**record, "sensorsId": sensor_id, "locationsId": location_id})
+        newest = self._newest(sensor_id)
+        if newest is not None:
+            _keep_newer(table, self._latest_record(sensor_id, newest))
+
+    def get_sensor(self, query: dict[str, str], raw_id: str) -> dict[str, Any]:
+        page, limit = _paging(query)
+        sensor_id = _path_id(raw_id, "sensors_id")
+        if not self._sensor_known(sensor_id):
+            raise _HTTPError(404, "Sensor not found")
+        return _counted([self._sensor_detail(sensor_id)], page, limit)
+
+    def get_measurements(self, query: dict[str, str], raw_id: str) -> dict[str, Any]:
+        """``datetime_from < period end <= datetime_to``, ascending by period end."""
+        page, limit = _paging(query)
+        sensor_id = _path_id(raw_id, "sensors_id")
+        if not self._sensor_known(sensor_id):
+            raise _HTTPError(404, "Sensor not found")
+        zone = self.zone_of_sensor(sensor_id)
+        since = _query_datetime(query, "datetime_from", zone)
+        until = _query_datetime(query, "datetime_to", zone)
+        ends, results = self._series(sensor_id)
+        first = bisect.bisect_right(ends, since) if since is not None else 0
+        last = bisect.bisect_right(ends, until) if until is not None else len(ends)
+        chosen = results[first:last] if last > first else []
+        rows = chosen[(page - 1) * limit : page * limit]
+        found: int | str = f">{limit}" if len(rows) == limit else len(rows)
+        return _envelope(page, limit, found, rows)
+
+
+_ROUTES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"^/v3/locations$"), "get_locations"),
+    (re.compile(r"^/v3/locations/([^/]+)$"), "get_location"),
+    (re.compile(r"^/v3/locations/([^/]+)/sensors$"), "get_location_sensors"),
+    (re.compile(r"^/v3/locations/([^/]+)/latest$"), "get_location_latest"),
+    (re.compile(r"^/v3/parameters/([^/]+)$"), "get_parameter"),
+    (re.compile(r"^/v3/parameters/([^/]+)/latest$"), "get_parameter_latest"),
+    (re.compile(r"^/v3/sensors/([^/]+)$"), "get_sensor"),
+    (re.compile(r"^/v3/sensors/([^/]+)/measurements$"), "get_measurements"),
+]
+
+
+def _envelope(page: int, limit: int, found: int | str, results: list[Any]) -> dict[str, Any]:
+    meta = {"name": "openaq-api", "website": "/", "page": page, "limit": limit, "found": found}
+    return {"meta": meta, "results": copy.deepcopy(results)}
+
+
+def _counted(items: list[Any], page: int, limit: int) -> dict[str, Any]:
+    """Locations and sensors: the total, or ">1000" above 1000."""
+    found: int | str = len(items) if len(items) <= MAX_LIMIT else f">{MAX_LIMIT}"
+    return _envelope(page, limit, found, items[(page - 1) * limit : page * limit])
+
+
+def _exact(items: list[Any], page: int, limit: int) -> dict[str, Any]:
+    """Latest lists: the exact total."""
+    return _envelope(page, limit, len(items), items[(page - 1) * limit : page * limit])
+
+
+def _instant(stamp: Any) -> datetime | None:
+    """The UTC instant of a ``{"utc": ..., "local": ...}`` object, or None if it has none."""
+    try:
+        return _parse_datetime(stamp["utc"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _keep_newer(table: dict[int, dict[str, Any]], record: Mapping[str, Any]) -> None:
+    """Keep, per sensor, the latest record with the newest ``datetime``."""
+    try:
+        sensor_id = int(record["sensorsId"])
+        moment = _parse_datetime(record["datetime"]["utc"])
+    except (KeyError, TypeError, ValueError):
+        return
+    held = table.get(sensor_id)
+    if held is None or _parse_datetime(held["datetime"]["utc"]) <= moment:
+        table[sensor_id] = dict(record)
+
+
+# -- query parsing -----------------------------------------------------------------------
+
+
+def _parse_query(text: str) -> dict[str, str]:
+    """Decoded query; a repeated name is joined with commas (the API's lists accept both)."""
+    query: dict[str, str] = {}
+    for name, value in parse_qsl(text, keep_blank_values=True):
+        query[name] = f"{query[name]},{value}" if name in query else value
+    return query
+
+
+def _invalid(loc: tuple[str, str], kind: str, msg: str, value: Any) -> _HTTPError:
+    """A 422 shaped like FastAPI's: ``{"detail": [{"type", "loc", "msg", "input"}]}``."""
+    return _HTTPError(422, [{"type": kind, "loc": list(loc), "msg": msg, "input": value}])
+
+
+def _int_param(query: dict[str, str], name: str, default: int) -> int:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        msg = "Input should be a valid integer, unable to parse string as an integer"
+        raise _invalid(("query", name), "int_parsing", msg, raw) from None
+
+
+def _paging(query: dict[str, str]) -> tuple[int, int]:
+    """``page`` >= 1 (default 1) and 1 <= ``limit`` <= 1000 (default 100), else 422."""
+    limit = _int_param(query, "limit", DEFAULT_LIMIT)
+    page = _int_param(query, "page", 1)
+    if limit > MAX_LIMIT:
+        msg = f"Input should be less than or equal to {MAX_LIMIT}"
+        raise _invalid(("query", "limit"), "less_than_equal", msg, query["limit"])
+    if limit < 1:
+        raise _invalid(
+            ("query", "limit"), "greater_than", "Input should be greater than 0", query["limit"]
+        )
+    if page < 1:
+        raise _invalid(
+            ("query", "page"), "greater_than", "Input should be greater than 0", query["page"]
+        )
+    return page, limit
+
+
+def _path_id(raw: str, name: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        msg = "Input should be a valid integer, unable to parse string as an integer"
+        raise _invalid(("path", name), "int_parsing", msg, raw) from None
+    if value < 1:
+        raise _invalid(
+            ("path", name), "greater_than_equal", "Input should be greater than or equal to 1", raw
+        )
+    return value
+
+
+def _parse_datetime(text: str) -> datetime:
+    """ISO-8601 with ``Z`` or an offset -> aware UTC datetime (naive text is an error)."""
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise ValueError(f"timestamp without a time zone: {text!r}")
+    return value.astimezone(UTC)
+
+
+def _query_datetime(query: dict[str, str], name: str, zone: tzinfo) -> datetime | None:
+    """A ``datetime_from``/``datetime_to`` value; a date or naive time is in the location's zone."""
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = datetime.fromisoformat(raw.replace(" ", "+"))
+    except ValueError:
+        msg = "Input should be a valid datetime or date"
+        raise _invalid(("query", name), "datetime_from_date_parsing", msg, raw) from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=zone)
+    return value.astimezone(UTC)
+
+
+def _zone(name: Any) -> tzinfo:
+    if not isinstance(name, str) or not name:
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return UTC
+
+
+def _location_filters(
+    query: dict[str, str],
+) -> list[Callable[[dict[str, Any]], dict[str, Any] | None]]:
+    """The ``/v3/locations`` filters in use; each returns the location (maybe annotated) or None."""
+    has = {
+        name for name in ("bbox", "coordinates", "radius", "iso", "countries_id") if name in query
+    }
+    if "bbox" in has and has & {"coordinates", "radius"}:
+        raise _HTTPError(
+            422, "Cannot pass both bounding box and coordinate/radius query in the same URL"
+        )
+    if "coordinates" in has and "radius" not in has:
+        raise _HTTPError(422, "Coordinates must be passed with a radius")
+    if "radius" in has and "coordinates" not in has:
+        raise _HTTPError(422, "Radius must be passed with a coordinate pair")
+    if {"iso", "countries_id"} <= has:
+        raise _HTTPError(422, "Cannot pass both countries_id and iso code")
+    filters: list[Callable[[dict[str, Any]], dict[str, Any] | None]] = []
+    if "bbox" in has:
+        filters.append(_bbox_filter(query["bbox"]))
+    if "coordinates" in has:
+        filters.append(_radius_filter(query["coordinates"], query["radius"]))
+    if "iso" in has:
+        iso = query["iso"]
+        filters.append(lambda loc: loc if (loc.get("country") or {}).get("code") == iso else None)
+    for name, pick in (
+        ("countries_id", lambda loc: [(loc.get("country") or {}).get("id")]),
+        ("providers_id", lambda loc: [(loc.get("provider") or {}).get("id")]),
+        (
+            "parameters_id",
+            lambda loc: [(s.get("parameter") or {}).get("id") for s in loc.get("sensors") or []],
+        ),
+    ):
+        if name in query:
+            filters.append(_ids_filter(query, name, pick))
+    for name, key in (("monitor", "isMonitor"), ("mobile", "isMobile")):
+        if name in query:
+            filters.append(_bool_filter(query, name, key))
+    return filters
+
+
+def _coordinates(location: Mapping[str, Any]) -> tuple[float, float] | None:
+    coords = location.get("coordinates") or {}
+    lat, lon = coords.get("latitude"), coords.get("longitude")
+    return (float(lat), float(lon)) if lat is not None and lon is not None else None
+
+
+def _bbox_filter(raw: str) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
+    try:
+        minx, miny, maxx, maxy = (float(x) for x in raw.split(","))
+    except ValueError:
+        msg = "String should match pattern 'minx,miny,maxx,maxy'"
+        raise _invalid(("query", "bbox"), "string_pattern_mismatch", msg, raw) from None
+    errors = [
+        text
+        for bad, text in (
+            (not -180 <= minx <= 180, "X min must be between -180 and 180"),
+            (not -90 <= miny <= 90, "Y min must be between -90 and 90"),
+            (not -180 <= maxx <= 180, "X max must be between -180 and 180"),
+            (not -90 <= maxy <= 90, "Y max must be between -90 and 90"),
+            (minx > maxx, "X max must be greater than or equal to X min"),
+            (miny > maxy, "Y max must be greater than or equal to Y min"),
+        )
+        if bad
+    ]
+    if errors:
+        msg = "Value error, Invalid bounding box. Error(s): " + " ".join(errors)
+        raise _invalid(("query", "bbox"), "value_error", msg, raw)
+
+    def keep(location: dict[str, Any]) -> dict[str, Any] | None:
+        point = _coordinates(location)
+        if point and miny <= point[0] <= maxy and minx <= point[1] <= maxx:
+            return location
+        return None
+
+    return keep
+
+
+def _radius_filter(raw: str, raw_radius: str) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
+    try:
+        lat, lon = (float(x) for x in raw.split(","))
+    except ValueError:
+        msg = "Value error, coordinates must be 'latitude,longitude'"
+        raise _invalid(("query", "coordinates"), "value_error", msg, raw) from None
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise _invalid(
+            ("query", "coordinates"), "value_error", "Value error, Invalid coordinates.", raw
+        )
+    radius = _int_param({"radius": raw_radius}, "radius", 0)
+    if not 0 < radius <= MAX_RADIUS_METRES:
+        msg = f"Input should be greater than 0 and less than or equal to {MAX_RADIUS_METRES}"
+        raise _invalid(("query", "radius"), "value_error", msg, raw_radius)
+
+    def keep(location: dict[str, Any]) -> dict[str, Any] | None:
+        point = _coordinates(location)
+        if point is None:
+            return None
+        distance = _haversine(lat, lon, *point)
+        return {**location, "distance": round(distance, 3)} if distance <= radius else None
+
+    return keep
+
+
+def _haversine(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance in metres (the API uses PostGIS geography; close enough)."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_METRES * math.asin(min(1.0, math.sqrt(a)))
+
+
+def _ids_filter(
+    query: dict[str, str], name: str, pick: Callable[[dict[str, Any]], list[Any]]
+) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
+    try:
+        wanted = {int(x) for x in query[name].split(",") if x.strip()}
+    except ValueError:
+        msg = "Input should be a valid integer, unable to parse string as an integer"
+        raise _invalid(("query", name), "int_parsing", msg, query[name]) from None
+    return lambda loc: loc if wanted & {v for v in pick(loc) if v is not None} else None
+
+
+def _bool_filter(
+    query: dict[str, str], name: str, key: str
+) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
+    raw = query[name].lower()
+    if raw not in {"true", "false", "1", "0"}:
+        raise _invalid(
+            ("query", name), "bool_parsing", "Input should be a valid boolean", query[name]
+        )
+    wanted = raw in {"true", "1"}
+    return lambda loc: loc if bool(loc.get(key)) == wanted else None
+
+
+# -- generated measurements --------------------------------------------------------------
+
+
+def _generated(
+    sensor_id: int,
+    start: datetime,
+    count: int,
+    interval: timedelta,
+    parameter: Mapping[str, Any],
+    seed: int,
+    zone: tzinfo,
+) -> list[dict[str, Any]]:
+    """Deterministic raw measurements: a daily cycle plus noise, never negative.
+
+    Values are around 12 (plausible for µg/m³ and ppb); in ppm they are a thousandth of that.
+    """
+    rng = random.Random(f"{seed}:{sensor_id}")
+    scale, digits = (0.001, 5) if str(parameter["units"]).lower() == "ppm" else (1.0, 2)
+    label = _interval_text(interval)
+    param = {
+        "id": int(parameter["id"]),
+        "name": str(parameter["name"]),
+        "units": str(parameter["units"]),
+        "displayName": parameter.get("displayName"),
+    }
+    results = []
+    for i in range(count):
+        begin, end = start + i * interval, start + (i + 1) * interval
+        hour = end.astimezone(UTC).hour
+        value = max(0.0, 12.0 + 6.0 * math.sin(2 * math.pi * (hour - 9) / 24) + rng.gauss(0, 2.5))
+        span = {"datetimeFrom": _stamp(begin, zone), "datetimeTo": _stamp(end, zone)}
+        results.append(
+            {
+                "value": round(value * scale, digits),
+                "flagInfo": {"hasFlags": False},
+                "parameter": dict(param),
+                "period": {"label": "raw", "interval": label, **copy.deepcopy(span)},
+                "coordinates": None,
+                "summary": None,
+                "coverage": {
+                    "expectedCount": 1,
+                    "expectedInterval": label,
+                    "observedCount": 1,
+                    "observedInterval": label,
+                    "percentComplete": 100.0,
+                    "percentCoverage": 100.0,
+                    **span,
+                },
+            }
+        )
+    return results
+
+
+def _stamp(moment: datetime, zone: tzinfo) -> dict[str, str]:
+    """``{"utc": "...Z", "local": "...-05:00"}`` as the API writes them."""
+    utc = moment.astimezone(UTC)
+    return {
+        "utc": utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "local": utc.astimezone(zone).isoformat(timespec="seconds"),
+    }
+
+
+def _interval_text(interval: timedelta) -> str:
+    """``timedelta(minutes=30)`` -> ``"00:30:00"`` (hours may exceed 24, as in coverage)."""
+    seconds = int(interval.total_seconds())
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+# -- HTTP ----------------------------------------------------------------------------------
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], mock: MockOpenAQ) -> None:
+        self.mock = mock
+        super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that timed out and hung up is expected here, not an error to print."""
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_PUT(self) -> None:
+        self._serve("PUT")
+
+    def do_PATCH(self) -> None:
+        self._serve("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+    def _serve(self, method: str) -> None:
+        mock = self.server.mock
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        reply = mock._handle(method, self.path, self.headers.get("X-API-Key"))
+        if reply.delay and mock._stopping.wait(reply.delay):
+            self.close_connection = True
+            return
+        try:
+            self.send_response(reply.status)
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(reply.body)))
+            self.end_headers()
+            self.wfile.write(reply.body)
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True
+
+    def version_string(self) -> str:
+        return "MockOpenAQ"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.server.mock.verbose:
+            sys.stderr.write(f"{self.address_string()} - {format % args}\n")
+
+
+# -- command line --------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve the mock until Ctrl-C (or SIGTERM), for running a collector against it."""
+    parser = argparse.ArgumentParser(
+        prog="python -m ingestion.mock_server",
+        description="Local mock of the OpenAQ API v3, serving the recorded fixtures.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    parser.add_argument(
+        "--port", type=int, default=8765, help="port (0 = any free port; default %(default)s)"
+    )
+    parser.add_argument(
+        "--fixtures", type=Path, default=DEFAULT_FIXTURES_DIR, help="recorded responses directory"
+    )
+    parser.add_argument("--no-fixtures", action="store_true", help="start with no recorded data")
+    parser.add_argument(
+        "--api-key", default=None, help="require this X-API-Key (default: accept any)"
+    )
+    parser.add_argument(
+        "--per-minute", type=int, default=60, help="requests per window (default %(default)s)"
+    )
+    parser.add_argument(
+        "--per-hour", type=int, default=2000, help="requests per 60 windows (default %(default)s)"
+    )
+    parser.add_argument(
+        "--window-seconds", type=float, default=60.0, help="rate-limit window length"
+    )
+    parser.add_argument(
+        "--fail-with-429-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help="answer every Nth request 429",
+    )
+    parser.add_argument(
+        "--reset-after-429",
+        type=int,
+        default=1,
+        metavar="S",
+        help="x-ratelimit-reset of those 429s",
+    )
+    parser.add_argument(
+        "--generate-hours",
+        type=int,
+        default=0,
+        metavar="H",
+        help="add H hourly measurements, up to the current hour, for every sensor of every location",
+    )
+    parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    args = parser.parse_args(argv)
+
+    mock = MockOpenAQ(
+        None if args.no_fixtures else args.fixtures,
+        api_key=args.api_key,
+        per_minute=args.per_minute,
+        per_hour=args.per_hour,
+        window_seconds=args.window_seconds,
+        fail_with_429_every=args.fail_with_429_every,
+        reset_after_429=args.reset_after_429,
+        host=args.host,
+        port=args.port,
+        verbose=args.verbose,
+    )
+    if args.generate_hours > 0:
+        _generate_recent(mock, args.generate_hours)
+    # Ctrl-C and SIGTERM both end in the ``finally`` below, even when a shell started us
+    # in the background with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    mock.start()
+    print(f"Mock OpenAQ API v3 at {mock.base_url} (Ctrl-C to stop)", flush=True)
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        mock.stop()
+        print("stopped", flush=True)
+    return 0
+
+
+def _generate_recent(mock: MockOpenAQ, hours: int) -> None:
+    """Give every known sensor ``hours`` hourly values ending at the current hour."""
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    start = now - timedelta(hours=hours)
+    with mock._lock:
+        sensors = {
+            sensor_id: mock._data.sensors.get(sensor_id, {}).get("parameter")
+            for ids in mock._data.location_sensors.values()
+            for sensor_id in ids
+        }
+    for sensor_id, parameter in sorted(sensors.items()):
+        if isinstance(parameter, Mapping) and {"id", "name", "units"} <= set(parameter):
+            mock.generate_measurements(sensor_id, start, hours, parameter=parameter)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
