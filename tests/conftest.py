@@ -56,6 +56,37 @@ def run_aqi(
     )
 
 
+def read_topic(bootstrap: str, topic: str) -> list[tuple[int, int, bytes | None, dict]]:
+    """Every record of a topic as (partition, offset, key, decoded JSON value), up to its end."""
+    import json
+
+    from kafka import KafkaConsumer, TopicPartition
+
+    from aqi.topics import end_offsets
+
+    ends = end_offsets(bootstrap, topic)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    records = []
+    try:
+        tps = [TopicPartition(topic, p) for p in ends]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        remaining = {tp: ends[tp.partition] for tp in tps}
+        while any(consumer.position(tp) < end for tp, end in remaining.items()):
+            batch = consumer.poll(timeout_ms=2000)
+            if not batch:
+                break
+            for tp, recs in batch.items():
+                records.extend(
+                    (tp.partition, r.offset, r.key, json.loads(r.value))
+                    for r in recs
+                    if r.offset < remaining[tp]
+                )
+    finally:
+        consumer.close()
+    return records
+
+
 @pytest.fixture(scope="session")
 def aq_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """Environment of the test session's services; also applied to os.environ."""

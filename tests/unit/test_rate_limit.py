@@ -59,7 +59,9 @@ def test_budget_is_shared_between_processes_and_restarts(tmp_path: Path) -> None
     second = _limiter(tmp_path, clock, per_minute=10)
     waited = second.acquire()
     assert waited == pytest.approx(60.0, abs=0.05)
-    other_key = RateLimiter(tmp_path, "https://api|other", clock=clock, sleep=clock.sleep, per_minute=10)
+    other_key = RateLimiter(
+        tmp_path, "https://api|other", clock=clock, sleep=clock.sleep, per_minute=10
+    )
     assert other_key.acquire() == 0.0
 
 
