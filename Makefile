@@ -70,3 +70,4 @@ clean: services-down ## stop services and remove environments and AQ_HOME (./.aq
 
 bench: env ## benchmarks (results go to docs/benchmarks.md by hand, with machine and date)
 	@$(VENV)/bin/python benchmarks/bench_services.py
+	@$(VENV)/bin/python benchmarks/bench_ingestion.py
