@@ -39,9 +39,10 @@ java-check: ## Spark needs Java 17 or newer
 demo: env superset-env java-check ## set up, start the services, show what runs and what is not built yet
 	@echo "==> starting the embedded services (aqi services up)"
 	@$(AQI) services up
+	@echo "==> putting 2 days of simulated OpenAQ data for 5 locations on Kafka (aqi replay --simulate)"
+	@$(AQI) replay --simulate --locations 5 --days 2
 	@echo
 	@echo "==> not built yet (coming in the next issues):"
-	@echo "    - ingestion: aqi collect / backfill / replay / simulate into Kafka"
 	@echo "    - streaming: aqi stream (Spark -> Bronze Parquet + raw.openaq_measurements)"
 	@echo "    - warehouse: dbt models silver/gold, aqi dbt, aqi docs"
 	@echo "    - orchestration: aqi airflow (Airflow 3 + Cosmos + Great Expectations)"
