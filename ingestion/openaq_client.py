@@ -203,6 +203,11 @@ class OpenAQClient:
         """Pages ``first_page``, ``first_page + 1``, ... until one comes back short."""
         if not 1 <= limit <= MAX_LIMIT:
             raise ValueError(f"limit must be in 1..{MAX_LIMIT}, got {limit}")
+        return self._pages(path, params, limit, first_page)
+
+    def _pages(
+        self, path: str, params: dict[str, Any] | None, limit: int, first_page: int
+    ) -> Iterator[Page]:
         number = first_page
         while True:
             body = self.get(path, {**(params or {}), "limit": limit, "page": number})
@@ -247,16 +252,18 @@ class OpenAQClient:
                     f"{path} is gone from the OpenAQ API (410): {_detail(response)}"
                 )
             if status == 429 or (status == 403 and "rate limit" in response.text.lower()):
-                rate_waits += 1
-                if rate_waits > self.max_rate_limit_waits:
-                    raise OpenAQError(f"still rate-limited after {rate_waits - 1} waits on {path}")
                 if status == 429:
-                    wait = _reset_seconds(response) or 60.0
+                    reset = _reset_seconds(response)
+                    wait = 60.0 if reset is None else reset
                     reason = "429 Too Many Requests"
                 else:
                     wait, reason = self.policy_pause_s, "403 rate limit policy"
-                # a little jitter so that parallel clients do not all come back at once
+                # a little jitter so that parallel clients do not all come back at once; the
+                # pause is recorded even when we give up, so no process comes back too early
                 self.limiter.pause_for(wait + random.uniform(0.05, 0.5))
+                rate_waits += 1
+                if rate_waits > self.max_rate_limit_waits:
+                    raise OpenAQError(f"still rate-limited after {rate_waits - 1} waits on {path}")
                 log.warning("%s on %s: pausing %.0f s", reason, path, wait)
                 continue
             if status >= 500:
@@ -340,9 +347,12 @@ def _reset_seconds(response: requests.Response) -> float | None:
 def _detail(response: requests.Response) -> str:
     try:
         body = response.json()
-        text = body.get("detail") or body.get("message") or json.dumps(body)
     except ValueError:
-        text = response.text
+        body = response.text
+    if isinstance(body, dict):
+        text = body.get("detail") or body.get("message") or json.dumps(body)
+    else:
+        text = body if isinstance(body, str) else json.dumps(body)
     return " ".join(str(text).split())[:200]
 
 
