@@ -1,0 +1,64 @@
+"""Backfill windows and the durable ingestion state (SQLite), without network."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from ingestion.backfill import MAX_WINDOW, year_windows
+from ingestion.state import IngestionState, backfill_job_id
+
+pytestmark = pytest.mark.unit
+
+T0 = datetime(2020, 1, 1, tzinfo=UTC)
+
+
+def test_year_windows_cover_the_range_without_gaps_or_overlap() -> None:
+    until = T0 + timedelta(days=1000, hours=5)
+    windows = list(year_windows(T0, until))
+    assert windows[0][0] == T0 and windows[-1][1] == until
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(windows))
+    assert all(end - start <= MAX_WINDOW for start, end in windows)
+    assert len(windows) == 3
+    assert list(year_windows(T0, T0)) == []
+
+
+def test_sent_readings_survive_a_new_connection(tmp_path: Path) -> None:
+    state = IngestionState(tmp_path)
+    keys = {(1, "2024-01-01T01:00:00Z"), (1, "2024-01-01T02:00:00Z"), (2, "2024-01-01T01:00:00Z")}
+    assert state.unsent(keys) == keys
+    state.mark_sent({(1, "2024-01-01T01:00:00Z")})
+    state.close()
+    again = IngestionState(tmp_path)
+    assert again.unsent(keys) == keys - {(1, "2024-01-01T01:00:00Z")}
+    many = {(s, "2024-01-01T00:00:00Z") for s in range(1000)}
+    again.mark_sent(many)
+    assert again.unsent(many | keys) == keys - {(1, "2024-01-01T01:00:00Z")}
+
+
+def test_backfill_progress_accumulates_and_resumes(tmp_path: Path) -> None:
+    state = IngestionState(tmp_path)
+    job = backfill_job_id([17, 2178, 17], T0, T0 + timedelta(days=10))
+    assert job == backfill_job_id([2178, 17], T0, T0 + timedelta(days=10))
+    assert job != backfill_job_id([2178], T0, T0 + timedelta(days=10))
+    assert state.start_job(job, {"x": 1}) is True
+    assert state.start_job(job, {"x": 1}) is False
+    assert state.progress(job, 5) == (None, False, 0)
+    state.advance(job, 5, 17, done_until=T0 + timedelta(hours=1000), events=1000)
+    state.advance(job, 5, 17, done_until=T0 + timedelta(hours=2000), events=1000)
+    state.close()
+    resumed = IngestionState(tmp_path)
+    assert resumed.progress(job, 5) == (T0 + timedelta(hours=2000), False, 2000)
+    resumed.advance(job, 5, 17, done_until=None, events=0, finished=True)
+    assert resumed.progress(job, 5) == (T0 + timedelta(hours=2000), True, 2000)
+
+
+def test_sensor_intervals(tmp_path: Path) -> None:
+    state = IngestionState(tmp_path)
+    assert state.sensor_interval(3) is None
+    state.set_sensor_interval(3, 1800)
+    state.set_sensor_interval(3, 900)
+    assert state.sensor_interval(3) == 900
