@@ -6,15 +6,12 @@ docs/benchmarks.md with the machine and date.
 
 from __future__ import annotations
 
-import socket
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-from aqi.config import load_settings
+from _services import temporary_services
+
 from aqi.connections import kafka_bootstrap_servers
-from aqi.services import services_down, services_up
 from aqi.topics import end_offsets
 from ingestion.producer import EventProducer
 from ingestion.progress import Progress
@@ -24,22 +21,8 @@ from ingestion.simulator import SimulationConfig, simulate
 CONFIG = SimulationConfig(locations=20, days=7, seed=1)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def main() -> None:
-    home = Path(tempfile.mkdtemp(prefix="aq-bench-"))
-    env = {
-        "AQ_HOME": str(home),
-        "AQ_PG_PORT": str(_free_port()),
-        "AQ_KAFKA_PORT": str(_free_port()),
-    }
-    settings = load_settings(env, dotenv=None)
-    services_up(settings, echo=lambda line: None)
-    try:
+    with temporary_services() as settings:
         bootstrap = kafka_bootstrap_servers(settings)
         start = time.perf_counter()
         generated = sum(1 for _ in simulate(CONFIG))
@@ -54,8 +37,6 @@ def main() -> None:
             sent = send_paced(simulate(CONFIG), producer, progress)
             produce_s = time.perf_counter() - start
         assert sent == generated == sum(end_offsets(bootstrap, "bench.simulate").values())
-    finally:
-        services_down(settings, echo=lambda line: None)
     print(f"simulator: {CONFIG}", file=sys.stderr)
     print("| measurement | result |\n|---|---|")
     print(f"| simulator alone ({generated:,} events) | {generated / generate_s:,.0f} events/s |")

@@ -9,26 +9,17 @@ from __future__ import annotations
 
 import os
 import platform
-import socket
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
+from _services import temporary_settings
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from aqi.config import load_settings
 from aqi.services import services_down, services_up
 from aqi.topics import end_offsets, ensure_topic
 
 MESSAGES = 50_000
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _timed(fn) -> float:
@@ -38,13 +29,7 @@ def _timed(fn) -> float:
 
 
 def main() -> None:
-    home = Path(tempfile.mkdtemp(prefix="aq-bench-"))
-    env = {
-        "AQ_HOME": str(home),
-        "AQ_PG_PORT": str(_free_port()),
-        "AQ_KAFKA_PORT": str(_free_port()),
-    }
-    settings = load_settings(env, dotenv=None)
+    settings = temporary_settings()
     quiet = lambda line: None
     rows: list[tuple[str, str]] = []
     try:

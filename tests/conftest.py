@@ -22,6 +22,21 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 AQI = str(Path(sys.executable).parent / "aqi")
 
 
+class FakeClock:
+    """A clock for the rate limiter whose ``sleep`` advances time instead of waiting."""
+
+    def __init__(self, start: float = 1_000_000.0) -> None:
+        self.now = start
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
 def free_port() -> int:
     """A TCP port nothing listens on right now (the kernel picks it)."""
     with socket.socket() as sock:

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import requests
+from conftest import FakeClock
 
 from ingestion.mock_server import MockOpenAQ
 from ingestion.openaq_client import (
@@ -89,21 +90,6 @@ def gaps_after(mock: MockOpenAQ, status: int) -> list[float]:
         for i in range(len(log) - 1)
         if log[i].status == status
     ]
-
-
-class FakeClock:
-    """Wall-clock stand-in for the limiter: ``sleep`` advances time instead of waiting."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 # -- 1. paging -------------------------------------------------------------------------------
@@ -526,7 +512,7 @@ def test_the_mocks_own_quota_is_never_exceeded(tmp_path: Path) -> None:
 
 def test_sliding_window_allows_5_then_waits_before_the_6th(tmp_path: Path) -> None:
     with MockOpenAQ(window_seconds=60.0) as mock:
-        clock = FakeClock()
+        clock = FakeClock(time.time())
         waits: list[tuple[float, str, int]] = []
 
         def on_wait(seconds: float, why: str) -> None:

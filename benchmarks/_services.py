@@ -1,0 +1,42 @@
+"""Throw-away embedded services for benchmarks: a temporary AQ_HOME on free ports."""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from aqi.config import Settings, load_settings
+from aqi.services import services_down, services_up
+
+__all__ = ["temporary_services", "temporary_settings"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def temporary_settings() -> Settings:
+    """Settings for a fresh AQ_HOME on free ports (never the user's running services)."""
+    home = Path(tempfile.mkdtemp(prefix="aq-bench-"))
+    env = {
+        "AQ_HOME": str(home),
+        "AQ_PG_PORT": str(_free_port()),
+        "AQ_KAFKA_PORT": str(_free_port()),
+    }
+    return load_settings(env, dotenv=None)
+
+
+@contextmanager
+def temporary_services() -> Iterator[Settings]:
+    """Embedded PostgreSQL and broker, up for the block, down after it."""
+    settings = temporary_settings()
+    services_up(settings, echo=lambda line: None)
+    try:
+        yield settings
+    finally:
+        services_down(settings, echo=lambda line: None)
