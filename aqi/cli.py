@@ -361,6 +361,115 @@ def mock_api_cmd(port, fixtures_dir) -> None:
     sys.exit(mock_main(args))
 
 
+# --- streaming: aqi db migrate / aqi stream ------------------------------------------------
+
+
+@cli.group("db")
+def db_group() -> None:
+    """The project's database objects (raw schema, tables, indexes)."""
+
+
+@db_group.command("migrate")
+def db_migrate_cmd() -> None:
+    """Apply the project's DDL migrations (idempotent; `aqi stream` runs them at start)."""
+
+    s = settings()
+    applied = _migrate(s)
+    click.echo(f"db: {len(applied)} migration(s) applied" if applied else "db: up to date")
+
+
+def _migrate(s: Settings) -> list[str]:
+    import psycopg
+
+    from aqi.migrations import migrate
+
+    try:
+        return migrate(database_url(s), echo=click.echo)
+    except psycopg.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AqiError(
+            f"cannot reach PostgreSQL ({mask_url(database_url(s))}): {first}; "
+            "is it running (aqi services up)?"
+        ) from None
+
+
+@cli.command("stream")
+@click.option(
+    "--available-now",
+    is_flag=True,
+    help="Drain what is on the topic now, then exit (demo, tests, Airflow).",
+)
+@click.option(
+    "--master",
+    metavar="URL",
+    help="Spark master (default local[*]; e.g. spark://host:7077 for a cluster).",
+)
+@click.option(
+    "--trigger-seconds",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    help="Processing-time trigger of the continuous stream.",
+)
+@click.option(
+    "--max-offsets-per-trigger",
+    type=click.IntRange(min=1),
+    default=50_000,
+    show_default=True,
+    help="At most this many records per micro-batch.",
+)
+@click.option(
+    "--starting-offsets",
+    default="earliest",
+    show_default=True,
+    metavar="earliest|latest|JSON",
+    help="Where a new checkpoint starts reading.",
+)
+@click.option(
+    "--fail-on-data-loss/--no-fail-on-data-loss",
+    default=True,
+    show_default=True,
+    help="When checkpointed offsets are gone from the topic (broker restarted, topic "
+    "recreated): fail, or resume from the earliest offset.",
+)
+def stream_cmd(
+    available_now,
+    master,
+    trigger_seconds,
+    max_offsets_per_trigger,
+    starting_offsets,
+    fail_on_data_loss,
+) -> None:
+    """Stream Kafka into Bronze Parquet and raw.openaq_measurements, exactly once.
+
+    Reads AQ_KAFKA_TOPIC with Spark Structured Streaming, parses each record against the
+    event contract (invalid ones go to raw.openaq_quarantine with the reason), writes valid
+    events to Bronze Parquet (AQ_BRONZE_URI or AQ_HOME/bronze/openaq, partitioned by
+    event_date) and to raw.openaq_measurements, and logs per-batch metrics to
+    raw.stream_batches. Checkpoints live in AQ_HOME/checkpoints: a restart after a crash
+    neither loses nor duplicates anything. Stops cleanly on SIGTERM / Ctrl-C.
+    """
+    from spark_streaming.job import QUERY_NAME, StreamOptions, run_stream
+
+    s = settings()
+    _migrate(s)
+    options = StreamOptions(
+        bootstrap_servers=kafka_bootstrap_servers(s),
+        topic=s.kafka_topic,
+        database_url=database_url(s),
+        bronze_path=s.bronze_location,
+        checkpoint_dir=s.checkpoints_dir / QUERY_NAME,
+        master=master,
+        available_now=available_now,
+        trigger_seconds=trigger_seconds,
+        max_offsets_per_trigger=max_offsets_per_trigger,
+        starting_offsets=starting_offsets,
+        fail_on_data_loss=fail_on_data_loss,
+    )
+    batches = run_stream(options, echo=click.echo)
+    click.echo(f"stream: stopped after {batches} batch(es)")
+
+
 # --- aqi services --------------------------------------------------------------------------
 
 

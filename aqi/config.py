@@ -70,6 +70,13 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "AQ_COLLECT_BBOX": ("", "aqi collect: poll the locations in min_lon,min_lat,max_lon,max_lat."),
     "AQ_COLLECT_COUNTRY": ("", "aqi collect: poll the locations of an ISO 3166-1 alpha-2 country."),
     "AQ_COLLECT_INTERVAL_MINUTES": ("5", "aqi collect: minutes between two polling cycles."),
+    "AQ_BRONZE_URI": (
+        "",
+        (
+            "Where aqi stream writes Bronze Parquet: a path or an object-store URI "
+            "(s3a://bucket/prefix); unset = AQ_HOME/bronze/openaq."
+        ),
+    ),
     "AQ_KAFKA_STORAGE": (
         "memory://tansu/",
         (
@@ -114,6 +121,7 @@ class Settings:
     collect_bbox: tuple[float, float, float, float] | None = None
     collect_country: str | None = None
     collect_interval_minutes: float = 5.0
+    bronze_uri: str | None = None
     #: the raw variables that were set (after .env merge), for `aqi config` and children
     source: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -139,6 +147,11 @@ class Settings:
     @property
     def bronze_dir(self) -> Path:
         return self.aq_home / "bronze" / "openaq"
+
+    @property
+    def bronze_location(self) -> str:
+        """Where Bronze Parquet goes: ``AQ_BRONZE_URI`` if set, else ``bronze_dir``."""
+        return self.bronze_uri or str(self.bronze_dir)
 
     @property
     def checkpoints_dir(self) -> Path:
@@ -202,6 +215,7 @@ def load_settings(
         collect_interval_minutes=_positive_float(
             "AQ_COLLECT_INTERVAL_MINUTES", get("AQ_COLLECT_INTERVAL_MINUTES")
         ),
+        bronze_uri=values.get("AQ_BRONZE_URI"),
         source=values,
     )
 
