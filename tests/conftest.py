@@ -132,3 +132,30 @@ def services(aq_settings: Settings) -> Iterator[dict]:
         yield status
     finally:
         services_down(aq_settings, echo=lambda line: None)
+
+
+@pytest.fixture
+def fresh_database(services: dict, aq_settings: Settings) -> Iterator[str]:
+    """A new, empty database on the embedded server (owned by the app role), dropped after."""
+    import uuid
+
+    import psycopg
+    from psycopg import sql
+
+    from aqi.connections import APP_ROLE, SUPERUSER, database_url, superuser_password
+
+    name = f"test_{uuid.uuid4().hex[:10]}"
+    admin = psycopg.conninfo.make_conninfo(
+        host="127.0.0.1", port=aq_settings.pg_port, user=SUPERUSER, dbname="postgres",
+        password=superuser_password(aq_settings),
+    )  # fmt: skip
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("create database {} owner {}").format(
+            sql.Identifier(name), sql.Identifier(APP_ROLE)))  # fmt: skip
+    try:
+        yield database_url(aq_settings, name)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+            )

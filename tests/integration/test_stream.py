@@ -1,0 +1,179 @@
+"""`aqi stream` end to end: real broker, real Spark, real PostgreSQL, Bronze read with pyarrow."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+import uuid
+from collections import Counter
+from itertools import islice
+from pathlib import Path
+
+import psycopg
+import pyarrow.dataset as ds
+import pytest
+from conftest import AQI, isolated_env, run_aqi
+from kafka import KafkaProducer
+
+from ingestion.events import validate_event
+from ingestion.producer import EventProducer
+from ingestion.simulator import SimulationConfig, simulate
+
+pytestmark = pytest.mark.integration
+
+
+def _env(tmp_path: Path, services: dict, database: str) -> dict[str, str]:
+    return isolated_env(
+        tmp_path / "aq",
+        KAFKA_BOOTSTRAP_SERVERS=services["kafka"]["bootstrap_servers"],
+        AQ_KAFKA_TOPIC=f"test.stream.{uuid.uuid4().hex[:8]}",
+        AQ_DATABASE_URL=database,
+    )
+
+
+def _poison(events: list[dict], count: int, seed: int = 1) -> list[tuple[bytes | None, bytes]]:
+    """Invalid messages of every kind the stream must quarantine."""
+    rng = random.Random(seed)
+    makers = [
+        lambda e: b"this is not json",
+        lambda e: json.dumps({**e, "value": "twelve"}).encode(),
+        lambda e: json.dumps({k: v for k, v in e.items() if k != "period_end"}).encode(),
+        lambda e: json.dumps({**e, "schema_version": 2}).encode(),
+        lambda e: json.dumps([e]).encode(),
+        lambda e: json.dumps({**e, "period_end": "yesterday"}).encode(),
+    ]
+    out = []
+    for i in range(count):
+        event = rng.choice(events)
+        out.append((str(event["sensor_id"]).encode(), makers[i % len(makers)](event)))
+    return out
+
+
+def _bronze(aq_home: Path) -> list[dict]:
+    dataset = ds.dataset(aq_home / "bronze" / "openaq", format="parquet", partitioning="hive")
+    return dataset.to_table().to_pylist()
+
+
+def test_valid_events_land_once_poison_is_quarantined(
+    tmp_path: Path, services, fresh_database
+) -> None:
+    env = _env(tmp_path, services, fresh_database)
+    bootstrap, topic = env["KAFKA_BOOTSTRAP_SERVERS"], env["AQ_KAFKA_TOPIC"]
+    events = list(simulate(SimulationConfig(locations=4, days=1, seed=3)))
+    poison = _poison(events, max(1, len(events) // 100))
+    with EventProducer(bootstrap, topic, partitions=3) as producer:
+        producer.send(events[: len(events) // 2])
+    raw = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    for key, value in poison:
+        raw.send(topic, key=key, value=value)
+    raw.flush()
+    raw.close()
+    with EventProducer(bootstrap, topic, partitions=3) as producer:
+        producer.send(events[len(events) // 2 :])
+
+    result = run_aqi(["stream", "--available-now", "--max-offsets-per-trigger", "700"], env,
+                     tmp_path, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "source kafka_py" in result.stdout
+
+    with psycopg.connect(fresh_database) as conn:
+        rows = conn.execute(
+            "select sensor_id, period_end, value, ingest_mode, kafka_partition, kafka_offset "
+            "from raw.openaq_measurements"
+        ).fetchall()
+        quarantine = conn.execute(
+            "select reason, payload, kafka_offset from raw.openaq_quarantine"
+        ).fetchall()
+        metrics = conn.execute(
+            "select sum(rows_read), sum(rows_quarantined), sum(rows_inserted), count(*), "
+            "min(lag_records) from raw.stream_batches"
+        ).fetchone()
+    assert len(rows) == len(events)
+    assert Counter((r[0], r[1].strftime("%Y-%m-%dT%H:%M:%SZ")) for r in rows) == Counter(
+        (e["sensor_id"], e["period_end"]) for e in events
+    )
+    assert len({(r[4], r[5]) for r in rows}) == len(rows)
+    assert len(quarantine) == len(poison)
+    reasons = " | ".join(r[0] for r in quarantine)
+    for expected in ("not JSON", "value:", "missing field(s): period_end",
+                     "unknown schema_version 2", "not a JSON object", "period_end:"):  # fmt: skip
+        assert expected in reasons
+    assert {q[1] for q in quarantine} >= {"this is not json"}
+    assert metrics[0] == len(events) + len(poison)
+    assert metrics[1] == len(poison) and metrics[2] == len(events)
+    # --max-offsets-per-trigger split the backlog
+    assert metrics[3] >= -(-(len(events) + len(poison)) // 700) >= 2
+    assert metrics[4] == 0  # drained
+
+    bronze = _bronze(Path(env["AQ_HOME"]))
+    assert len(bronze) == len(events)
+    assert {(b["kafka_partition"], b["kafka_offset"]) for b in bronze} == {
+        (r[4], r[5]) for r in rows
+    }
+    for b in bronze[:20]:
+        assert str(b["event_date"]) == b["period_end"].strftime("%Y-%m-%d")
+    sample = {(e["sensor_id"], e["period_end"]): e for e in events}
+    for b in bronze[:200]:
+        event = sample[(b["sensor_id"], b["period_end"].strftime("%Y-%m-%dT%H:%M:%SZ"))]
+        validate_event(event)
+        assert b["value"] == event["value"] and b["units"] == event["units"]
+
+    again = run_aqi(["stream", "--available-now"], env, tmp_path, timeout=600)
+    assert again.returncode == 0, again.stderr
+    with psycopg.connect(fresh_database) as conn:
+        assert conn.execute("select count(*) from raw.openaq_measurements").fetchone()[0] == len(
+            events
+        )
+    assert len(_bronze(Path(env["AQ_HOME"]))) == len(events)
+
+
+def test_kill_9_at_random_points_loses_and_duplicates_nothing(
+    tmp_path: Path, services, fresh_database
+) -> None:
+    env = _env(tmp_path, services, fresh_database)
+    bootstrap, topic = env["KAFKA_BOOTSTRAP_SERVERS"], env["AQ_KAFKA_TOPIC"]
+    total = 200_000
+    events = islice(simulate(SimulationConfig(locations=80, days=30, seed=11)), total)
+    with EventProducer(bootstrap, topic, partitions=3) as producer:
+        batch = []
+        for event in events:
+            batch.append(event)
+            if len(batch) == 20_000:
+                producer.send(batch)
+                batch = []
+        producer.send(batch)
+        assert producer.sent == total
+
+    args = [AQI, "stream", "--available-now", "--max-offsets-per-trigger", "25000"]
+    rng = random.Random(20261121)
+    kills = 0
+    for _ in range(3):
+        proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        time.sleep(rng.uniform(12, 40))
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # the driver: Python and its JVM
+            kills += 1
+        proc.wait()
+    assert kills >= 2, "the stream finished before it could be killed"
+    final = run_aqi(["stream", "--available-now", "--max-offsets-per-trigger", "25000"], env,
+                    tmp_path, timeout=900)  # fmt: skip
+    assert final.returncode == 0, final.stdout + final.stderr
+
+    with psycopg.connect(fresh_database) as conn:
+        count, distinct = conn.execute(
+            "select count(*), count(distinct (kafka_partition, kafka_offset)) "
+            "from raw.openaq_measurements"
+        ).fetchone()
+    assert count == distinct == total
+    bronze = ds.dataset(Path(env["AQ_HOME"]) / "bronze" / "openaq", format="parquet",
+                        partitioning="hive").to_table(columns=["kafka_partition", "kafka_offset"])  # fmt: skip
+    assert bronze.num_rows == total
+    assert (
+        len(set(zip(bronze.column(0).to_pylist(), bronze.column(1).to_pylist(), strict=True)))
+        == total
+    )
