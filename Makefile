@@ -41,9 +41,10 @@ demo: env superset-env java-check ## set up, start the services, show what runs 
 	@$(AQI) services up
 	@echo "==> putting 2 days of simulated OpenAQ data for 5 locations on Kafka (aqi replay --simulate)"
 	@$(AQI) replay --simulate --locations 5 --days 2
+	@echo "==> streaming it into Bronze Parquet and raw.openaq_measurements (aqi stream --available-now)"
+	@$(AQI) stream --available-now
 	@echo
 	@echo "==> not built yet (coming in the next issues):"
-	@echo "    - streaming: aqi stream (Spark -> Bronze Parquet + raw.openaq_measurements)"
 	@echo "    - warehouse: dbt models silver/gold, aqi dbt, aqi docs"
 	@echo "    - orchestration: aqi airflow (Airflow 3 + Cosmos + Great Expectations)"
 	@echo "    - dashboards: aqi dashboards (Superset)"
@@ -72,3 +73,4 @@ clean: services-down ## stop services and remove environments and AQ_HOME (./.aq
 bench: env ## benchmarks (results go to docs/benchmarks.md by hand, with machine and date)
 	@$(VENV)/bin/python benchmarks/bench_services.py
 	@$(VENV)/bin/python benchmarks/bench_ingestion.py
+	@$(VENV)/bin/python benchmarks/bench_stream.py

@@ -34,6 +34,7 @@ def get_spark(master: str | None = None, app_name: str = "aqi-stream", **conf: s
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.python.worker.reuse", "true")
         .config("spark.driver.memory", "2g")
+        .config("spark.sql.debug.maxToStringFields", "200")
     )
     for key, value in conf.items():
         builder = builder.config(key, value)

@@ -177,3 +177,35 @@ def test_kill_9_at_random_points_loses_and_duplicates_nothing(
         len(set(zip(bronze.column(0).to_pylist(), bronze.column(1).to_pylist(), strict=True)))
         == total
     )
+
+
+def test_continuous_stream_stops_cleanly_on_sigterm(
+    tmp_path: Path, services, fresh_database
+) -> None:
+    env = _env(tmp_path, services, fresh_database)
+    events = list(simulate(SimulationConfig(locations=3, days=0.25, seed=9)))
+    with EventProducer(env["KAFKA_BOOTSTRAP_SERVERS"], env["AQ_KAFKA_TOPIC"]) as producer:
+        producer.send(events)
+    proc = subprocess.Popen([AQI, "stream", "--trigger-seconds", "1"], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        inserted = 0
+        while time.monotonic() < deadline and inserted < len(events):
+            time.sleep(1)
+            with psycopg.connect(fresh_database) as conn:
+                if conn.execute("select to_regclass('raw.openaq_measurements')").fetchone()[0]:
+                    inserted = conn.execute(
+                        "select count(*) from raw.openaq_measurements"
+                    ).fetchone()[0]
+        assert inserted == len(events), "the continuous stream did not drain the topic"
+        assert proc.poll() is None, "without --available-now the stream keeps running"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err
+    assert "SIGTERM received, stopping" in out and "stream: stopped after" in out
+    assert "Traceback" not in err
