@@ -22,20 +22,25 @@ def get_spark(master: str | None = None, app_name: str = "aqi-stream", **conf: s
     """Create (or reuse) the session. Extra ``conf`` entries override the defaults."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    builder = (
-        SparkSession.builder.master(master or DEFAULT_MASTER)
-        .appName(app_name)
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.shuffle.partitions", "4")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.python.worker.reuse", "true")
-        .config("spark.driver.memory", "2g")
-        .config("spark.sql.debug.maxToStringFields", "200")
-    )
+    defaults = {
+        "spark.driver.bindAddress": "127.0.0.1",
+        "spark.driver.host": "127.0.0.1",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.shuffle.partitions": "4",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.sources.partitionOverwriteMode": "dynamic",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.python.worker.reuse": "true",
+        "spark.driver.memory": "2g",
+        "spark.sql.debug.maxToStringFields": "200",
+    }
+    # a deployment may set any of these through PYSPARK_SUBMIT_ARGS (docker-compose binds the
+    # driver to 0.0.0.0 and adds the Kafka connector with --packages): it wins over defaults
+    submitted = os.environ.get("PYSPARK_SUBMIT_ARGS", "")
+    builder = SparkSession.builder.master(master or DEFAULT_MASTER).appName(app_name)
+    for key, value in defaults.items():
+        if key not in submitted:
+            builder = builder.config(key, value)
     for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
