@@ -470,6 +470,48 @@ def stream_cmd(
     click.echo(f"stream: stopped after {batches} batch(es)")
 
 
+# --- warehouse: aqi dbt / aqi docs -----------------------------------------------------------
+
+
+@cli.command(
+    "dbt",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                      "help_option_names": []},
+)  # fmt: skip
+@click.argument("dbt_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def dbt_cmd(ctx: click.Context, dbt_args: tuple[str, ...]) -> None:
+    """Run dbt on the warehouse project (arguments pass through: aqi dbt build, aqi dbt test ...).
+
+    Sets --project-dir/--profiles-dir to dbt_project/ and AQ_DATABASE_URL to the configured
+    (or embedded) database, so `aqi dbt build --full-refresh` just works. dbt's own help:
+    `aqi dbt build --help`.
+    """
+    from aqi.warehouse import run_dbt
+
+    if dbt_args in ((), ("--help",), ("-h",)):
+        click.echo(ctx.get_help())
+        return
+    sys.exit(run_dbt(settings(), list(dbt_args)))
+
+
+@cli.command("docs")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@click.option("--no-serve", is_flag=True, help="Only generate the site (dbt_project/target).")
+def docs_cmd(port: int, no_serve: bool) -> None:
+    """Generate the dbt docs site and serve it on 127.0.0.1 (Ctrl-C stops)."""
+    from aqi.warehouse import run_dbt
+
+    s = settings()
+    code = run_dbt(s, ["docs", "generate"])
+    if code or no_serve:
+        sys.exit(code)
+    click.echo(f"docs: http://127.0.0.1:{port}/")
+    sys.exit(
+        run_dbt(s, ["docs", "serve", "--host", "127.0.0.1", "--port", str(port), "--no-browser"])
+    )
+
+
 # --- aqi services --------------------------------------------------------------------------
 
 

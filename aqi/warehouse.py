@@ -1,0 +1,49 @@
+"""Running dbt on the warehouse project with the project's connection settings.
+
+dbt reads its connection from AQ_DATABASE_URL (dbt_project/profiles.yml); this module sets
+it to the resolved URL (external, or the embedded server's with its generated password), so
+users and DAGs never copy credentials around. dbt runs as a child process of this
+environment's own dbt executable: its exit code is passed through.
+
+Public surface: :data:`DBT_PROJECT_DIR`, :func:`dbt_env`, :func:`run_dbt`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from aqi.config import Settings
+from aqi.connections import database_url
+from aqi.environments import REPO_ROOT
+from aqi.errors import AqiError
+
+__all__ = ["DBT_PROJECT_DIR", "dbt_env", "run_dbt"]
+
+DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
+_DIR_FLAGS = {"--project-dir", "--profiles-dir"}
+
+
+def dbt_env(settings: Settings) -> dict[str, str]:
+    """The environment dbt needs: the current one plus the resolved AQ_DATABASE_URL."""
+    return {
+        **os.environ,
+        "AQ_DATABASE_URL": database_url(settings),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+
+
+def run_dbt(settings: Settings, args: list[str]) -> int:
+    """``dbt <args>`` on dbt_project/ (unless the args name other dirs); returns its exit code."""
+    executable = Path(sys.executable).with_name("dbt")
+    if not executable.exists():
+        raise AqiError("dbt is not installed in this environment: run `make env`")
+    command = [str(executable), *args]
+    wants_dirs = (
+        bool(args) and args[0] not in ("--help", "-h", "--version") and not (_DIR_FLAGS & set(args))
+    )
+    if wants_dirs:
+        command += ["--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
+    return subprocess.run(command, env=dbt_env(settings), check=False).returncode

@@ -1,0 +1,60 @@
+{#-
+  Incremental models here follow one pattern, so that late and corrected data fix every row
+  they affect while a run costs what the new data costs:
+
+  1. int_measurements__current keeps, per (sensor_id, period_end), the winning version of a
+     reading and stamps every row it (re)writes with _processed_at = the run's time.
+  2. Each downstream model remembers, in dbt_meta.watermarks, the latest _processed_at it has
+     consumed. Its pre-hook deletes the slices (keys, windows, days) touched by readings
+     processed since then, its SQL recomputes exactly those slices from the current data,
+     and dbt appends them; its post-hook moves the watermark. A slice whose readings all
+     became invalid is deleted and not re-inserted.
+-#}
+
+{% macro create_watermark_table() %}
+    create schema if not exists dbt_meta;
+    create table if not exists dbt_meta.watermarks (
+        model_name     text primary key,
+        processed_upto timestamptz not null
+    );
+{% endmacro %}
+
+{#- The _processed_at this model has consumed up to ('-infinity' on a full build). -#}
+{% macro watermark() -%}
+    {%- if is_incremental() -%}
+        coalesce(
+            (select processed_upto from dbt_meta.watermarks
+             where model_name = '{{ this.schema }}.{{ this.identifier }}'),
+            '-infinity'::timestamptz
+        )
+    {%- else -%}
+        '-infinity'::timestamptz
+    {%- endif -%}
+{%- endmacro %}
+
+{#- Post-hook: the model has now consumed everything its upstream processed. -#}
+{% macro advance_watermark(upstream) -%}
+    insert into dbt_meta.watermarks (model_name, processed_upto)
+    select '{{ this.schema }}.{{ this.identifier }}',
+           coalesce((select max(_processed_at) from {{ upstream }}), '-infinity'::timestamptz)
+    on conflict (model_name) do update set processed_upto = excluded.processed_upto
+{%- endmacro %}
+
+{#- The readings (current version, valid or not) processed since this model's watermark. -#}
+{% macro changed_readings() -%}
+    select * from {{ ref('int_measurements__current') }}
+    where _processed_at > {{ watermark() }}
+{%- endmacro %}
+
+{#- Pre-hook: delete this model's rows whose key is in the `affected` query. -#}
+{% macro delete_affected(key_columns, affected_sql) -%}
+    {%- if is_incremental() -%}
+        delete from {{ this }} as target
+        using ({{ affected_sql }}) as affected
+        where {% for column in key_columns -%}
+            target.{{ column }} = affected.{{ column }}{% if not loop.last %} and {% endif %}
+        {%- endfor %}
+    {%- else -%}
+        select 1
+    {%- endif -%}
+{%- endmacro %}

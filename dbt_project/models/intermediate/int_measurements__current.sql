@@ -1,0 +1,129 @@
+{{
+    config(
+        materialized='incremental',
+        unique_key=['sensor_id', 'period_end'],
+        incremental_strategy='delete+insert',
+        indexes=[
+            {'columns': ['sensor_id', 'period_end'], 'unique': True},
+            {'columns': ['_processed_at']},
+        ],
+    )
+}}
+
+-- The current version of every reading: per (sensor_id, period_end) the most recently
+-- ingested raw record wins, so replays, duplicates and re-sent corrections collapse. Each
+-- reading is classified valid or rejected (with the reason). Incrementally, only the
+-- readings with a raw record loaded since the last run are recomputed (from all their
+-- versions), and stamped with this run's _processed_at for the models downstream.
+
+with measurements as (
+
+    select * from {{ ref('stg_openaq__measurements') }}
+
+),
+
+limits as (
+
+    select * from {{ ref('pollutant_limits') }}
+
+),
+
+changed_keys as (
+
+    select distinct sensor_id, period_end
+    from measurements
+    {% if is_incremental() %}
+    where loaded_at > (
+        select coalesce(max(_last_loaded_at), '-infinity'::timestamptz)
+        from {{ this }}
+    ) - interval '{{ var("loaded_at_lookback_minutes") }} minutes'
+    {% endif %}
+
+),
+
+versions as (
+
+    select measurements.*
+    from measurements
+    inner join changed_keys using (sensor_id, period_end)
+
+),
+
+ranked as (
+
+    select
+        *,
+        row_number() over (
+            partition by sensor_id, period_end
+            order by ingested_at desc, kafka_timestamp desc nulls last,
+                     kafka_partition desc, kafka_offset desc
+        ) as version_rank,
+        count(*) over (partition by sensor_id, period_end) as version_count,
+        max(loaded_at) over (partition by sensor_id, period_end) as last_loaded_at
+    from versions
+
+),
+
+latest_versions as (
+
+    select * from ranked where version_rank = 1
+
+),
+
+classified as (
+
+    select
+        latest_versions.*,
+        case
+            when latest_versions.value is null then 'null value'
+            when latest_versions.value <= -999 then 'sentinel value (<= -999)'
+            when latest_versions.value < 0 then 'negative value'
+            when latest_versions.value > limits.physical_max then 'above physical maximum'
+            when latest_versions.flagged then 'flagged by OpenAQ'
+        end as rejection_reason
+    from latest_versions
+    left join limits
+        on limits.parameter = latest_versions.parameter
+        and limits.units = latest_versions.units
+
+),
+
+final as (
+
+    select
+        -- ids
+        sensor_id,
+        period_end,
+        location_id,
+        parameter_id,
+
+        -- descriptions
+        location_name,
+        parameter,
+        units,
+        timezone,
+        country_code,
+        provider,
+        is_mobile,
+        is_monitor,
+
+        -- values
+        value,
+        flagged,
+        coverage_percent,
+        latitude,
+        longitude,
+        rejection_reason,
+        version_count,
+
+        -- timestamps
+        period_start,
+        ingested_at,
+        last_loaded_at as _last_loaded_at,
+        now() as _processed_at
+
+    from classified
+
+)
+
+select * from final

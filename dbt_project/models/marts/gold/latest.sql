@@ -1,0 +1,143 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        indexes=[{'columns': ['location_id', 'parameter'], 'unique': True}],
+        pre_hook="{{ delete_affected(['location_id', 'parameter'], latest_affected()) }}",
+        post_hook=[
+            "{{ advance_watermark(ref('int_measurements__current')) }}",
+            "update {{ this }} set
+                age_minutes = floor(extract(epoch from ({{ as_of() }} - measured_at)) / 60)::integer,
+                is_stale = measured_at < {{ as_of() }} - interval '{{ var(\"stale_after_hours\") }} hours'",
+        ],
+    )
+}}
+
+-- Per location and parameter, the newest valid reading, with the NowCast-based AQI for PM2.5
+-- and PM10 (hourly means of the 12 UTC hours ending with the newest reading's hour) and
+-- is_stale when that reading is older than stale_after_hours (3 h by default). Ages are
+-- refreshed for every row on each run.
+
+with measurements as (
+
+    select * from {{ ref('measurements') }}
+
+),
+
+{% if is_incremental() %}
+affected as (
+
+    {{ latest_affected() }}
+
+),
+
+candidate_readings as (
+
+    select measurements.*
+    from measurements
+    inner join affected using (location_id, parameter)
+
+),
+{% else %}
+candidate_readings as (
+
+    select * from measurements
+
+),
+{% endif %}
+
+newest as (
+
+    select distinct on (location_id, parameter) *
+    from candidate_readings
+    order by location_id, parameter, period_end desc, sensor_id
+
+),
+
+recent_hourly_means as (
+
+    select
+        newest.location_id,
+        newest.parameter,
+        (extract(epoch from (
+            {{ utc_hour('newest.period_end') }} - {{ utc_hour('readings.period_end') }}
+        )) / 3600)::integer + 1 as hour_index,
+        avg(readings.value::numeric) as hourly_avg
+    from newest
+    inner join candidate_readings as readings
+        on readings.location_id = newest.location_id
+        and readings.parameter = newest.parameter
+        and readings.units = newest.units
+        and readings.period_end <= newest.period_end
+        and readings.period_end > (
+            {{ utc_hour('newest.period_end') }} - interval '11 hours'
+        ) at time zone 'UTC'
+    where newest.parameter in ('pm25', 'pm10') and newest.units = 'µg/m³'
+    group by 1, 2, 3
+
+),
+
+hours_pivoted as (
+
+    select
+        location_id,
+        parameter,
+        {% for i in range(1, 13) -%}
+        max(hourly_avg) filter (where hour_index = {{ i }}) as h{{ i }}{% if not loop.last %},{% endif %}
+        {% endfor %}
+    from recent_hourly_means
+    group by location_id, parameter
+
+),
+
+with_nowcast as (
+
+    select
+        newest.*,
+        {{ nowcast() }} as nowcast
+    from newest
+    left join hours_pivoted using (location_id, parameter)
+
+),
+
+with_aqi as (
+
+    select
+        with_nowcast.*,
+        {{ aqi_subindex('with_nowcast.nowcast', 'with_nowcast.parameter', 'with_nowcast.units') }} as aqi
+    from with_nowcast
+
+),
+
+final as (
+
+    select
+        -- ids
+        location_id,
+        sensor_id,
+
+        -- descriptions
+        location_name,
+        country_code,
+        timezone,
+        latitude,
+        longitude,
+        parameter,
+        units,
+
+        -- values
+        value,
+        nowcast::double precision as nowcast,
+        aqi,
+        {{ aqi_category('aqi') }} as aqi_category,
+        floor(extract(epoch from ({{ as_of() }} - period_end)) / 60)::integer as age_minutes,
+        period_end < {{ as_of() }} - interval '{{ var("stale_after_hours") }} hours' as is_stale,
+
+        -- timestamps
+        period_end as measured_at
+
+    from with_aqi
+
+)
+
+select * from final

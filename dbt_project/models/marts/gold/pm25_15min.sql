@@ -1,0 +1,108 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        indexes=[{'columns': ['location_id', 'window_start'], 'unique': True}],
+        pre_hook="{{ delete_affected(['location_id', 'window_start'], pm25_affected_windows()) }}",
+        post_hook="{{ advance_watermark(ref('int_measurements__current')) }}",
+    )
+}}
+
+-- PM2.5 per location and UTC quarter-hour. A reading counts in every 15-minute window its
+-- period overlaps; each sensor's readings in a window are averaged first, then the sensors
+-- of the location (µg/m³ only).
+
+with measurements as (
+
+    select * from {{ ref('measurements') }}
+    where parameter = 'pm25' and units = 'µg/m³'
+
+),
+
+{% if is_incremental() %}
+affected_windows as (
+
+    {{ pm25_affected_windows() }}
+
+),
+
+affected_ranges as (
+
+    select
+        location_id,
+        min(window_start) as first_window_start,
+        max(window_start) + interval '15 minutes' as last_window_end
+    from affected_windows
+    group by location_id
+
+),
+
+candidate_readings as (
+
+    select measurements.*
+    from measurements
+    inner join affected_ranges
+        on measurements.location_id = affected_ranges.location_id
+        and measurements.period_end > affected_ranges.first_window_start
+        and measurements.period_start < affected_ranges.last_window_end
+
+),
+{% else %}
+candidate_readings as (
+
+    select * from measurements
+
+),
+{% endif %}
+
+readings_by_window as (
+
+    select
+        candidate_readings.location_id,
+        candidate_readings.sensor_id,
+        windows.window_start,
+        candidate_readings.value
+    from candidate_readings
+    cross join lateral {{ quarter_hours('candidate_readings.period_start', 'candidate_readings.period_end') }} as windows(window_start)
+    {% if is_incremental() %}
+    inner join affected_windows
+        on affected_windows.location_id = candidate_readings.location_id
+        and affected_windows.window_start = windows.window_start
+    {% endif %}
+
+),
+
+sensor_means as (
+
+    select
+        location_id,
+        window_start,
+        sensor_id,
+        avg(value::numeric) as sensor_avg,  -- exact, so independent of row order
+        count(*) as readings
+    from readings_by_window
+    group by location_id, window_start, sensor_id
+
+),
+
+windows as (
+
+    select
+        -- ids
+        location_id,
+
+        -- values
+        avg(sensor_avg)::double precision as pm25_avg,
+        count(*) as sensor_count,
+        sum(readings)::integer as reading_count,
+
+        -- timestamps
+        window_start,
+        window_start + interval '15 minutes' as window_end
+
+    from sensor_means
+    group by location_id, window_start
+
+)
+
+select * from windows

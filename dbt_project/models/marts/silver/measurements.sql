@@ -1,0 +1,65 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        indexes=[
+            {'columns': ['sensor_id', 'period_end'], 'unique': True},
+            {'columns': ['location_id', 'parameter', 'period_end']},
+        ],
+        pre_hook="{{ delete_affected(['sensor_id', 'period_end'], changed_readings()) }}",
+        post_hook="{{ advance_watermark(ref('int_measurements__current')) }}",
+    )
+}}
+
+-- Valid readings, one row per (sensor_id, period_end), latest ingested version. Units are
+-- kept as OpenAQ gives them: a µg/m³ and a ppb reading of the same gas stay apart.
+
+with current_readings as (
+
+    select * from {{ ref('int_measurements__current') }}
+
+),
+
+changed as (
+
+    select * from current_readings
+    where _processed_at > {{ watermark() }}
+
+),
+
+valid as (
+
+    select
+        -- ids
+        sensor_id,
+        location_id,
+        parameter_id,
+
+        -- descriptions
+        location_name,
+        parameter,
+        units,
+        timezone,
+        country_code,
+        provider,
+        is_mobile,
+        is_monitor,
+
+        -- values
+        value,
+        coverage_percent,
+        latitude,
+        longitude,
+        version_count,
+
+        -- timestamps
+        period_start,
+        period_end,
+        ingested_at
+
+    from changed
+    where rejection_reason is null
+
+)
+
+select * from valid
