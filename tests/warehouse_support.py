@@ -18,6 +18,7 @@ from spark_streaming.parse import EVENT_FIELDS, check_event
 
 __all__ = ["load_raw_events"]
 
+
 def load_raw_events(url: str, events: Iterable[dict[str, Any]], topic: str = "direct") -> int:
     """COPY events (dicts of the contract) into raw.openaq_measurements; returns the count."""
     import json

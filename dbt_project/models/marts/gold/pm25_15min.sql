@@ -1,3 +1,4 @@
+-- depends_on: {{ ref('int_measurements__current') }}
 {{
     config(
         materialized='incremental',

@@ -1,0 +1,90 @@
+"""The independent AQI/NowCast reference agrees with the EPA table, and the dbt unit tests'
+expected values agree with it (so neither side is checked against itself)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from reference_aqi import BREAKPOINTS, aqi, category, nowcast
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+EPA_CSV = ROOT.parent / "shared" / "reference" / "us_aqi_breakpoints_openaq_aqi_hub.csv"
+UNIT_TESTS = ROOT / "dbt_project" / "models" / "marts" / "gold" / "_gold__unit_tests.yml"
+SEED = ROOT / "dbt_project" / "seeds" / "aqi_breakpoints.csv"
+
+
+def _epa_rows(pollutant: str) -> list[dict]:
+    if not EPA_CSV.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{EPA_CSV} is missing in CI")
+        pytest.skip("shared/reference is not beside this checkout")
+    with EPA_CSV.open() as handle:
+        return [
+            r
+            for r in csv.DictReader(handle)
+            if r["pollutant"] == pollutant and r["averaging_period"] == "24"
+        ]
+
+
+@pytest.mark.parametrize(("pollutant", "name"), [("pm25", "PM2.5"), ("pm10", "PM10")])
+def test_reference_hits_every_epa_edge(pollutant: str, name: str) -> None:
+    rows = _epa_rows(name)
+    assert len(rows) == 6
+    for row in rows:
+        lo, i_lo = float(row["concentration_lower"]), int(row["category_lower"])
+        assert aqi(lo, pollutant) == i_lo
+        assert category(i_lo) == row["category"]
+        if row["concentration_upper"]:
+            assert aqi(float(row["concentration_upper"]), pollutant) == int(row["category_upper"])
+    # the Hazardous row is open-ended in the table: the EPA TAD ends it at 325.4 / 604 -> 500
+    top = {"pm25": 325.4, "pm10": 604}[pollutant]
+    assert aqi(top, pollutant) == 500 and aqi(top * 2, pollutant) == 500
+
+
+def test_seed_matches_the_reference_breakpoints() -> None:
+    with SEED.open() as handle:
+        seed = [r for r in csv.DictReader(handle)]
+    for pollutant, rows in BREAKPOINTS.items():
+        mine = [(float(lo), float(hi), a, b) for lo, hi, a, b in rows]
+        theirs = [(float(r["concentration_lo"]), float(r["concentration_hi"]), int(r["aqi_lo"]),
+                   int(r["aqi_hi"])) for r in seed if r["pollutant"] == pollutant]  # fmt: skip
+        assert mine == theirs
+
+
+def test_truncation_examples() -> None:
+    assert aqi(9.09, "pm25") == 50 and aqi(35.49, "pm25") == 100
+    assert aqi(54.9, "pm10") == 50 and aqi(154.7, "pm10") == 100
+    assert aqi(-1, "pm25") is None
+
+
+def test_nowcast_worked_examples() -> None:
+    assert nowcast([20.0] * 12) == pytest.approx(20.0)
+    assert nowcast([50, 40, 30, 20] + [10] * 8) == pytest.approx(40.63247863)
+    assert nowcast([20, 18] + [16] * 10) == pytest.approx(17.20264515)
+    assert nowcast([26, None, 30] + [25] * 9) == pytest.approx(25.99521455)
+    assert nowcast([30, None, None] + [25] * 9) is None
+    assert nowcast([35.0, 36.0]) == pytest.approx(35.49295775)
+
+
+def test_dbt_unit_test_expectations_agree_with_the_reference() -> None:
+    tests = {t["name"]: t for t in yaml.safe_load(UNIT_TESTS.read_text())["unit_tests"]}
+    edges = tests["daily_aqi_matches_the_epa_table_at_every_breakpoint_edge"]
+    sql = next(g["rows"] for g in edges["given"] if g.get("format") == "sql")
+    triples = re.findall(r"\((\d+), '(pm\d+)', ([\d.]+)\)", sql)
+    assert len(triples) == len(edges["expect"]["rows"]) == 31
+    expected = {row["location_id"]: row["aqi"] for row in edges["expect"]["rows"]}
+    for index, pollutant, value in triples:
+        assert expected[1000 + int(index)] == aqi(float(value), pollutant), (index, value)
+    nowcasts = tests["nowcast_aqi_on_worked_examples"]["expect"]["rows"]
+    examples = {1: [20.0] * 12, 2: [50, 40, 30, 20] + [10] * 8, 3: [20, 18] + [16] * 10,
+                4: [26, None, 30] + [25] * 9, 5: [30, None, None] + [25] * 9, 6: [35.0, 36.0]}  # fmt: skip
+    for row in nowcasts:
+        assert row["aqi"] == aqi(nowcast(examples[row["location_id"]]), "pm25")
+        assert row["aqi_category"] == category(row["aqi"])
