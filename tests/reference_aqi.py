@@ -8,6 +8,7 @@ NowCast, and the gold tables (15-minute PM2.5, local-day means, 30-day exceedanc
 from __future__ import annotations
 
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+from pathlib import Path
 
 import pandas as pd
 
@@ -22,6 +23,11 @@ DECIMALS = {"pm25": Decimal("0.1"), "pm10": Decimal(1)}
 CATEGORIES = [(50, "Good"), (100, "Moderate"), (150, "Unhealthy for Sensitive Groups"),
               (200, "Unhealthy"), (300, "Very Unhealthy"), (500, "Hazardous")]  # fmt: skip
 WHO = {"pm25": 15, "pm10": 45}
+# the physical maxima are configuration (the seed), not logic: read them from the seed file
+_LIMITS = pd.read_csv(
+    Path(__file__).resolve().parents[1] / "dbt_project" / "seeds" / "pollutant_limits.csv"
+)
+PHYSICAL_MAX = {(r.parameter, r.units): float(r.physical_max) for r in _LIMITS.itertuples()}
 US = {"pm25": 35, "pm10": 150}
 
 
@@ -56,15 +62,26 @@ def nowcast(hours: list[float | None]) -> float | None:
 
 
 def valid_readings(events: list[dict]) -> pd.DataFrame:
-    """Latest ingested version per (sensor, period end), minus rejected readings."""
+    """Latest ingested version per (sensor, period end), minus rejected readings.
+
+    ``events`` in the order they were loaded into raw.
+    """
     frame = pd.DataFrame(events)
     frame["period_start"] = pd.to_datetime(frame["period_start"], utc=True)
     frame["period_end"] = pd.to_datetime(frame["period_end"], utc=True)
     frame["ingested_at"] = pd.to_datetime(frame["ingested_at"], utc=True)
-    frame = frame.sort_values("ingested_at").groupby(["sensor_id", "period_end"]).tail(1)
-    maxima = {"pm25": 2000, "pm10": 5000}
+    # ties on ingested_at go to the event loaded last (the warehouse: the higher Kafka offset)
+    frame["load_order"] = range(len(frame))
+    frame = (
+        frame.sort_values(["ingested_at", "load_order"])
+        .groupby(["sensor_id", "period_end"])
+        .tail(1)
+    )
     value = frame["value"]
-    limit = frame["parameter"].map(maxima)
+    limit = pd.Series(
+        [PHYSICAL_MAX.get((p, u)) for p, u in zip(frame["parameter"], frame["units"], strict=True)],
+        index=frame.index, dtype="float64",
+    )  # fmt: skip
     bad = value.isna() | (value <= -999) | (value < 0) | frame["flagged"].astype(bool)
     bad |= limit.notna() & (value > limit)
     return frame[~bad].copy()
