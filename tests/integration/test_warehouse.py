@@ -202,3 +202,57 @@ def test_incremental_build_equals_full_refresh(tmp_path: Path, fresh_database: s
                 assert extra == 0, f"{a} has {extra} rows that {b} lacks"
     all_events = first + later + changed + revived + duplicates
     _compare_gold(fresh_database, all_events)
+
+
+def test_docs_site_documents_every_column_and_is_served(
+    tmp_path: Path, fresh_database: str
+) -> None:
+    import subprocess
+    import time
+    import urllib.request
+
+    from conftest import AQI, free_port
+
+    load_raw_events(fresh_database, simulate(SimulationConfig(locations=3, days=1, seed=1)))
+    _dbt(tmp_path, fresh_database, "build")
+    env = isolated_env(tmp_path / "aq", AQ_DATABASE_URL=fresh_database)
+    freshness = run_aqi(["dbt", "source", "freshness"], env, tmp_path, timeout=300)
+    assert freshness.returncode == 0, freshness.stdout[-2000:]
+    generated = run_aqi(["docs", "--no-serve"], env, tmp_path, timeout=600)
+    assert generated.returncode == 0, generated.stdout[-2000:]
+    target = Path(__file__).resolve().parents[2] / "dbt_project" / "target"
+    manifest = json.loads((target / "manifest.json").read_text())
+    catalog = json.loads((target / "catalog.json").read_text())
+    undocumented = []
+    for node_id, node in catalog["nodes"].items():
+        if not node_id.startswith("model."):
+            continue
+        documented = manifest["nodes"][node_id]
+        if not documented.get("description"):
+            undocumented.append(node_id)
+        described = {name for name, col in documented["columns"].items() if col.get("description")}
+        undocumented += [f"{node_id}.{c}" for c in node["columns"] if c not in described]
+    assert undocumented == []
+    assert any(e["name"] == "air_quality_dashboard" for e in manifest["exposures"].values())
+
+    port = free_port()
+    server = subprocess.Popen([AQI, "docs", "--port", str(port)], env=env, cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as page:
+                    assert page.status == 200 and b"dbt" in page.read().lower()
+                    break
+            except (TimeoutError, OSError):
+                time.sleep(1)
+        else:
+            pytest.fail("aqi docs did not serve the site")
+    finally:
+        import os
+        import signal
+
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
