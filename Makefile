@@ -43,9 +43,10 @@ demo: env superset-env java-check ## set up, start the services, show what runs 
 	@$(AQI) replay --simulate --locations 5 --days 2
 	@echo "==> streaming it into Bronze Parquet and raw.openaq_measurements (aqi stream --available-now)"
 	@$(AQI) stream --available-now
+	@echo "==> building the warehouse: silver and gold (aqi dbt build)"
+	@$(AQI) dbt build
 	@echo
 	@echo "==> not built yet (coming in the next issues):"
-	@echo "    - warehouse: dbt models silver/gold, aqi dbt, aqi docs"
 	@echo "    - orchestration: aqi airflow (Airflow 3 + Cosmos + Great Expectations)"
 	@echo "    - dashboards: aqi dashboards (Superset)"
 	@echo "==> stop the services with: .venv/bin/aqi services down"
