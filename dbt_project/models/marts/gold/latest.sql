@@ -31,27 +31,28 @@ affected as (
     {{ latest_affected() }}
 
 ),
-
-candidate_readings as (
-
-    select measurements.*
-    from measurements
-    inner join affected using (location_id, parameter)
-
-),
 {% else %}
-candidate_readings as (
+affected as (
 
-    select * from measurements
+    select distinct location_id, parameter from measurements
 
 ),
 {% endif %}
 
+-- one index lookup per (location, parameter): the cost follows the affected pairs, not the
+-- history behind them
 newest as (
 
-    select distinct on (location_id, parameter) *
-    from candidate_readings
-    order by location_id, parameter, period_end desc, sensor_id
+    select newest_reading.*
+    from affected
+    cross join lateral (
+        select *
+        from measurements
+        where measurements.location_id = affected.location_id
+          and measurements.parameter = affected.parameter
+        order by measurements.period_end desc, measurements.sensor_id
+        limit 1
+    ) as newest_reading
 
 ),
 
@@ -65,7 +66,7 @@ recent_hourly_means as (
         )) / 3600)::integer + 1 as hour_index,
         avg(readings.value::numeric) as hourly_avg
     from newest
-    inner join candidate_readings as readings
+    inner join measurements as readings
         on readings.location_id = newest.location_id
         and readings.parameter = newest.parameter
         and readings.units = newest.units
