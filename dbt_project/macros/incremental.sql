@@ -58,3 +58,46 @@
         select 1
     {%- endif -%}
 {%- endmacro %}
+
+{#-
+  The raw watermark of int_measurements__current. A raw row is stamped (loaded_at) when it is
+  inserted but becomes visible when its transaction commits, so "loaded_at > the last value
+  seen" could miss a row whose transaction was still open during the previous run. The pre-hook
+  therefore records, before the model reads raw, the earliest start of any transaction open at
+  that moment (or the moment itself): every row committed later has a loaded_at at or after it.
+  The post-hook makes that the watermark of the next run. Writers must use a role whose
+  transactions this role can see in pg_stat_activity (the project uses one role throughout).
+-#}
+{% macro raw_watermark() -%}
+    {%- if is_incremental() -%}
+        coalesce(
+            (select processed_upto from dbt_meta.watermarks
+             where model_name = '{{ this.schema }}.{{ this.identifier }}'),
+            '-infinity'::timestamptz
+        )
+    {%- else -%}
+        '-infinity'::timestamptz
+    {%- endif -%}
+{%- endmacro %}
+
+{% macro record_raw_watermark() -%}
+    insert into dbt_meta.watermarks (model_name, processed_upto)
+    select '{{ this.schema }}.{{ this.identifier }}#next',
+           least(
+               clock_timestamp(),
+               coalesce((
+                   select min(xact_start) from pg_stat_activity
+                   where pid <> pg_backend_pid() and datname = current_database()
+                     and xact_start is not null
+               ), clock_timestamp())
+           )
+    on conflict (model_name) do update set processed_upto = excluded.processed_upto
+{%- endmacro %}
+
+{% macro advance_raw_watermark() -%}
+    insert into dbt_meta.watermarks (model_name, processed_upto)
+    select '{{ this.schema }}.{{ this.identifier }}', processed_upto
+    from dbt_meta.watermarks
+    where model_name = '{{ this.schema }}.{{ this.identifier }}#next'
+    on conflict (model_name) do update set processed_upto = excluded.processed_upto
+{%- endmacro %}

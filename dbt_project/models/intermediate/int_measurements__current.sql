@@ -7,22 +7,25 @@
             {'columns': ['sensor_id', 'period_end'], 'unique': True},
             {'columns': ['_processed_at']},
         ],
+        pre_hook="{{ record_raw_watermark() }}",
+        post_hook="{{ advance_raw_watermark() }}",
     )
 }}
 
 -- The current version of every reading: per (sensor_id, period_end) the most recently
 -- ingested raw record wins, so replays, duplicates and re-sent corrections collapse. Each
 -- reading is classified valid or rejected (with the reason). Incrementally, only the
--- readings with a raw record loaded since the last run are recomputed (from all their
--- versions), and stamped with this run's _processed_at for the models downstream.
+-- readings with a raw record loaded since the last run (macros/incremental.sql,
+-- raw_watermark) are recomputed from all their versions, and stamped with this run's
+-- _processed_at for the models downstream.
 
-with measurements as (
+with measurements as not materialized (
 
     select * from {{ ref('stg_openaq__measurements') }}
 
 ),
 
-limits as (
+limits as not materialized (
 
     select * from {{ ref('pollutant_limits') }}
 
@@ -32,12 +35,7 @@ changed_keys as (
 
     select distinct sensor_id, period_end
     from measurements
-    {% if is_incremental() %}
-    where loaded_at > (
-        select coalesce(max(_last_loaded_at), '-infinity'::timestamptz)
-        from {{ this }}
-    ) - interval '{{ var("loaded_at_lookback_minutes") }} minutes'
-    {% endif %}
+    where loaded_at > {{ raw_watermark() }}
 
 ),
 
@@ -58,8 +56,7 @@ ranked as (
             order by ingested_at desc, kafka_timestamp desc nulls last,
                      kafka_partition desc, kafka_offset desc
         ) as version_rank,
-        count(*) over (partition by sensor_id, period_end) as version_count,
-        max(loaded_at) over (partition by sensor_id, period_end) as last_loaded_at
+        count(*) over (partition by sensor_id, period_end) as version_count
     from versions
 
 ),
@@ -119,7 +116,6 @@ final as (
         -- timestamps
         period_start,
         ingested_at,
-        last_loaded_at as _last_loaded_at,
         now() as _processed_at
 
     from classified

@@ -1,5 +1,5 @@
 -- One row per raw record (every version of every reading), renamed and typed for the warehouse.
-with source as (
+with source as not materialized (
 
     select * from {{ source('openaq', 'openaq_measurements') }}
 

@@ -17,7 +17,7 @@
 -- at least 18 hourly means (EPA's 75% rule); complete PM2.5 and PM10 days get the daily
 -- AQI sub-index (EPA 2024 breakpoints, truncation included).
 
-with measurements as (
+with measurements as not materialized (
 
     select * from {{ ref('measurements') }}
 

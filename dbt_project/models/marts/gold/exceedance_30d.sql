@@ -14,14 +14,14 @@
 -- complete, and among the complete ones how many were above the WHO 2021 24-hour guideline
 -- (15 / 45 µg/m³) and above the US 24-hour standard (35 / 150 µg/m³).
 
-with daily as (
+with daily as not materialized (
 
     select * from {{ ref('daily_avg') }}
     where parameter in ('pm25', 'pm10') and units = 'µg/m³'
 
 ),
 
-limits as (
+limits as not materialized (
 
     select * from {{ ref('pollutant_limits') }}
 

@@ -19,7 +19,7 @@
 -- is_stale when that reading is older than stale_after_hours (3 h by default). Ages are
 -- refreshed for every row on each run.
 
-with measurements as (
+with measurements as not materialized (
 
     select * from {{ ref('measurements') }}
 

@@ -13,7 +13,7 @@
 -- period overlaps; each sensor's readings in a window are averaged first, then the sensors
 -- of the location (µg/m³ only).
 
-with measurements as (
+with measurements as not materialized (
 
     select * from {{ ref('measurements') }}
     where parameter = 'pm25' and units = 'µg/m³'

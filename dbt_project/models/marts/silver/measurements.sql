@@ -15,7 +15,7 @@
 -- Valid readings, one row per (sensor_id, period_end), latest ingested version. Units are
 -- kept as OpenAQ gives them: a µg/m³ and a ppb reading of the same gas stay apart.
 
-with current_readings as (
+with current_readings as not materialized (
 
     select * from {{ ref('int_measurements__current') }}
 

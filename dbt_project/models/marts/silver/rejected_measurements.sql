@@ -12,7 +12,7 @@
 -- Readings kept out of silver.measurements, with the reason: null value, sentinel (<= -999),
 -- negative, above the physical maximum of the parameter and units, or flagged by OpenAQ.
 
-with current_readings as (
+with current_readings as not materialized (
 
     select * from {{ ref('int_measurements__current') }}
 
