@@ -12,6 +12,7 @@
         changed.location_id,
         changed.parameter,
         changed.units,
+        changed.timezone,
         ({{ local_hour('changed.period_end', 'changed.timezone') }})::date as local_date
     from ({{ changed_readings() }}) as changed
 {%- endmacro %}

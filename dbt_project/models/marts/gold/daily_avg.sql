@@ -32,7 +32,14 @@ affected_days as (
 
 affected_ranges as (
 
-    select location_id, parameter, units, min(local_date) as first_date, max(local_date) as last_date
+    select
+        location_id,
+        parameter,
+        units,
+        -- bounds in UTC computed on this side, so the (location, parameter, period_end)
+        -- index narrows the scan to the affected days instead of the location's history
+        min(local_date::timestamp at time zone timezone) as first_instant,
+        max((local_date + 1)::timestamp at time zone timezone) as last_instant
     from affected_days
     group by location_id, parameter, units
 
@@ -46,8 +53,8 @@ candidate_readings as (
         on measurements.location_id = affected_ranges.location_id
         and measurements.parameter = affected_ranges.parameter
         and measurements.units = affected_ranges.units
-        and measurements.period_end > (affected_ranges.first_date::timestamp at time zone measurements.timezone)
-        and measurements.period_end <= ((affected_ranges.last_date + 1)::timestamp at time zone measurements.timezone) + interval '1 microsecond'
+        and measurements.period_end > affected_ranges.first_instant
+        and measurements.period_end <= affected_ranges.last_instant
 
 ),
 {% else %}
