@@ -12,13 +12,15 @@ Public surface: :class:`StreamOptions`, :func:`run_stream`, :func:`handle_batch`
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +35,14 @@ from aqi.topics import end_offsets
 from spark_streaming.parse import ARROW_SCHEMA, PARSED_SCHEMA, parse_batches
 from spark_streaming.sinks import BatchMetrics, PostgresSink, write_bronze
 
-__all__ = ["QUERY_NAME", "StreamOptions", "handle_batch", "run_stream"]
+__all__ = [
+    "QUERY_NAME",
+    "StreamOptions",
+    "checkpoint_lock",
+    "handle_batch",
+    "run_stream",
+    "stream_is_running",
+]
 
 log = logging.getLogger(__name__)
 QUERY_NAME = "openaq_raw"
@@ -63,6 +72,59 @@ def run_stream(options: StreamOptions, echo: Callable[[str], None] = print) -> i
         raise AqiError(
             "Spark needs Java 17+: install it (e.g. apt-get install openjdk-17-jre-headless)"
         )
+    with checkpoint_lock(options.checkpoint_dir):
+        return _run_stream(options, echo)
+
+
+@contextmanager
+def checkpoint_lock(checkpoint_dir: Path) -> Iterator[None]:
+    """Hold the checkpoint for this process: two streams on one checkpoint corrupt it.
+
+    Spark only notices concurrent use within one session, so ``aqi stream`` takes an flock
+    next to the checkpoint; a second one (a long-running stream plus the DAG's drain, say)
+    fails at once with a message instead of racing on the offset log.
+    """
+    path = _lock_path(checkpoint_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise AqiError(
+                f"another `aqi stream` ({holder}) is using the checkpoint {checkpoint_dir}; "
+                "stop it first, or let it do the streaming"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def stream_is_running(checkpoint_dir: Path) -> bool:
+    """True while some process holds the checkpoint (a long-running ``aqi stream``)."""
+    path = _lock_path(checkpoint_dir)
+    if not path.exists():
+        return False
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
+def _lock_path(checkpoint_dir: Path) -> Path:
+    return checkpoint_dir.with_name(checkpoint_dir.name + ".lock")
+
+
+def _run_stream(options: StreamOptions, echo: Callable[[str], None]) -> int:
     from spark_streaming.session import get_spark
 
     spark = get_spark(options.master)

@@ -201,6 +201,10 @@ def test_continuous_stream_stops_cleanly_on_sigterm(
                     ).fetchone()[0]
         assert inserted == len(events), "the continuous stream did not drain the topic"
         assert proc.poll() is None, "without --available-now the stream keeps running"
+        # a second stream on the same checkpoint is refused, not raced
+        second = run_aqi(["stream", "--available-now"], env, tmp_path, timeout=120)
+        assert second.returncode == 1
+        assert "another `aqi stream`" in second.stderr and "Traceback" not in second.stderr
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=120)
     finally:
@@ -209,3 +213,54 @@ def test_continuous_stream_stops_cleanly_on_sigterm(
     assert proc.returncode == 0, err
     assert "SIGTERM received, stopping" in out and "stream: stopped after" in out
     assert "Traceback" not in err
+
+
+def test_recreated_topic_reusing_offsets_loses_nothing_with_no_fail_on_data_loss(
+    tmp_path: Path, services, fresh_database
+) -> None:
+    """The embedded broker keeps its log in memory: after a restart offsets start again at 0.
+
+    The stream fails by default (records may be lost); with --no-fail-on-data-loss it resumes
+    from the new log, and the new records land although old rows have the same offsets.
+    """
+    from kafka import KafkaAdminClient
+
+    from aqi.topics import ensure_topic
+
+    env = _env(tmp_path, services, fresh_database)
+    bootstrap, topic = env["KAFKA_BOOTSTRAP_SERVERS"], env["AQ_KAFKA_TOPIC"]
+    old = list(simulate(SimulationConfig(locations=2, days=0.5, seed=21)))
+    new = list(simulate(SimulationConfig(locations=2, days=0.5, seed=22)))
+    new = [{**e, "sensor_id": e["sensor_id"] + 10_000_000} for e in new]
+    with EventProducer(bootstrap, topic, partitions=3) as producer:
+        producer.send(old)
+    first = run_aqi(["stream", "--available-now"], env, tmp_path, timeout=600)
+    assert first.returncode == 0, first.stderr
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.delete_topics([topic])
+        deadline = time.monotonic() + 15
+        while topic in admin.list_topics() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        admin.close()
+    assert ensure_topic(bootstrap, topic, 3)
+    with EventProducer(bootstrap, topic, partitions=3) as producer:
+        producer.send(new)
+
+    refused = run_aqi(["stream", "--available-now"], env, tmp_path, timeout=600)
+    assert refused.returncode != 0
+    resumed = run_aqi(["stream", "--available-now", "--no-fail-on-data-loss"], env, tmp_path,
+                      timeout=600)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    with psycopg.connect(fresh_database) as conn:
+        rows = conn.execute(
+            "select sensor_id, period_end, kafka_partition, kafka_offset "
+            "from raw.openaq_measurements"
+        ).fetchall()
+    assert len(rows) == len(old) + len(new)
+    reused = {(r[2], r[3]) for r in rows if r[0] >= 10_000_000} & {
+        (r[2], r[3]) for r in rows if r[0] < 10_000_000
+    }
+    assert reused, "the new log should reuse offsets of the old one"
