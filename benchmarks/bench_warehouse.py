@@ -49,8 +49,14 @@ def _dbt(settings, *args: str) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument(
+        "--locations",
+        type=int,
+        default=300,
+        help="the same at every size, so '+1 hour' is the same amount of new data",
+    )
     args = parser.parse_args()
-    locations = max(5, round((args.rows / EVENTS_PER_LOCATION_DAY) ** 0.5 * 1.1))
+    locations = args.locations
     days = args.rows / EVENTS_PER_LOCATION_DAY / locations * 1.05
     config = SimulationConfig(locations=locations, days=days, seed=3, end=END)
     with temporary_services() as settings:
