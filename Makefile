@@ -41,15 +41,14 @@ demo: env superset-env java-check ## set up, start the services, show what runs 
 	@$(AQI) services up
 	@echo "==> putting 2 days of simulated OpenAQ data for 5 locations on Kafka (aqi replay --simulate)"
 	@$(AQI) replay --simulate --locations 5 --days 2
-	@echo "==> streaming it into Bronze Parquet and raw.openaq_measurements (aqi stream --available-now)"
-	@$(AQI) stream --available-now
-	@echo "==> building the warehouse: silver and gold (aqi dbt build)"
-	@$(AQI) dbt build
+	@echo "==> one run of the openaq_elt DAG (aqi airflow run-once): stream -> GX raw -> dbt -> GX gold -> CSV exports"
+	@$(AQI) airflow run-once
+	@echo "==> CSV exports in AQ_HOME/exports/, Data Docs in AQ_HOME/gx_docs/index.html (AQ_HOME: ./.aq by default)"
 	@echo
 	@echo "==> not built yet (coming in the next issues):"
-	@echo "    - orchestration: aqi airflow (Airflow 3 + Cosmos + Great Expectations)"
 	@echo "    - dashboards: aqi dashboards (Superset)"
-	@echo "==> stop the services with: .venv/bin/aqi services down"
+	@echo "==> the scheduled pipeline: .venv/bin/aqi airflow up   (UI on http://127.0.0.1:58080)"
+	@echo "==> stop everything with: .venv/bin/aqi services down"
 
 test: env superset-env java-check lint ## lint, then the whole test suite (unit + integration, real services)
 	@echo "==> running the test suite: pytest"

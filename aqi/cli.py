@@ -512,6 +512,131 @@ def docs_cmd(port: int, no_serve: bool) -> None:
     )
 
 
+# --- quality and exports: aqi check / aqi export ----------------------------------------------
+
+
+@cli.command("check")
+@click.option(
+    "--suite",
+    "suites",
+    type=click.Choice(["raw", "gold"]),
+    multiple=True,
+    help="Only this suite (repeatable); default: raw and gold.",
+)
+def check_cmd(suites: tuple[str, ...]) -> None:
+    """Run the Great Expectations checks on raw.openaq_measurements and the gold tables.
+
+    The same checks gate the openaq_elt DAG. Prints a report naming every failed
+    expectation, builds Data Docs under AQ_HOME/gx_docs, and exits 1 if any check failed.
+    """
+    from expectations.runner import SUITES, run_checks
+
+    report = run_checks(settings(), list(suites or SUITES), echo=click.echo)
+    click.echo(report.text())
+    sys.exit(0 if report.success else 1)
+
+
+@cli.command("export")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write here instead of AQ_HOME/exports.",
+)
+def export_cmd(directory: Path | None) -> None:
+    """Write every gold table to a CSV file for other BI tools (Tableau, Power BI, Excel).
+
+    One <table>.csv per gold table (header row, UTC ISO-8601 timestamps, key order), each
+    replaced atomically; openaq_elt refreshes them after every successful run.
+    """
+    from aqi.exports import export_marts
+
+    export_marts(settings(), directory, echo=click.echo)
+
+
+# --- orchestration: aqi airflow ---------------------------------------------------------------
+
+
+@cli.group("airflow")
+def airflow_group() -> None:
+    """The embedded Airflow 3 (DAGs openaq_elt, openaq_backfill) and one-off runs.
+
+    Airflow's API server and UI listen on 127.0.0.1:AQ_AIRFLOW_PORT; AIRFLOW_HOME is
+    AQ_HOME/airflow; its metadata lives in the project's PostgreSQL (database airflow).
+    """
+
+
+@airflow_group.command("up")
+def airflow_up_cmd() -> None:
+    """Start the services, then Airflow (API server, scheduler, DAG processor).
+
+    The admin password is generated on first start, printed once, and kept in
+    AQ_HOME/secrets/airflow_admin_password (0600). openaq_elt then runs every 15 minutes.
+    """
+    from aqi.orchestration import prepare_dbt_manifest
+    from aqi.services import services_up
+    from aqi.services.airflow import ADMIN_USER, EmbeddedAirflow, admin_password
+
+    s = settings()
+    services_up(s, echo=click.echo)
+    prepare_dbt_manifest(s, echo=click.echo)
+    status = EmbeddedAirflow(s).up(echo=click.echo)
+    click.echo(f"airflow: UI and API at {status['url']}  user {ADMIN_USER}")
+    shown = s.airflow_home / ".admin-password-shown"
+    if not shown.exists():
+        password, _ = admin_password(s)
+        click.echo(f"airflow: generated admin password (shown once): {password}")
+        shown.touch()
+    click.echo(f"airflow: the password is kept in {status['password_file']}")
+
+
+@airflow_group.command("down")
+def airflow_down_cmd() -> None:
+    """Stop the embedded Airflow (the database and broker keep running)."""
+    from aqi.services.airflow import EmbeddedAirflow
+
+    EmbeddedAirflow(settings()).down(echo=click.echo)
+
+
+@airflow_group.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
+def airflow_status_cmd(as_json: bool) -> None:
+    """Show whether Airflow runs, where, and its logs. Exits 3 when it is not healthy."""
+    from aqi.services.airflow import EmbeddedAirflow
+
+    status = EmbeddedAirflow(settings()).status()
+    if as_json:
+        click.echo(json.dumps(status, indent=2))
+    else:
+        state = "running" if status["running"] else "NOT RUNNING"
+        click.echo(f"airflow   {state} at {status['url']}  user {status['user']}")
+        click.echo(f"  password  {status['password_file']}")
+        for component, pid in status["pids"].items():
+            click.echo(f"  {component:<13} pid {pid or '-'}  log {status['logs'][component]}")
+    if not status["running"]:
+        sys.exit(3)
+
+
+@airflow_group.command("run-once")
+@click.option("--full-refresh", is_flag=True, help="Rebuild the incremental models from scratch.")
+def airflow_run_once_cmd(full_refresh: bool) -> None:
+    """Run openaq_elt once, in this process (airflow dags test); no scheduler needed.
+
+    Drains the stream, checks raw, builds the warehouse model by model with its tests,
+    checks gold and refreshes the CSV exports. Exits non-zero when the run fails.
+    """
+    from aqi.orchestration import prepare_dbt_manifest
+    from aqi.services import services_up
+    from aqi.services.airflow import run_once
+
+    s = settings()
+    services_up(s, echo=click.echo)
+    prepare_dbt_manifest(s, echo=click.echo)
+    code = run_once(s, conf={"full_refresh": full_refresh}, echo=click.echo)
+    click.echo("airflow: openaq_elt " + ("succeeded" if code == 0 else "FAILED"))
+    sys.exit(code)
+
+
 # --- aqi services --------------------------------------------------------------------------
 
 

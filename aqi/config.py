@@ -58,6 +58,12 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "AQ_HOME": ("./.aq", "Where data, checkpoints, logs, Bronze Parquet and secrets live."),
     "AQ_PG_PORT": ("55432", "TCP port of the embedded PostgreSQL on 127.0.0.1."),
     "AQ_KAFKA_PORT": ("59092", "TCP port of the embedded Kafka-compatible broker on 127.0.0.1."),
+    "AQ_AIRFLOW_PORT": ("58080", "TCP port of the embedded Airflow API server / UI on 127.0.0.1."),
+    "AQ_AIRFLOW_PARALLELISM": (
+        "2",
+        "Tasks the embedded Airflow runs at once (LocalExecutor); each worker takes ~150 MB.",
+    ),
+    "AQ_SUPERSET_PORT": ("8088", "TCP port of the embedded Superset (aqi dashboards) on 127.0.0.1."),
     "OPENAQ_REQUESTS_PER_MINUTE": (
         "60",
         "Client-side cap on OpenAQ requests in any 60 s (free tier: 60); raise for paid tiers.",
@@ -115,6 +121,9 @@ class Settings:
     pg_port: int
     kafka_port: int
     kafka_storage: str
+    airflow_port: int = 58080
+    airflow_parallelism: int = 2
+    superset_port: int = 8088
     openaq_requests_per_minute: int = 60
     openaq_requests_per_hour: int = 2000
     collect_locations: tuple[int, ...] = ()
@@ -152,6 +161,26 @@ class Settings:
     def bronze_location(self) -> str:
         """Where Bronze Parquet goes: ``AQ_BRONZE_URI`` if set, else ``bronze_dir``."""
         return self.bronze_uri or str(self.bronze_dir)
+
+    @property
+    def airflow_home(self) -> Path:
+        """AIRFLOW_HOME of the embedded Airflow (config, logs)."""
+        return self.aq_home / "airflow"
+
+    @property
+    def superset_home(self) -> Path:
+        """SUPERSET_HOME of the embedded Superset (its data folder, version stamps)."""
+        return self.aq_home / "superset"
+
+    @property
+    def exports_dir(self) -> Path:
+        """CSV exports of the marts for BI tools other than Superset."""
+        return self.aq_home / "exports"
+
+    @property
+    def gx_docs_dir(self) -> Path:
+        """Great Expectations Data Docs (index.html)."""
+        return self.aq_home / "gx_docs"
 
     @property
     def checkpoints_dir(self) -> Path:
@@ -201,6 +230,9 @@ def load_settings(
         pg_port=_int("AQ_PG_PORT", get("AQ_PG_PORT"), 1, 65535),
         kafka_port=_int("AQ_KAFKA_PORT", get("AQ_KAFKA_PORT"), 1, 65535),
         kafka_storage=_storage("AQ_KAFKA_STORAGE", get("AQ_KAFKA_STORAGE")),
+        airflow_port=_int("AQ_AIRFLOW_PORT", get("AQ_AIRFLOW_PORT"), 1, 65535),
+        airflow_parallelism=_int("AQ_AIRFLOW_PARALLELISM", get("AQ_AIRFLOW_PARALLELISM"), 1, 64),
+        superset_port=_int("AQ_SUPERSET_PORT", get("AQ_SUPERSET_PORT"), 1, 65535),
         openaq_requests_per_minute=_int(
             "OPENAQ_REQUESTS_PER_MINUTE", get("OPENAQ_REQUESTS_PER_MINUTE"), 1, 100_000
         ),

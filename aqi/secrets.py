@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = ["get_or_create_secret", "secret_path"]
@@ -19,8 +20,14 @@ def secret_path(secrets_dir: Path, name: str) -> Path:
     return secrets_dir / name
 
 
-def get_or_create_secret(secrets_dir: Path, name: str, *, nbytes: int = 24) -> str:
-    """Return the secret ``name``, generating and storing it (0600) the first time."""
+def get_or_create_secret(
+    secrets_dir: Path, name: str, *, nbytes: int = 24, factory: Callable[[], str] | None = None
+) -> str:
+    """Return the secret ``name``, generating and storing it (0600) the first time.
+
+    ``factory`` makes values of a required shape (a Fernet key, say); the default is
+    ``nbytes`` random bytes, URL-safe base64 (so the value fits in a URL unquoted).
+    """
     secrets_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(secrets_dir, 0o700)
     path = secret_path(secrets_dir, name)
@@ -28,7 +35,7 @@ def get_or_create_secret(secrets_dir: Path, name: str, *, nbytes: int = 24) -> s
         value = path.read_text().strip()
         if value:
             return value
-    value = secrets.token_urlsafe(nbytes)
+    value = factory() if factory is not None else secrets.token_urlsafe(nbytes)
     fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(value + "\n")

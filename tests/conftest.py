@@ -51,6 +51,8 @@ def isolated_env(aq_home: Path, **overrides: str) -> dict[str, str]:
         AQ_HOME=str(aq_home),
         AQ_PG_PORT=str(free_port()),
         AQ_KAFKA_PORT=str(free_port()),
+        AQ_AIRFLOW_PORT=str(free_port()),
+        AQ_SUPERSET_PORT=str(free_port()),
     )
     env.update(overrides)
     return env

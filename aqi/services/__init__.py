@@ -47,7 +47,13 @@ def services_up(settings: Settings, echo: Echo = print) -> dict:
 def services_down(settings: Settings, echo: Echo = print) -> None:
     """Stop the embedded services this project started (by their recorded pids)."""
     with _lock(settings):
-        # the broker first: nothing of ours should be writing when the database goes
+        # Airflow first (it needs the database), then the broker: nothing of ours should be
+        # writing when the database goes
+        from aqi.services.airflow import EmbeddedAirflow
+
+        airflow = EmbeddedAirflow(settings)
+        if airflow.any_running():
+            airflow.down(echo)
         if settings.embedded_kafka:
             EmbeddedKafka(settings).down(echo)
         else:

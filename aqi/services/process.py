@@ -119,21 +119,35 @@ def as_user(user: tuple[int, int] | None) -> dict:
     return {"user": user[0], "group": user[1], "extra_groups": []}
 
 
-def stop_process(record: ProcessRecord, *, sig: int = signal.SIGTERM, timeout: float = 30) -> bool:
-    """Signal our process and wait for it to go; SIGKILL after ``timeout``. True if it stopped."""
+def stop_process(
+    record: ProcessRecord, *, sig: int = signal.SIGTERM, timeout: float = 30, group: bool = False
+) -> bool:
+    """Signal our process and wait for it to go; SIGKILL after ``timeout``. True if it stopped.
+
+    ``group``: signal its whole process group (a daemon started by :func:`spawn_daemon` leads
+    its own), for programs whose workers would otherwise outlive them (Airflow's).
+    """
     if not record.is_alive():
+        if group:
+            _signal(record.pid, signal.SIGKILL, group=True)
         return True
-    try:
-        os.kill(record.pid, sig)
-    except ProcessLookupError:
-        return True
+    _signal(record.pid, sig, group=group)
     if wait_until(lambda: not record.is_alive(), timeout=timeout, reap=record.pid):
+        if group:
+            _signal(record.pid, signal.SIGKILL, group=True)  # stragglers of the group
         return True
-    try:
-        os.kill(record.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return True
+    _signal(record.pid, signal.SIGKILL, group=group)
     return wait_until(lambda: not record.is_alive(), timeout=10, reap=record.pid)
+
+
+def _signal(pid: int, sig: int, *, group: bool) -> None:
+    try:
+        if group:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def wait_until(

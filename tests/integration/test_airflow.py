@@ -1,0 +1,231 @@
+"""The Airflow DAGs on the real stack: DAG files, `airflow dags test`, the GX gate, the REST API.
+
+One private AQ_HOME with its own PostgreSQL, broker and Airflow for the module: simulated
+events go onto Kafka with `aqi replay --simulate`, and everything after that is the real
+path (aqi airflow run-once = `airflow dags test openaq_elt`; aqi airflow up + REST trigger).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from conftest import REPO_ROOT, isolated_env, run_aqi
+
+from aqi.config import load_settings
+from aqi.connections import database_url
+from aqi.exports import EXPORTED_TABLES
+
+pytestmark = pytest.mark.integration
+
+GX_TASKS = {"check_raw", "check_gold"}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """Services up in a private AQ_HOME, 2 days of 3 simulated locations on the topic."""
+    root = tmp_path_factory.mktemp("airflow_stack")
+    env = isolated_env(root / "aq")
+    result = run_aqi(["services", "up"], env, root, timeout=300)
+    assert result.returncode == 0, result.stderr
+    try:
+        result = run_aqi(["replay", "--simulate", "--locations", "3", "--days", "2"], env, root)
+        assert result.returncode == 0, result.stderr
+        settings = load_settings(env, dotenv=None)
+        yield {"env": env, "cwd": root, "settings": settings, "url": database_url(settings)}
+    finally:
+        run_aqi(["services", "down"], env, root, timeout=300)
+
+
+def _dagbag_report(env: dict[str, str], cwd: Path) -> dict:
+    """Load dags/ the way the DAG processor does, with a 5 s import timeout per file."""
+    script = f"""
+import json, os
+os.environ["AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT"] = "5"
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder={str(REPO_ROOT / "dags")!r})
+dags = {{}}
+for dag_id, dag in bag.dags.items():
+    dags[dag_id] = {{
+        "tasks": {{t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks}},
+        "schedule": str(dag.schedule),
+        "catchup": dag.catchup,
+        "max_active_runs": dag.max_active_runs,
+        "params": sorted(dag.params.keys()),
+    }}
+print("@@" + json.dumps({{"errors": {{k: str(v) for k, v in bag.import_errors.items()}},
+                         "dags": dags}}))
+"""
+    from aqi.services.airflow import airflow_env
+
+    airflow = airflow_env(load_settings(env, dotenv=None))
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=airflow, cwd=cwd, capture_output=True, text=True,
+        timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next(x for x in result.stdout.splitlines() if x.startswith("@@"))
+    return json.loads(line[2:])
+
+
+def _manifest_models() -> set[str]:
+    manifest = json.loads((REPO_ROOT / "dbt_project/target/manifest.json").read_text())
+    return {n["name"] for n in manifest["nodes"].values() if n["resource_type"] == "model"}
+
+
+def _downstream_closure(tasks: dict[str, list[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in tasks[todo.pop()]:
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def test_dag_files_import_fast_and_show_one_task_per_model(stack: dict) -> None:
+    result = run_aqi(["dbt", "parse", "--quiet"], stack["env"], stack["cwd"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = _dagbag_report(stack["env"], stack["cwd"])
+    assert report["errors"] == {}
+    assert set(report["dags"]) == {"openaq_elt", "openaq_backfill"}
+
+    elt = report["dags"]["openaq_elt"]
+    assert elt["catchup"] is False and elt["max_active_runs"] == 1
+    assert elt["schedule"] == "*/15 * * * *" and elt["params"] == ["full_refresh"]
+    tasks = elt["tasks"]
+    models = _manifest_models()
+    assert models >= {"measurements", "pm25_15min", "daily_avg", "exceedance_30d", "latest"}
+    for model in models:
+        # the model's run, then its tests right after it
+        assert f"dbt.{model}.test" in tasks[f"dbt.{model}.run"], model
+    assert GX_TASKS <= set(tasks)
+    dbt_tasks = {t for t in tasks if t.startswith("dbt.")}
+    # the raw gate comes before every dbt task, the gold gate after all of them
+    assert dbt_tasks <= _downstream_closure(tasks, "check_raw")
+    assert all("check_gold" in _downstream_closure(tasks, t) for t in dbt_tasks)
+    assert _downstream_closure(tasks, "check_gold") == {"export_marts"}
+    assert "check_raw" in _downstream_closure(tasks, "drain_stream")
+
+    backfill = report["dags"]["openaq_backfill"]
+    assert backfill["schedule"] == "None"
+    assert backfill["params"] == ["locations", "since", "until"]
+
+
+def _gold_counts(url: str) -> dict[str, int]:
+    with psycopg.connect(url) as conn:
+        return {
+            t: conn.execute(f"select count(*) from gold.{t}").fetchone()[0] for t in EXPORTED_TABLES
+        }
+
+
+def test_dags_test_runs_openaq_elt_end_to_end(stack: dict) -> None:
+    result = run_aqi(["airflow", "run-once"], stack["env"], stack["cwd"], timeout=900)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    assert "openaq_elt succeeded" in output
+
+    with psycopg.connect(stack["url"]) as conn:
+        raw = conn.execute("select count(*) from raw.openaq_measurements").fetchone()[0]
+        silver = conn.execute("select count(*) from silver.measurements").fetchone()[0]
+    assert raw > 1000 and silver > 0
+    counts = _gold_counts(stack["url"])
+    assert all(n > 0 for n in counts.values()), counts
+
+    exports = stack["settings"].exports_dir
+    for table, rows in counts.items():
+        with open(exports / f"{table}.csv", newline="", encoding="utf-8") as handle:
+            lines = list(csv.reader(handle))
+        assert len(lines) - 1 == rows, table
+        assert lines[0][0] == "location_id"
+    assert (stack["settings"].gx_docs_dir / "index.html").is_file()
+
+
+def test_gx_gate_fails_the_run_on_bad_gold_data_and_stops_the_exports(stack: dict) -> None:
+    exports = stack["settings"].exports_dir / "pm25_15min.csv"
+    before = exports.stat().st_mtime_ns
+    with psycopg.connect(stack["url"]) as conn:
+        key = conn.execute(
+            "select location_id, window_start, pm25_avg from gold.pm25_15min limit 1"
+        ).fetchone()
+        conn.execute(
+            "update gold.pm25_15min set pm25_avg = 5000 where location_id = %s "
+            "and window_start = %s",
+            key[:2],
+        )
+    try:
+        result = run_aqi(["airflow", "run-once"], stack["env"], stack["cwd"], timeout=900)
+        output = result.stdout + result.stderr
+        assert result.returncode != 0
+        assert "openaq_elt FAILED" in output
+        # the readable report names the table, the expectation and the column
+        assert "gold.pm25_15min" in output
+        assert "expect_column_values_to_be_between" in output
+        assert "pm25_avg" in output and "5000" in output
+        assert exports.stat().st_mtime_ns == before, "exports ran after a failed gate"
+    finally:
+        with psycopg.connect(stack["url"]) as conn:
+            conn.execute(
+                "update gold.pm25_15min set pm25_avg = %s where location_id = %s "
+                "and window_start = %s",
+                (key[2], *key[:2]),
+            )
+
+
+def _api(base: str, method: str, path: str, token: str | None = None, body=None) -> dict:
+    request = urllib.request.Request(
+        base + path,
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Content-Type": "application/json"}
+        | ({"Authorization": f"Bearer {token}"} if token else {}),
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+def test_embedded_airflow_answers_health_and_runs_a_rest_triggered_dag(stack: dict) -> None:
+    env, cwd = stack["env"], stack["cwd"]
+    result = run_aqi(["airflow", "up"], env, cwd, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    password_file = stack["settings"].secrets_dir / "airflow_admin_password"
+    assert password_file.stat().st_mode & 0o077 == 0
+    password = password_file.read_text().strip()
+    assert password in result.stdout  # shown once, on the first start
+    assert password not in run_aqi(["airflow", "up"], env, cwd, timeout=300).stdout
+    try:
+        status = json.loads(run_aqi(["airflow", "status", "--json"], env, cwd).stdout)
+        assert status["running"] is True
+        base = status["url"]
+        assert base.startswith("http://127.0.0.1:")
+        health = _api(base, "GET", "/api/v2/monitor/health")
+        assert health["metadatabase"]["status"] == "healthy"
+        assert health["scheduler"]["status"] == "healthy"
+
+        token = _api(base, "POST", "/auth/token", body={"username": "admin", "password": password})
+        token = token["access_token"]
+        _api(base, "PATCH", "/api/v2/dags/openaq_elt", token, {"is_paused": False})
+        run = _api(base, "POST", "/api/v2/dags/openaq_elt/dagRuns", token, {"logical_date": None})
+        run_id = run["dag_run_id"]
+        deadline = time.monotonic() + 900
+        state = run["state"]
+        while state not in ("success", "failed") and time.monotonic() < deadline:
+            time.sleep(5)
+            state = _api(base, "GET", f"/api/v2/dags/openaq_elt/dagRuns/{run_id}", token)["state"]
+        if state != "success":
+            tis = _api(base, "GET", f"/api/v2/dags/openaq_elt/dagRuns/{run_id}/taskInstances",
+                       token)  # fmt: skip
+            failed = [t["task_id"] for t in tis["task_instances"] if t["state"] != "success"]
+            pytest.fail(f"REST-triggered run ended {state}; not successful: {failed}")
+    finally:
+        down = run_aqi(["airflow", "down"], env, cwd, timeout=300)
+        assert down.returncode == 0, down.stderr
+    assert json.loads(run_aqi(["airflow", "status", "--json"], env, cwd).stdout)["running"] is False

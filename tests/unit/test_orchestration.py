@@ -1,0 +1,66 @@
+"""Orchestration pieces that need no scheduler: the run-once summary, params, the stream lock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aqi.errors import AqiError
+from aqi.orchestration import run_backfill
+from aqi.services.airflow import _TaskSummary
+from spark_streaming.job import checkpoint_lock, stream_is_running
+
+pytestmark = pytest.mark.unit
+
+# the shape of `airflow dags test` output (Airflow 3.3), trimmed
+DAGS_TEST_OUTPUT = """\
+2026-11-21T15:28:28.747191Z [info     ] [DAG TEST] starting task_id=drain_stream map_index=-1 [x]
+$ aqi stream --available-now
+2026-11-21T15:29:04.595004Z [info     ] [DAG TEST] end task task_id=drain_stream map_index=-1 [x]
+2026-11-21T15:29:04.610661Z [info     ] [DAG TEST] starting task_id=check_gold map_index=-1 [x]
+2026-11-21T15:29:04.652132Z [error    ] Task failed with exception     [task] loc=task_runner.py:1676
+Traceback (most recent call last):
+  File "/work/main/aqi/orchestration.py", line 113, in quality_gate
+    raise AqiError(f"quality gate '{suite}' failed:\\n{report.text()}")
+aqi.errors.AqiError: quality gate 'gold' failed:
+FAILED gold: 1 of 30 expectations
+  x gold.pm25_15min  expect_column_values_to_be_between(pm25_avg, 0..2000): 1 of 96 rows, e.g. 5000.0
+2026-11-21T15:29:04.657392Z [info     ] ::endgroup::                   [task] loc=task_runner.py:2379
+2026-11-21T15:29:04.674811Z [info     ] [DAG TEST] end task task_id=check_gold map_index=-1 [x]
+"""
+
+
+def test_run_once_summary_is_one_line_per_task_plus_the_error_of_a_failure() -> None:
+    lines: list[str] = []
+    summary = _TaskSummary(lines.append)
+    for line in DAGS_TEST_OUTPUT.splitlines():
+        summary.feed(line)
+    assert lines[0].split()[:2] == ["ok", "drain_stream"]
+    assert lines[1].split()[:2] == ["FAILED", "check_gold"]
+    details = [x.strip() for x in lines[2:]]
+    assert details == [
+        "aqi.errors.AqiError: quality gate 'gold' failed:",
+        "FAILED gold: 1 of 30 expectations",
+        (
+            "x gold.pm25_15min  expect_column_values_to_be_between(pm25_avg, 0..2000): "
+            "1 of 96 rows, e.g. 5000.0"
+        ),
+    ]
+
+
+def test_backfill_params_need_locations() -> None:
+    with pytest.raises(AqiError, match="at least one location"):
+        run_backfill([], "2025-01-01", None, echo=lambda line: None)
+    with pytest.raises(ValueError):
+        run_backfill(["abc"], "2025-01-01", None, echo=lambda line: None)
+
+
+def test_one_stream_per_checkpoint(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "checkpoints" / "openaq_raw"
+    assert not stream_is_running(checkpoint)
+    with checkpoint_lock(checkpoint):
+        assert stream_is_running(checkpoint)
+        with pytest.raises(AqiError, match="another `aqi stream`"), checkpoint_lock(checkpoint):
+            pass
+    assert not stream_is_running(checkpoint)
