@@ -148,6 +148,19 @@ def test_dags_test_runs_openaq_elt_end_to_end(stack: dict) -> None:
         assert lines[0][0] == "location_id"
     assert (stack["settings"].gx_docs_dir / "index.html").is_file()
 
+    # the same gate and exports by hand
+    check = run_aqi(["check"], stack["env"], stack["cwd"], timeout=300)
+    assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-2000:]
+    assert "gx_docs" in check.stdout
+    exported = run_aqi(["export", "--dir", str(stack["cwd"] / "csv")], stack["env"], stack["cwd"])
+    assert exported.returncode == 0, exported.stderr
+    assert sorted(p.name for p in (stack["cwd"] / "csv").iterdir()) == sorted(
+        f"{t}.csv" for t in EXPORTED_TABLES
+    )
+    assert (stack["cwd"] / "csv" / "latest.csv").read_bytes() == (
+        exports / "latest.csv"
+    ).read_bytes()
+
 
 def test_gx_gate_fails_the_run_on_bad_gold_data_and_stops_the_exports(stack: dict) -> None:
     exports = stack["settings"].exports_dir / "pm25_15min.csv"
