@@ -461,3 +461,16 @@ def test_superset_has_the_postgres_driver():
     (path,) = {dockerfile(services()[n]) for n in services_with_image("apache/superset")}
     runs = " ".join(rest for ins, rest in dockerfile_instructions(path) if ins == "RUN")
     assert "psycopg2-binary" in runs
+
+
+def test_airflow_image_bakes_the_manifest_cosmos_renders_from():
+    """openaq_elt is rendered from dbt_project/target/manifest.json (aqi.orchestration)."""
+    from aqi.orchestration import dbt_manifest_path
+    from aqi.warehouse import DBT_PROJECT_DIR
+
+    dockerfile = (ROOT / "docker" / "airflow" / "Dockerfile").read_text(encoding="utf-8")
+    assert re.search(r"dbt parse --project-dir dbt_project --profiles-dir dbt_project", dockerfile)
+    assert dbt_manifest_path().relative_to(DBT_PROJECT_DIR).as_posix() == "target/manifest.json"
+    # the DAGs and everything they import are in the image
+    for folder in ("aqi", "dags", "expectations", "dbt_project", "spark_streaming", "ingestion"):
+        assert f"COPY {folder} ./{folder}" in dockerfile, folder
