@@ -35,8 +35,8 @@ How the data are made (all in UTC internally, all shapes in each location's LOCA
   sensor outages of hours to a day (so some local days have fewer than 18 of 24 hours).
 - Delivery: an event is normally ingested minutes after its period ends; ``late_share`` of them
   hours to days later and ``duplicate_share`` are re-sent later with the identical value.
-  Nothing is ingested after ``end`` + :data:`_MAX_LATENCY`: the stream is what a collector
-  running until ``end`` would have received.
+  Nothing is ingested after ``end`` + :data:`_MAX_LATENCY` (or after now, when the span ends
+  now): the stream is what a collector running until then would have received.
 """
 
 from __future__ import annotations
@@ -520,6 +520,9 @@ def simulate(config: SimulationConfig) -> Iterator[dict[str, Any]]:
     )
     start = end - timedelta(days=config.days)
     horizon = end + _MAX_LATENCY
+    if config.end is None:
+        # a span ending now: what a collector has received so far, nothing from the future
+        horizon = min(horizon, datetime.now(UTC))
     sites = _sites(config.locations)
     first = _ceil_quarter(start - _WARM_UP)
     airs = [_LocationAir(site, config.seed, first) for site in sites]
@@ -603,6 +606,8 @@ def _deliveries(
             )
         if resend <= horizon:
             times.append(resend)
+    # not delivered yet (a span ending now): a collector has not received it
+    times = [at for at in times if at <= horizon]
 
     period_start = period_end - timedelta(minutes=state.interval)
     return [

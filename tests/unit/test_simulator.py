@@ -378,3 +378,19 @@ def test_simulate_streams_without_materializing() -> None:
     assert max(parse_utc(e["period_end"]) for e in first) < start + timedelta(days=1)
     for e in first:
         validate_event(e)
+
+
+def test_a_span_ending_now_delivers_nothing_from_the_future() -> None:
+    """The default end is now: events a collector would only receive later are not sent."""
+    from datetime import UTC, datetime, timedelta
+
+    from ingestion.simulator import SimulationConfig, simulate
+
+    before = datetime.now(UTC)
+    events = list(simulate(SimulationConfig(locations=3, days=0.5, seed=5)))
+    after = datetime.now(UTC)
+    assert events
+    ingested = [datetime.fromisoformat(e["ingested_at"].replace("Z", "+00:00")) for e in events]
+    assert max(ingested) <= after
+    # and the last hour before now is there (only its undelivered tail is missing)
+    assert max(ingested) >= before.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
