@@ -11,12 +11,15 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+import pandas as pd
 import psycopg
+import pytest
+import reference_aqi as ref
 
 from aqi.migrations import migrate
 from spark_streaming.parse import EVENT_FIELDS, check_event
 
-__all__ = ["load_raw_events"]
+__all__ = ["assert_gold_matches_reference", "load_raw_events", "read_table"]
 
 
 def load_raw_events(url: str, events: Iterable[dict[str, Any]], topic: str = "direct") -> int:
@@ -44,3 +47,65 @@ def load_raw_events(url: str, events: Iterable[dict[str, Any]], topic: str = "di
                 )  # fmt: skip
                 count += 1
     return count
+
+
+def read_table(url: str, name: str) -> pd.DataFrame:
+    """A whole relation as a DataFrame."""
+    with psycopg.connect(url) as conn:
+        cursor = conn.execute(f"select * from {name}")
+        columns = [c.name for c in cursor.description]
+        return pd.DataFrame(cursor.fetchall(), columns=columns)
+
+
+def assert_gold_matches_reference(
+    url: str, events: list[dict], *, all_stale: bool | None = None
+) -> None:
+    """Every gold table equals its independent pandas computation from ``events``.
+
+    ``all_stale``: also require every gold.latest row to be stale (True) or fresh (False).
+    """
+    valid = ref.valid_readings(events)
+    daily = ref.daily_avg(valid)
+
+    got = read_table(url, "gold.pm25_15min")
+    want = ref.pm25_15min(valid)
+    merged = want.merge(got, on=["location_id", "window_start"], how="outer", indicator=True,
+                        suffixes=("_ref", ""))  # fmt: skip
+    assert (merged._merge == "both").all(), merged[merged._merge != "both"].head()
+    assert merged.pm25_avg.to_numpy() == pytest.approx(merged.pm25_avg_ref.to_numpy(), rel=1e-9)
+    assert (merged.sensor_count == merged.sensor_count_ref).all()
+    assert (merged.reading_count == merged.reading_count_ref).all()
+
+    got = read_table(url, "gold.daily_avg")
+    keys = ["location_id", "parameter", "units", "local_date"]
+    merged = daily.merge(got, on=keys, how="outer", indicator=True, suffixes=("_ref", ""))
+    assert (merged._merge == "both").all(), merged[merged._merge != "both"].head()
+    assert merged.avg_value.to_numpy() == pytest.approx(merged.avg_value_ref.to_numpy(), rel=1e-9)
+    assert (merged.hours_covered == merged.hours_covered_ref).all()
+    assert (merged.is_complete == merged.is_complete_ref).all()
+    assert (
+        merged.aqi.fillna(-1).astype(int).tolist() == merged.aqi_ref.fillna(-1).astype(int).tolist()
+    )
+    assert merged.aqi_category.fillna("").tolist() == merged.aqi_category_ref.fillna("").tolist()
+
+    got = read_table(url, "gold.exceedance_30d")
+    want = ref.exceedance_30d(daily)
+    keys = ["location_id", "parameter", "local_date"]
+    merged = want.merge(got, on=keys, how="outer", indicator=True, suffixes=("_ref", ""))
+    assert (merged._merge == "both").all(), merged[merged._merge != "both"].head()
+    for column in ("complete_days", "days_over_who", "days_over_us"):
+        assert (merged[column] == merged[f"{column}_ref"]).all(), column
+
+    got = read_table(url, "gold.latest")
+    want = ref.latest(valid)
+    merged = want.merge(got, on=["location_id", "parameter"], how="outer", indicator=True,
+                        suffixes=("_ref", ""))  # fmt: skip
+    assert (merged._merge == "both").all(), merged[merged._merge != "both"].head()
+    assert (merged.value == merged.value_ref).all()
+    assert (merged.measured_at == merged.measured_at_ref).all()
+    assert (merged.sensor_id == merged.sensor_id_ref).all()
+    assert (
+        merged.aqi.fillna(-1).astype(int).tolist() == merged.aqi_ref.fillna(-1).astype(int).tolist()
+    )
+    if all_stale is not None:
+        assert (merged.is_stale == all_stale).all()

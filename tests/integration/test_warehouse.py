@@ -18,7 +18,7 @@ import psycopg
 import pytest
 import reference_aqi as ref
 from conftest import isolated_env, run_aqi
-from warehouse_support import load_raw_events
+from warehouse_support import assert_gold_matches_reference, load_raw_events, read_table
 
 from ingestion.events import Location, Sensor, event_from_latest, format_utc
 from ingestion.fixtures import DEFAULT_FIXTURES_DIR
@@ -39,60 +39,6 @@ def _dbt(tmp_path: Path, url: str, *args: str) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
 
 
-def _table(url: str, name: str) -> pd.DataFrame:
-    with psycopg.connect(url) as conn:
-        cursor = conn.execute(f"select * from {name}")
-        columns = [c.name for c in cursor.description]
-        return pd.DataFrame(cursor.fetchall(), columns=columns)
-
-
-def _compare_gold(url: str, events: list[dict]) -> None:
-    valid = ref.valid_readings(events)
-    daily = ref.daily_avg(valid)
-
-    got = _table(url, "gold.pm25_15min")
-    want = ref.pm25_15min(valid)
-    merged = want.merge(got, on=["location_id", "window_start"], how="outer", indicator=True,
-                        suffixes=("_ref", ""))  # fmt: skip
-    assert (merged._merge == "both").all(), merged[merged._merge != "both"].head()
-    assert merged.pm25_avg.to_numpy() == pytest.approx(merged.pm25_avg_ref.to_numpy(), rel=1e-9)
-    assert (merged.sensor_count == merged.sensor_count_ref).all()
-    assert (merged.reading_count == merged.reading_count_ref).all()
-
-    got = _table(url, "gold.daily_avg")
-    keys = ["location_id", "parameter", "units", "local_date"]
-    merged = daily.merge(got, on=keys, how="outer", indicator=True, suffixes=("_ref", ""))
-    assert (merged._merge == "both").all(), merged[merged._merge != "both"].head()
-    assert merged.avg_value.to_numpy() == pytest.approx(merged.avg_value_ref.to_numpy(), rel=1e-9)
-    assert (merged.hours_covered == merged.hours_covered_ref).all()
-    assert (merged.is_complete == merged.is_complete_ref).all()
-    assert (
-        merged.aqi.fillna(-1).astype(int).tolist() == merged.aqi_ref.fillna(-1).astype(int).tolist()
-    )
-    assert merged.aqi_category.fillna("").tolist() == merged.aqi_category_ref.fillna("").tolist()
-
-    got = _table(url, "gold.exceedance_30d")
-    want = ref.exceedance_30d(daily)
-    keys = ["location_id", "parameter", "local_date"]
-    merged = want.merge(got, on=keys, how="outer", indicator=True, suffixes=("_ref", ""))
-    assert (merged._merge == "both").all(), merged[merged._merge != "both"].head()
-    for column in ("complete_days", "days_over_who", "days_over_us"):
-        assert (merged[column] == merged[f"{column}_ref"]).all(), column
-
-    got = _table(url, "gold.latest")
-    want = ref.latest(valid)
-    merged = want.merge(got, on=["location_id", "parameter"], how="outer", indicator=True,
-                        suffixes=("_ref", ""))  # fmt: skip
-    assert (merged._merge == "both").all(), merged[merged._merge != "both"].head()
-    assert (merged.value == merged.value_ref).all()
-    assert (merged.measured_at == merged.measured_at_ref).all()
-    assert (merged.sensor_id == merged.sensor_id_ref).all()
-    assert (
-        merged.aqi.fillna(-1).astype(int).tolist() == merged.aqi_ref.fillna(-1).astype(int).tolist()
-    )
-    assert merged.is_stale.all()  # as_of is 2030
-
-
 def test_recorded_fixtures(tmp_path: Path, fresh_database: str) -> None:
     events, _ = fixture_events(DEFAULT_FIXTURES_DIR)
     # the -9999 sentinel of the production latest slice; its location is not among the
@@ -110,7 +56,7 @@ def test_recorded_fixtures(tmp_path: Path, fresh_database: str) -> None:
     load_raw_events(fresh_database, events)
     _dbt(tmp_path, fresh_database, "build")
 
-    rejected = _table(fresh_database, "silver.rejected_measurements")
+    rejected = read_table(fresh_database, "silver.rejected_measurements")
     reasons = dict(zip(zip(rejected.sensor_id, rejected.period_end.astype(str)),
                        rejected.rejection_reason, strict=True))  # fmt: skip
     assert (
@@ -118,10 +64,10 @@ def test_recorded_fixtures(tmp_path: Path, fresh_database: str) -> None:
     )
     assert "null value" in reasons.values()
     valid = ref.valid_readings(events)
-    assert len(_table(fresh_database, "silver.measurements")) == len(valid)
+    assert len(read_table(fresh_database, "silver.measurements")) == len(valid)
     assert len(rejected) == len({(e["sensor_id"], e["period_end"]) for e in events}) - len(valid)
 
-    daily = _table(fresh_database, "gold.daily_avg")
+    daily = read_table(fresh_database, "gold.daily_avg")
     day = daily[(daily.location_id == 3) & (daily.local_date == pd.Timestamp("2023-03-07").date())]
     assert len(day) == 1 and day.iloc[0].hours_covered == 24 and day.iloc[0].is_complete
     sensor3 = [e for e in events if e["sensor_id"] == 3
@@ -130,7 +76,7 @@ def test_recorded_fixtures(tmp_path: Path, fresh_database: str) -> None:
     hourly = pd.Series([e["value"] for e in sensor3]).groupby(lambda i: i // 2).mean()
     assert day.iloc[0].avg_value == pytest.approx(hourly.mean(), rel=1e-12)
     assert day.iloc[0].aqi == ref.aqi(hourly.mean(), "pm25")
-    _compare_gold(fresh_database, events)
+    assert_gold_matches_reference(fresh_database, events, all_stale=True)
 
 
 def test_simulated_data_across_a_dst_change(tmp_path: Path, fresh_database: str) -> None:
@@ -139,16 +85,16 @@ def test_simulated_data_across_a_dst_change(tmp_path: Path, fresh_database: str)
     events = list(simulate(config))
     load_raw_events(fresh_database, events)
     _dbt(tmp_path, fresh_database, "build")
-    daily = _table(fresh_database, "gold.daily_avg")
+    daily = read_table(fresh_database, "gold.daily_avg")
     denver = daily[
         (daily.location_id == 2178) & (daily.local_date == pd.Timestamp("2025-11-02").date())
     ]
     assert not denver.empty and (denver.timezone == "America/Denver").all()
     assert (denver.hours_covered <= 24).all()  # the repeated 01:00 is one local hour
-    pm = _table(fresh_database, "silver.measurements")
+    pm = read_table(fresh_database, "silver.measurements")
     assert pm[(pm.location_id == 17) & (pm.parameter == "pm25")].sensor_id.nunique() == 2
     assert set(pm[pm.parameter == "no2"].units) >= {"ppb", "µg/m³"}
-    _compare_gold(fresh_database, events)
+    assert_gold_matches_reference(fresh_database, events, all_stale=True)
 
 
 def test_incremental_build_equals_full_refresh(tmp_path: Path, fresh_database: str) -> None:
@@ -201,7 +147,7 @@ def test_incremental_build_equals_full_refresh(tmp_path: Path, fresh_database: s
                 ).fetchone()[0]
                 assert extra == 0, f"{a} has {extra} rows that {b} lacks"
     all_events = first + later + changed + revived + duplicates
-    _compare_gold(fresh_database, all_events)
+    assert_gold_matches_reference(fresh_database, all_events, all_stale=True)
 
 
 def test_docs_site_documents_every_column_and_is_served(
