@@ -63,7 +63,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         "2",
         "Tasks the embedded Airflow runs at once (LocalExecutor); each worker takes ~150 MB.",
     ),
-    "AQ_SUPERSET_PORT": ("8088", "TCP port of the embedded Superset (aqi dashboards) on 127.0.0.1."),
+    "AQ_SUPERSET_PORT": ("8088", "TCP port of the embedded Superset (dashboards) on 127.0.0.1."),
     "OPENAQ_REQUESTS_PER_MINUTE": (
         "60",
         "Client-side cap on OpenAQ requests in any 60 s (free tier: 60); raise for paid tiers.",

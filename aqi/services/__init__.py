@@ -47,10 +47,14 @@ def services_up(settings: Settings, echo: Echo = print) -> dict:
 def services_down(settings: Settings, echo: Echo = print) -> None:
     """Stop the embedded services this project started (by their recorded pids)."""
     with _lock(settings):
-        # Airflow first (it needs the database), then the broker: nothing of ours should be
-        # writing when the database goes
+        # Superset and Airflow first (they need the database), then the broker: nothing of
+        # ours should be using the database when it goes
         from aqi.services.airflow import EmbeddedAirflow
+        from aqi.services.superset import EmbeddedSuperset
 
+        superset = EmbeddedSuperset(settings)
+        if superset.running():
+            superset.down(echo)
         airflow = EmbeddedAirflow(settings)
         if airflow.any_running():
             airflow.down(echo)

@@ -3,6 +3,7 @@
     config(
         materialized='incremental',
         incremental_strategy='append',
+        on_schema_change='append_new_columns',
         indexes=[{'columns': ['location_id', 'parameter'], 'unique': True}],
         pre_hook="{{ delete_affected(['location_id', 'parameter'], latest_affected()) }}",
         post_hook=[
@@ -17,7 +18,8 @@
 -- Per location and parameter, the newest valid reading, with the NowCast-based AQI for PM2.5
 -- and PM10 (hourly means of the 12 UTC hours ending with the newest reading's hour) and
 -- is_stale when that reading is older than stale_after_hours (3 h by default). Ages are
--- refreshed for every row on each run.
+-- refreshed for every row on each run. New columns reach an existing table on the next run
+-- (on_schema_change='append_new_columns'), without a full refresh.
 
 with measurements as not materialized (
 
@@ -136,7 +138,8 @@ final as (
         period_end < {{ as_of() }} - interval '{{ var("stale_after_hours") }} hours' as is_stale,
 
         -- timestamps
-        period_end as measured_at
+        period_end as measured_at,
+        ingested_at
 
     from with_aqi
 

@@ -1,0 +1,312 @@
+"""Superset as code on the real stack: provisioning, the API, re-provisioning, the screenshot,
+and the read-only role Superset queries the warehouse with.
+
+One private AQ_HOME for the module (its own PostgreSQL, broker and Superset on free ports):
+35 days of 6 simulated locations go straight into raw.openaq_measurements, `aqi dbt build`
+makes the marts, `aqi dashboards up` provisions superset/bundle and serves it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import yaml
+from conftest import isolated_env, run_aqi
+from superset_support import Api, superset_api
+from warehouse_support import load_raw_events
+
+from aqi.config import load_settings
+from aqi.connections import database_url
+from aqi.dashboards_bundle import load_bundle
+from aqi.services.superset import BUNDLE_DIR, READER_ROLE, EmbeddedSuperset, reader_url
+from ingestion.simulator import SimulationConfig, simulate
+
+pytestmark = pytest.mark.integration
+
+BUNDLE = load_bundle(BUNDLE_DIR)
+GOLD = ["latest", "pm25_15min", "daily_avg", "exceedance_30d"]
+
+
+def _dashboards(stack: dict, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`aqi dashboards ARGS`, the real command."""
+    return run_aqi(["dashboards", *args], stack["env"], stack["cwd"], timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    root = tmp_path_factory.mktemp("dashboards_stack")
+    env = isolated_env(root / "aq")
+    result = run_aqi(["services", "up"], env, root, timeout=300)
+    assert result.returncode == 0, result.stderr
+    stack = {"env": env, "cwd": root, "settings": load_settings(env, dotenv=None)}
+    try:
+        stack["url"] = database_url(stack["settings"])
+        load_raw_events(stack["url"], simulate(SimulationConfig(locations=6, days=35)))
+        result = run_aqi(["dbt", "build"], env, root, timeout=600)
+        assert result.returncode == 0, result.stdout[-3000:]
+        result = _dashboards(stack, "up")
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        stack["up"] = result.stdout
+        yield stack
+    finally:
+        _dashboards(stack, "down", timeout=120)
+        run_aqi(["services", "down"], env, root, timeout=300)
+
+
+def _api(stack: dict) -> Api:
+    return superset_api(stack["settings"])
+
+
+def _metadata_counts(stack: dict) -> dict[str, dict[str, int]]:
+    """uuid -> rows, per Superset table, straight from the metadata database."""
+    counts = {}
+    with psycopg.connect(database_url(stack["settings"], "superset")) as conn:
+        for table in ("dbs", "tables", "slices", "dashboards"):
+            rows = conn.execute(f"select uuid::text, count(*) from {table} group by 1").fetchall()
+            counts[table] = {uuid: n for uuid, n in rows}
+    return counts
+
+
+def _bundle_copy(tmp_path: Path) -> Path:
+    copy = tmp_path / "bundle"
+    shutil.copytree(BUNDLE_DIR, copy)
+    return copy
+
+
+# --- up, login, data ---------------------------------------------------------------------------
+
+
+def test_up_prints_where_and_the_generated_password_once(stack: dict) -> None:
+    settings = stack["settings"]
+    secret = settings.secrets_dir / "superset_admin_password"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    password = secret.read_text().strip()
+    out = stack["up"]
+    assert f"{EmbeddedSuperset(settings).url}/superset/dashboard/air-quality/" in out
+    assert f"password in {secret}" in out
+    assert f"(shown once): {password}" in out
+    assert re.search(r"superset: provisioned 1 dashboard\(s\), 8 charts, 4 datasets", out)
+    # bound to 127.0.0.1, no admin/admin
+    with pytest.raises(PermissionError):
+        Api(EmbeddedSuperset(settings).url, "admin", "admin")
+
+
+def test_every_chart_of_the_dashboard_returns_rows(stack: dict) -> None:
+    api = _api(stack)
+    dashboard = api.get("/api/v1/dashboard/air-quality")["result"]
+    assert dashboard["dashboard_title"] == "Air quality"
+    charts = api.get("/api/v1/dashboard/air-quality/charts")["result"]
+    assert len(charts) == BUNDLE.chart_count == 8
+    for chart in charts:
+        body = api.get(f"/api/v1/chart/{chart['id']}/data/")
+        rows = [result["rowcount"] for result in body["result"]]
+        assert rows and all(n > 0 for n in rows), (chart["slice_name"], body["result"])
+
+
+def test_the_native_filters_reach_every_chart(stack: dict) -> None:
+    api = _api(stack)
+    dashboard = api.get("/api/v1/dashboard/air-quality")["result"]
+    metadata = json.loads(dashboard["json_metadata"])
+    filters = {f["name"]: f for f in metadata["native_filter_configuration"]}
+    assert set(filters) == {"Country", "Location"}
+    chart_ids = {c["id"] for c in api.get("/api/v1/dashboard/air-quality/charts")["result"]}
+    for native in filters.values():
+        assert set(native["chartsInScope"]) == chart_ids
+    assert filters["Location"]["cascadeParentIds"] == [filters["Country"]["id"]]
+
+
+# --- re-provisioning ---------------------------------------------------------------------------
+
+
+def test_provisioning_twice_leaves_exactly_one_of_each_object(stack: dict) -> None:
+    result = _dashboards(stack, "up")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    # the second run skips the metadata set-up and finds gunicorn running
+    assert "preparing the metadata database" not in result.stdout
+    assert "already running" in result.stdout
+    counts = _metadata_counts(stack)
+    for table, kind in (("dbs", "databases"), ("tables", "datasets"), ("slices", "charts"),
+                        ("dashboards", "dashboards")):  # fmt: skip
+        wanted = set(BUNDLE.by_uuid(kind))
+        assert counts[table] == dict.fromkeys(wanted, 1), table
+
+
+def test_a_changed_chart_title_shows_after_reprovisioning(stack: dict, tmp_path: Path) -> None:
+    api = _api(stack)
+    before = {
+        c["slice_name"]: c["id"] for c in api.get("/api/v1/dashboard/air-quality/charts")["result"]
+    }
+    copy = _bundle_copy(tmp_path)
+    chart_file = copy / "charts" / "kpi_active_locations.yaml"
+    text = chart_file.read_text()
+    assert "slice_name: Active locations\n" in text
+    chart_file.write_text(
+        text.replace("slice_name: Active locations\n", "slice_name: Stations reporting\n")
+    )
+    try:
+        result = _dashboards(stack, "up", "--bundle", str(copy))
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+        after = {
+            c["slice_name"]: c["id"]
+            for c in api.get("/api/v1/dashboard/air-quality/charts")["result"]
+        }
+        assert "Stations reporting" in after and "Active locations" not in after
+        # updated in place: same chart, same id, still one of it
+        assert after["Stations reporting"] == before["Active locations"]
+        assert _metadata_counts(stack)["slices"] == dict.fromkeys(BUNDLE.by_uuid("charts"), 1)
+    finally:
+        result = _dashboards(stack, "up")
+        assert result.returncode == 0, result.stderr[-2000:]
+    restored = {c["slice_name"] for c in api.get("/api/v1/dashboard/air-quality/charts")["result"]}
+    assert "Active locations" in restored
+
+
+def test_a_chart_removed_from_the_bundle_is_deleted(stack: dict, tmp_path: Path) -> None:
+    copy = _bundle_copy(tmp_path)
+    (copy / "charts" / "pm25_calendar.yaml").unlink()
+    board = copy / "dashboards" / "air_quality.yaml"
+    config = yaml.safe_load(board.read_text())
+    del config["position"]["CHART-calendar"]
+    config["position"]["ROW-history"]["children"].remove("CHART-calendar")
+    board.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+    calendar = str(
+        yaml.safe_load((BUNDLE_DIR / "charts" / "pm25_calendar.yaml").read_text())["uuid"]
+    )
+    try:
+        result = _dashboards(stack, "up", "--bundle", str(copy))
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+        assert "deleted chart 'Daily PM2.5" in result.stdout
+        assert calendar not in _metadata_counts(stack)["slices"]
+    finally:
+        result = _dashboards(stack, "up")
+        assert result.returncode == 0, result.stderr[-2000:]
+    assert _metadata_counts(stack)["slices"] == dict.fromkeys(BUNDLE.by_uuid("charts"), 1)
+
+
+def test_a_broken_bundle_fails_before_touching_superset(stack: dict, tmp_path: Path) -> None:
+    copy = _bundle_copy(tmp_path)
+    chart_file = copy / "charts" / "pm25_trend_15min.yaml"
+    config = yaml.safe_load(chart_file.read_text())
+    config["query_context"] = None
+    chart_file.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+    result = _dashboards(stack, "up", "--bundle", str(copy))
+    assert result.returncode == 1
+    assert "charts/pm25_trend_15min.yaml: no query_context" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+# --- the screenshot ----------------------------------------------------------------------------
+
+
+def test_screenshot_draws_every_chart_without_errors(stack: dict, tmp_path: Path) -> None:
+    from aqi.screenshot import ensure_chromium, take_screenshot
+
+    ensure_chromium(install=True)  # CI: apt-get install -y chromium when root and missing
+    out = tmp_path / "dashboard.png"
+    summary = take_screenshot(stack["settings"], out, echo=lambda line: None)
+    assert summary["charts"] == BUNDLE.chart_count
+    assert summary["rendered"] == summary["charts"]
+    assert summary["errors"] == [] and summary["loading"] == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 50_000
+    # the command prints the same count
+    result = _dashboards(stack, "screenshot", str(tmp_path / "cli.png"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{BUNDLE.chart_count} of {BUNDLE.chart_count} charts drawn" in result.stdout
+
+
+# --- the read-only role ------------------------------------------------------------------------
+
+
+def _denied(conn: psycopg.Connection, statement: str) -> str:
+    """Run ``statement`` in a read-write transaction; return the error (it must fail)."""
+    try:
+        with conn.transaction():
+            conn.execute("set transaction read write")  # privileges, not the read-only default
+            conn.execute(statement)
+    except psycopg.Error as exc:
+        return str(exc)
+    raise AssertionError(f"{READER_ROLE} could run: {statement}")
+
+
+def test_the_superset_role_reads_gold_only_and_writes_nowhere(stack: dict) -> None:
+    settings = stack["settings"]
+    with psycopg.connect(reader_url(settings), autocommit=True) as conn:
+        for table in GOLD:
+            assert conn.execute(f"select count(*) from gold.{table}").fetchone()[0] > 0
+        for relation in ("raw.openaq_measurements", "raw.stream_batches", "silver.measurements",
+                         "reference.aqi_breakpoints", "dbt_meta.watermarks"):  # fmt: skip
+            assert "permission denied" in _denied(conn, f"select * from {relation} limit 1")
+        for statement in (
+            "insert into gold.latest (location_id, parameter) values (1, 'x')",
+            "update gold.latest set value = 0",
+            "delete from gold.pm25_15min",
+            "truncate gold.daily_avg",
+            "create table gold.intruder (a int)",
+            "create table public.intruder (a int)",
+            "create temporary table intruder (a int)",
+            "create schema intruder",
+        ):
+            assert "permission denied" in _denied(conn, statement), statement
+        # the catalog agrees: no write privilege on any table, CREATE on no schema
+        writable = conn.execute(
+            """
+            select n.nspname || '.' || c.relname from pg_class c
+            join pg_namespace n on n.oid = c.relnamespace
+            where c.relkind in ('r', 'p', 'v', 'm')
+              and n.nspname not in ('pg_catalog', 'information_schema')
+              and (has_table_privilege(c.oid, 'INSERT') or has_table_privilege(c.oid, 'UPDATE')
+                   or has_table_privilege(c.oid, 'DELETE') or has_table_privilege(c.oid, 'TRUNCATE'))
+            """
+        ).fetchall()
+        assert writable == []
+        schemas = conn.execute(
+            """
+            select nspname, has_schema_privilege(oid, 'USAGE'), has_schema_privilege(oid, 'CREATE')
+            from pg_namespace where nspname !~ '^(pg_|information_schema)'
+            """
+        ).fetchall()
+        assert {name for name, usage, _ in schemas if usage} <= {"gold", "public"}
+        assert [name for name, _, create in schemas if create] == []
+    for other in ("airflow", "superset", "postgres"):
+        with pytest.raises(psycopg.OperationalError, match="CONNECT privilege"):
+            psycopg.connect(reader_url(settings).rsplit("/", 1)[0] + f"/{other}").close()
+
+
+def test_the_grants_survive_a_full_refresh(stack: dict) -> None:
+    result = run_aqi(["dbt", "build", "--full-refresh"], stack["env"], stack["cwd"], timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:]
+    with psycopg.connect(reader_url(stack["settings"])) as conn:
+        for table in GOLD:
+            assert conn.execute(f"select count(*) from gold.{table}").fetchone()[0] > 0
+    api = _api(stack)
+    for chart in api.get("/api/v1/dashboard/air-quality/charts")["result"]:
+        body = api.get(f"/api/v1/chart/{chart['id']}/data/?force=true")
+        assert all(result["rowcount"] > 0 for result in body["result"]), chart["slice_name"]
+
+
+# --- down and up again -------------------------------------------------------------------------
+
+
+def test_down_stops_it_and_up_starts_it_again_quickly(stack: dict) -> None:
+    superset = EmbeddedSuperset(stack["settings"])
+    record = superset.pidfile.live()
+    assert record is not None
+    result = _dashboards(stack, "down", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert not superset.healthy() and superset.pidfile.live() is None
+    assert not record.is_alive()
+    assert _dashboards(stack, "status").returncode == 3
+    result = _dashboards(stack, "up")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "preparing the metadata database" not in result.stdout
+    assert "(shown once)" not in result.stdout
+    assert superset.healthy()
+    assert _dashboards(stack, "status").returncode == 0
