@@ -10,7 +10,7 @@ VENV := $(CURDIR)/.venv
 AQI := $(VENV)/bin/aqi
 PYTEST_ARGS ?=
 
-.PHONY: help uv env superset-env java-check demo test test-unit test-integration services-down lint clean bench
+.PHONY: help uv env superset-env java-check dashboards-browser demo demo-down test test-unit test-integration services-down lint clean bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -36,19 +36,13 @@ java-check: ## Spark needs Java 17 or newer
 	 if [ -z "$$v" ] || [ "$$v" -lt 17 ]; then echo "ERROR: Java 17+ is required for Spark, found: $$(java -version 2>&1 | head -n1)" >&2; exit 1; fi; \
 	 echo "==> java $$v: ok"
 
-demo: env superset-env java-check ## set up, start the services, show what runs and what is not built yet
-	@echo "==> starting the embedded services (aqi services up)"
-	@$(AQI) services up
-	@echo "==> putting 2 days of simulated OpenAQ data for 5 locations on Kafka (aqi replay --simulate)"
-	@$(AQI) replay --simulate --locations 5 --days 2
-	@echo "==> one run of the openaq_elt DAG (aqi airflow run-once): stream -> GX raw -> dbt -> GX gold -> CSV exports"
-	@$(AQI) airflow run-once
-	@echo "==> CSV exports in AQ_HOME/exports/, Data Docs in AQ_HOME/gx_docs/index.html (AQ_HOME: ./.aq by default)"
-	@echo
-	@echo "==> not built yet (coming in the next issues):"
-	@echo "    - dashboards: aqi dashboards (Superset)"
-	@echo "==> the scheduled pipeline: .venv/bin/aqi airflow up   (UI on http://127.0.0.1:58080)"
-	@echo "==> stop everything with: .venv/bin/aqi services down"
+# make demo DEMO_ARGS="--locations 10 --days 7"   (see: .venv/bin/aqi demo --help)
+DEMO_ARGS ?=
+demo: env superset-env java-check ## the whole pipeline on simulated data, left running with its dashboards
+	@$(AQI) demo $(DEMO_ARGS)
+
+demo-down: ## stop everything the demo started
+	@$(AQI) demo --down
 
 test: env superset-env java-check lint ## lint, then the whole test suite (unit + integration, real services)
 	@echo "==> running the test suite: pytest"
@@ -56,6 +50,10 @@ test: env superset-env java-check lint ## lint, then the whole test suite (unit 
 
 test-unit: env ## only the fast unit tests
 	@$(VENV)/bin/pytest -m unit $(PYTEST_ARGS)
+
+dashboards-browser: ## Debian chromium + playwright-core for `aqi dashboards screenshot`
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium; } || { echo "ERROR: chromium is missing: apt-get install -y chromium" >&2; exit 1; }
+	@cd superset/screenshot && npm ci --no-audit --no-fund --loglevel=error
 
 test-integration: env superset-env java-check ## only the integration tests
 	@$(VENV)/bin/pytest -m integration $(PYTEST_ARGS)
@@ -65,10 +63,10 @@ services-down: ## stop the embedded services
 
 lint: env ## ruff
 	@echo "==> ruff check"
-	@$(VENV)/bin/ruff check aqi ingestion spark_streaming expectations dags tests docker benchmarks
+	@$(VENV)/bin/ruff check aqi ingestion spark_streaming expectations dags tests docker benchmarks superset/provision.py superset/superset_config.py
 
 clean: services-down ## stop services and remove environments and AQ_HOME (./.aq)
-	rm -rf .venv superset/.venv .tools .aq
+	rm -rf .venv superset/.venv .tools .aq superset/screenshot/node_modules
 
 bench: env ## benchmarks (results go to docs/benchmarks.md by hand, with machine and date)
 	@$(VENV)/bin/python benchmarks/bench_services.py

@@ -637,6 +637,49 @@ def airflow_run_once_cmd(full_refresh: bool) -> None:
     sys.exit(code)
 
 
+# --- aqi demo -------------------------------------------------------------------------------
+
+
+@cli.command("demo")
+@click.option(
+    "--locations",
+    type=click.IntRange(1, 1000),
+    default=25,
+    show_default=True,
+    help="Simulated locations.",
+)
+@click.option(
+    "--days",
+    type=click.FloatRange(min=0, min_open=True, max=400),
+    default=30.0,
+    show_default=True,
+    help="Days of simulated history (first run).",
+)
+@click.option("--seed", type=int, default=42, show_default=True, help="Simulator seed.")
+@click.option("--no-dashboards", is_flag=True, help="Skip Superset.")
+@click.option("--no-scheduler", is_flag=True, help="Do not leave the Airflow scheduler running.")
+@click.option("--down", is_flag=True, help="Stop everything the demo started, then exit.")
+def demo_cmd(locations, days, seed, no_dashboards, no_scheduler, down) -> None:  # fmt: skip
+    """The whole pipeline on simulated OpenAQ data, left running with its dashboards.
+
+    Services -> simulated history on Kafka -> stream -> openaq_elt once (GX raw, dbt, GX gold,
+    CSV exports) -> Superset -> Airflow scheduler; then prints the URLs and where the
+    generated passwords are. A second run reuses what exists and only adds the hours since.
+    `aqi demo --down` stops it all.
+    """
+    from aqi.demo import DemoOptions, run_demo, stop_demo
+
+    s = settings()
+    if down:
+        stop_demo(s, echo=click.echo)
+        return
+    options = DemoOptions(
+        locations=locations, days=days, seed=seed,
+        dashboards=not no_dashboards, scheduler=not no_scheduler,
+    )  # fmt: skip
+    run_demo(s, options, echo=click.echo)
+
+
 # --- aqi services --------------------------------------------------------------------------
 
 
@@ -713,6 +756,16 @@ def _print_status(status: dict) -> None:
     if "data_dir" in kafka:
         click.echo(f"  broker    {kafka['broker']}, storage {kafka['data_dir']}")
         click.echo(f"  log       {kafka['log']}")
+
+
+def _register_dashboards() -> None:
+    """``aqi dashboards`` lives in its own module (Superset's service and bundle tooling)."""
+    from aqi.cli_dashboards import dashboards_group
+
+    cli.add_command(dashboards_group)
+
+
+_register_dashboards()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,142 @@
+"""``aqi demo``: the whole pipeline on simulated OpenAQ data, left running with its dashboards.
+
+Each step is the ``aqi`` command a person would type (run as a child process, output shown),
+so the demo is a script of the product rather than a second implementation of it:
+
+1. ``aqi services up`` - PostgreSQL and the broker;
+2. ``aqi replay --simulate`` - the history (30 days x 25 locations by default) on Kafka, once;
+   a later run only adds the hours since the previous one (the dashboards stay current);
+3. ``aqi stream --available-now --no-fail-on-data-loss`` - into Bronze and raw. The embedded
+   broker keeps its log in memory, so after a restart the checkpoint points past the new log;
+   resuming from the new log is loss-free (raw is keyed on Kafka coordinates + timestamp);
+4. ``aqi airflow run-once`` - openaq_elt: GX gate on raw, dbt, GX gate on gold, CSV exports;
+5. ``aqi dashboards up`` - Superset with the "Air quality" dashboard;
+6. ``aqi airflow up`` - the scheduler, so openaq_elt keeps running every 15 minutes.
+
+What was replayed is remembered in ``AQ_HOME/state/demo.json``; ``aqi demo --down`` stops
+everything the demo started.
+
+Public surface: :class:`DemoOptions`, :func:`run_demo`, :func:`stop_demo`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from aqi.config import Settings
+from aqi.orchestration import run_aqi_command
+
+__all__ = ["DemoOptions", "run_demo", "stop_demo"]
+
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What the demo simulates and which parts it starts."""
+
+    locations: int = 25
+    days: float = 30.0
+    seed: int = 42
+    dashboards: bool = True
+    scheduler: bool = True
+
+
+def run_demo(settings: Settings, options: DemoOptions, echo: Echo = print) -> None:
+    """Run the demo's steps in order; any failing step stops it with that step's error."""
+    steps: list[tuple[str, Callable[[], None]]] = [
+        ("services: PostgreSQL and the Kafka-compatible broker", lambda: _aqi(["services", "up"], echo)),
+        ("simulated OpenAQ history onto Kafka", lambda: _replay(settings, options, echo)),
+        (
+            "stream: Kafka -> Bronze Parquet + raw.openaq_measurements",
+            lambda: _aqi(["stream", "--available-now", "--no-fail-on-data-loss"], echo),
+        ),
+        (
+            "openaq_elt once: GX raw -> dbt (one task per model) -> GX gold -> CSV exports",
+            lambda: _aqi(["airflow", "run-once"], echo),
+        ),
+    ]  # fmt: skip
+    if options.dashboards:
+        steps.append(
+            ("Superset: the Air quality dashboard", lambda: _aqi(["dashboards", "up"], echo))
+        )
+    if options.scheduler:
+        steps.append(
+            ("Airflow: openaq_elt every 15 minutes", lambda: _aqi(["airflow", "up"], echo))
+        )
+    started = time.monotonic()
+    for number, (title, step) in enumerate(steps, 1):
+        echo(f"==> [{number}/{len(steps)}] {title}")
+        begun = time.monotonic()
+        step()
+        echo(f"    done in {time.monotonic() - begun:.0f} s")
+    echo(f"==> demo ready in {(time.monotonic() - started) / 60:.1f} min")
+    _summary(settings, options, echo)
+
+
+def stop_demo(settings: Settings, echo: Echo = print) -> None:
+    """Stop Superset, Airflow and the services (each only if it runs); try all of them."""
+    from aqi.errors import AqiError
+
+    failed = []
+    for args in (["dashboards", "down"], ["airflow", "down"], ["services", "down"]):
+        try:
+            _aqi(args, echo)
+        except AqiError as exc:
+            failed.append(str(exc))
+    if failed:
+        raise AqiError("; ".join(failed))
+
+
+def _aqi(args: list[str], echo: Echo) -> None:
+    run_aqi_command(args, lambda line: echo(f"    {line}"))
+
+
+def _state_path(settings: Settings) -> Path:
+    return settings.state_dir / "demo.json"
+
+
+def _replay(settings: Settings, options: DemoOptions, echo: Echo) -> None:
+    """The full history the first time; afterwards only the hours since the last replay."""
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    path = _state_path(settings)
+    state = json.loads(path.read_text()) if path.is_file() else None
+    same = state is not None and all(
+        state.get(k) == v for k, v in (("locations", options.locations), ("seed", options.seed))
+    )
+    if same:
+        end = datetime.fromisoformat(state["end"])
+        gap = now - end
+        if gap < timedelta(hours=1):
+            echo(f"    reusing the history replayed up to {state['end']} (no new hour yet)")
+            return
+        days = gap / timedelta(days=1)
+        echo(f"    reusing the history up to {state['end']}; adding the {gap} since")
+    else:
+        days = options.days
+    args = ["replay", "--simulate", "--locations", str(options.locations)]
+    _aqi([*args, "--days", f"{days:.6f}", "--seed", str(options.seed)], echo)
+    record = {"locations": options.locations, "seed": options.seed, "end": now.isoformat()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _summary(settings: Settings, options: DemoOptions, echo: Echo) -> None:
+    secrets = settings.secrets_dir
+    echo("")
+    if options.dashboards:
+        echo(f"  Dashboards (Superset)  http://127.0.0.1:{settings.superset_port}/  user admin, "
+             f"password in {secrets / 'superset_admin_password'}")  # fmt: skip
+    if options.scheduler:
+        echo(f"  Airflow                http://127.0.0.1:{settings.airflow_port}/  user admin, "
+             f"password in {secrets / 'airflow_admin_password'}")  # fmt: skip
+    echo("  dbt docs               .venv/bin/aqi docs   (then http://127.0.0.1:8080/)")
+    echo(f"  CSV exports            {settings.exports_dir}")
+    echo(f"  Data quality (GX)      {settings.gx_docs_dir / 'index.html'}")
+    echo(f"  Bronze Parquet         {settings.bronze_location}")
+    echo("  stop everything        .venv/bin/aqi demo --down")

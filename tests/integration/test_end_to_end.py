@@ -1,0 +1,70 @@
+"""The product end to end: `aqi demo` on a few simulated locations, checked against pandas.
+
+Everything between the simulator and the dashboard is the real thing started by the project
+(broker, Spark, PostgreSQL, Airflow's `dags test` with Cosmos and GX, Superset). The events
+are read back from the Kafka topic - exactly what the pipeline was given - and every gold
+table and the dashboard's exceedance leaderboard must hold the numbers tests/reference_aqi.py
+computes from them independently.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import reference_aqi as ref
+from conftest import isolated_env, read_topic, run_aqi
+from superset_support import superset_api
+from warehouse_support import assert_gold_matches_reference
+
+from aqi.config import load_settings
+from aqi.connections import database_url, kafka_bootstrap_servers
+
+pytestmark = pytest.mark.integration
+
+
+def _leaderboard(settings) -> pd.DataFrame:
+    api = superset_api(settings)
+    charts = api.get("/api/v1/dashboard/air-quality/charts")["result"]
+    (chart,) = [c for c in charts if c["slice_name"].startswith("PM2.5 exceedance days")]
+    body = api.get(f"/api/v1/chart/{chart['id']}/data/")
+    return pd.DataFrame(body["result"][0]["data"])
+
+
+def test_demo_numbers_match_an_independent_computation(tmp_path: Path) -> None:
+    env = isolated_env(tmp_path / "aq")
+    try:
+        first = run_aqi(["demo", "--locations", "3", "--days", "2", "--no-scheduler"], env,
+                        tmp_path, timeout=1800)  # fmt: skip
+        output = first.stdout + first.stderr
+        assert first.returncode == 0, output[-6000:]
+        assert "demo ready" in first.stdout and "superset_admin_password" in first.stdout
+
+        settings = load_settings(env, dotenv=None)
+        events = [r[3] for r in read_topic(kafka_bootstrap_servers(settings), settings.kafka_topic)]
+        assert len({e["location_id"] for e in events}) == 3
+        assert_gold_matches_reference(database_url(settings), events)
+
+        # the dashboard's leaderboard: PM2.5, each location's newest local day
+        valid = ref.valid_readings(events)
+        want = ref.exceedance_30d(ref.daily_avg(valid))
+        want = want[want.parameter == "pm25"]
+        want = want[want.local_date == want.groupby("location_id").local_date.transform("max")]
+        names = {e["location_id"]: e["location_name"] for e in events}
+        want = want.assign(location_name=want.location_id.map(names)).set_index("location_name")
+        got = _leaderboard(settings).set_index("location_name")
+        assert sorted(got.index) == sorted(want.index)
+        for name, row in want.iterrows():
+            assert got.loc[name, "who_exceedance_days"] == row.days_over_who, name
+            assert got.loc[name, "us_exceedance_days"] == row.days_over_us, name
+            assert got.loc[name, "complete_days_total"] == row.complete_days, name
+
+        # a second run reuses what exists
+        second = run_aqi(["demo", "--locations", "3", "--days", "2", "--no-scheduler"], env,
+                         tmp_path, timeout=1800)  # fmt: skip
+        assert second.returncode == 0, (second.stdout + second.stderr)[-4000:]
+        assert "reusing the history" in second.stdout
+    finally:
+        down = run_aqi(["demo", "--down"], env, tmp_path, timeout=600)
+    assert down.returncode == 0, down.stdout + down.stderr
