@@ -10,7 +10,7 @@ VENV := $(CURDIR)/.venv
 AQI := $(VENV)/bin/aqi
 PYTEST_ARGS ?=
 
-.PHONY: help uv env superset-env java-check dashboards-browser demo demo-down test test-unit test-integration services-down lint clean bench
+.PHONY: help uv env superset-env java-check dashboards-browser demo demo-live demo-down test test-unit test-integration services-down lint clean bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -40,6 +40,10 @@ java-check: ## Spark needs Java 17 or newer
 DEMO_ARGS ?=
 demo: env superset-env java-check ## the whole pipeline on simulated data, left running with its dashboards
 	@$(AQI) demo $(DEMO_ARGS)
+
+# needs OPENAQ_API_KEY and one of AQ_COLLECT_LOCATIONS / AQ_COLLECT_BBOX / AQ_COLLECT_COUNTRY (.env)
+demo-live: env superset-env java-check ## the same from the real OpenAQ API, collecting and streaming on
+	@$(AQI) demo --live $(DEMO_ARGS)
 
 demo-down: ## stop everything the demo started
 	@$(AQI) demo --down

@@ -658,13 +658,20 @@ def airflow_run_once_cmd(full_refresh: bool) -> None:
 @click.option("--seed", type=int, default=42, show_default=True, help="Simulator seed.")
 @click.option("--no-dashboards", is_flag=True, help="Skip Superset.")
 @click.option("--no-scheduler", is_flag=True, help="Do not leave the Airflow scheduler running.")
+@click.option(
+    "--live",
+    is_flag=True,
+    help="From the OpenAQ API instead of the simulator (OPENAQ_API_KEY and AQ_COLLECT_*), "
+    "then keep collecting and streaming in the background.",
+)
 @click.option("--down", is_flag=True, help="Stop everything the demo started, then exit.")
-def demo_cmd(locations, days, seed, no_dashboards, no_scheduler, down) -> None:  # fmt: skip
+def demo_cmd(locations, days, seed, no_dashboards, no_scheduler, live, down) -> None:  # fmt: skip
     """The whole pipeline on simulated OpenAQ data, left running with its dashboards.
 
     Services -> simulated history on Kafka -> stream -> openaq_elt once (GX raw, dbt, GX gold,
     CSV exports) -> Superset -> Airflow scheduler; then prints the URLs and where the
     generated passwords are. A second run reuses what exists and only adds the hours since.
+    --live reads the OpenAQ API instead and keeps `aqi collect` and `aqi stream` running.
     `aqi demo --down` stops it all.
     """
     from aqi.demo import DemoOptions, run_demo, stop_demo
@@ -675,7 +682,7 @@ def demo_cmd(locations, days, seed, no_dashboards, no_scheduler, down) -> None: 
         return
     options = DemoOptions(
         locations=locations, days=days, seed=seed,
-        dashboards=not no_dashboards, scheduler=not no_scheduler,
+        dashboards=not no_dashboards, scheduler=not no_scheduler, live=live,
     )  # fmt: skip
     run_demo(s, options, echo=click.echo)
 

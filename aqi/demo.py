@@ -16,20 +16,29 @@ so the demo is a script of the product rather than a second implementation of it
 What was replayed is remembered in ``AQ_HOME/state/demo.json``; ``aqi demo --down`` stops
 everything the demo started.
 
+``aqi demo --live`` does the same from the OpenAQ API (OPENAQ_API_KEY; locations from
+AQ_COLLECT_LOCATIONS, AQ_COLLECT_BBOX or AQ_COLLECT_COUNTRY): a first ``aqi collect --once``
+instead of the simulator, and afterwards ``aqi collect`` and ``aqi stream`` keep running in
+the background (pid files under AQ_HOME/run, logs under AQ_HOME/logs), so the scheduled
+openaq_elt finds new readings every 15 minutes.
+
 Public surface: :class:`DemoOptions`, :func:`run_demo`, :func:`stop_demo`.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from aqi.config import Settings
+from aqi.config import DEFAULT_OPENAQ_BASE_URL, Settings
+from aqi.errors import AqiError
 from aqi.orchestration import run_aqi_command
+from aqi.services.process import PidFile, spawn_daemon, stop_process, wait_until
 
 __all__ = ["DemoOptions", "run_demo", "stop_demo"]
 
@@ -45,17 +54,28 @@ class DemoOptions:
     seed: int = 42
     dashboards: bool = True
     scheduler: bool = True
+    live: bool = False
+
+
+#: the background commands of ``--live``: name -> aqi arguments
+LIVE_WORKERS = {
+    "collect": ["collect"],
+    "stream": ["stream", "--no-fail-on-data-loss"],
+}
 
 
 def run_demo(settings: Settings, options: DemoOptions, echo: Echo = print) -> None:
     """Run the demo's steps in order; any failing step stops it with that step's error."""
+    if options.live:
+        _check_live_settings(settings)
+        history = ("latest readings from the OpenAQ API (aqi collect --once)",
+                   lambda: _aqi(["collect", "--once"], echo))  # fmt: skip
+    else:
+        history = ("simulated OpenAQ history onto Kafka", lambda: _replay(settings, options, echo))
     steps: list[tuple[str, Callable[[], None]]] = [
         ("services: PostgreSQL and the Kafka-compatible broker", lambda: _aqi(["services", "up"], echo)),
-        ("simulated OpenAQ history onto Kafka", lambda: _replay(settings, options, echo)),
-        (
-            "stream: Kafka -> Bronze Parquet + raw.openaq_measurements",
-            lambda: _aqi(["stream", "--available-now", "--no-fail-on-data-loss"], echo),
-        ),
+        history,
+        ("stream: Kafka -> Bronze Parquet + raw.openaq_measurements", lambda: _drain(settings, echo)),
         (
             "openaq_elt once: GX raw -> dbt (one task per model) -> GX gold -> CSV exports",
             lambda: _aqi(["airflow", "run-once"], echo),
@@ -69,6 +89,10 @@ def run_demo(settings: Settings, options: DemoOptions, echo: Echo = print) -> No
         steps.append(
             ("Airflow: openaq_elt every 15 minutes", lambda: _aqi(["airflow", "up"], echo))
         )
+    if options.live:
+        steps.append(
+            ("background: aqi collect + aqi stream keep running", lambda: _start_workers(settings, echo))
+        )  # fmt: skip
     started = time.monotonic()
     for number, (title, step) in enumerate(steps, 1):
         echo(f"==> [{number}/{len(steps)}] {title}")
@@ -80,10 +104,15 @@ def run_demo(settings: Settings, options: DemoOptions, echo: Echo = print) -> No
 
 
 def stop_demo(settings: Settings, echo: Echo = print) -> None:
-    """Stop Superset, Airflow and the services (each only if it runs); try all of them."""
-    from aqi.errors import AqiError
-
+    """Stop the live workers, Superset, Airflow and the services; try all of them."""
     failed = []
+    for name in LIVE_WORKERS:
+        record = _worker_pidfile(settings, name).live()
+        if record is not None:
+            echo(f"    aqi {name}: stopping pid {record.pid} ...")
+            if not stop_process(record, timeout=120, group=True):
+                failed.append(f"aqi {name} (pid {record.pid}) did not stop")
+        _worker_pidfile(settings, name).remove()
     for args in (["dashboards", "down"], ["airflow", "down"], ["services", "down"]):
         try:
             _aqi(args, echo)
@@ -91,6 +120,52 @@ def stop_demo(settings: Settings, echo: Echo = print) -> None:
             failed.append(str(exc))
     if failed:
         raise AqiError("; ".join(failed))
+
+
+def _check_live_settings(settings: Settings) -> None:
+    """Fail before starting anything when the live demo cannot work."""
+    if settings.openaq_base_url == DEFAULT_OPENAQ_BASE_URL and not settings.openaq_api_key:
+        raise AqiError(
+            "OPENAQ_API_KEY: the live demo reads the OpenAQ API, which needs a key "
+            "(free at https://explore.openaq.org/register)"
+        )
+    if not (settings.collect_locations or settings.collect_bbox or settings.collect_country):
+        raise AqiError(
+            "say which locations the live demo polls: AQ_COLLECT_LOCATIONS, AQ_COLLECT_BBOX "
+            "or AQ_COLLECT_COUNTRY (e.g. AQ_COLLECT_COUNTRY=IN)"
+        )
+
+
+def _drain(settings: Settings, echo: Echo) -> None:
+    """Drain the topic, unless a background ``aqi stream`` (the live demo's) already does."""
+    from spark_streaming.job import QUERY_NAME, stream_is_running
+
+    if stream_is_running(settings.checkpoints_dir / QUERY_NAME):
+        echo("    a long-running aqi stream is already streaming the topic")
+        return
+    _aqi(["stream", "--available-now", "--no-fail-on-data-loss"], echo)
+
+
+def _worker_pidfile(settings: Settings, name: str) -> PidFile:
+    return PidFile(settings.run_dir / f"demo-{name}.pid")
+
+
+def _start_workers(settings: Settings, echo: Echo) -> None:
+    """``aqi collect`` and ``aqi stream`` as daemons (each only if not running already)."""
+    executable = str(Path(sys.executable).with_name("aqi"))
+    for name, args in LIVE_WORKERS.items():
+        pidfile = _worker_pidfile(settings, name)
+        record = pidfile.live()
+        if record is not None:
+            echo(f"    aqi {name}: already running (pid {record.pid})")
+            continue
+        log = settings.logs_dir / f"demo-{name}.log"
+        proc = spawn_daemon([executable, *args], log_path=log)
+        pidfile.write(proc.pid, f"aqi {' '.join(args)}", "")
+        if wait_until(lambda p=proc: p.poll() is not None, timeout=5):
+            pidfile.remove()
+            raise AqiError(f"aqi {name} stopped right after it started: see {log}")
+        echo(f"    aqi {name}: running (pid {proc.pid}, log {log})")
 
 
 def _aqi(args: list[str], echo: Echo) -> None:
@@ -139,4 +214,7 @@ def _summary(settings: Settings, options: DemoOptions, echo: Echo) -> None:
     echo(f"  CSV exports            {settings.exports_dir}")
     echo(f"  Data quality (GX)      {settings.gx_docs_dir / 'index.html'}")
     echo(f"  Bronze Parquet         {settings.bronze_location}")
+    if options.live:
+        echo(f"  live collector, stream {settings.logs_dir / 'demo-collect.log'}, "
+             f"{settings.logs_dir / 'demo-stream.log'}")  # fmt: skip
     echo("  stop everything        .venv/bin/aqi demo --down")

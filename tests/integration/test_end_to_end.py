@@ -68,3 +68,40 @@ def test_demo_numbers_match_an_independent_computation(tmp_path: Path) -> None:
     finally:
         down = run_aqi(["demo", "--down"], env, tmp_path, timeout=600)
     assert down.returncode == 0, down.stdout + down.stderr
+
+
+def test_live_demo_collects_from_the_api_and_keeps_collecting(tmp_path: Path) -> None:
+    """`aqi demo --live` against the local mock of the OpenAQ API (the real one is offline)."""
+    import psycopg
+
+    from aqi.services.process import PidFile
+    from ingestion.mock_server import MockOpenAQ
+
+    with MockOpenAQ(api_key="live-demo-key") as mock:
+        env = isolated_env(
+            tmp_path / "aq", OPENAQ_BASE_URL=mock.base_url, OPENAQ_API_KEY="live-demo-key",
+            AQ_COLLECT_LOCATIONS="2178", AQ_COLLECT_INTERVAL_MINUTES="0.1",
+        )  # fmt: skip
+        no_targets = {k: v for k, v in env.items() if k != "AQ_COLLECT_LOCATIONS"}
+        refused = run_aqi(["demo", "--live"], no_targets, tmp_path)
+        assert refused.returncode == 1 and "AQ_COLLECT_LOCATIONS" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        settings = load_settings(env, dotenv=None)
+        try:
+            result = run_aqi(["demo", "--live", "--no-dashboards", "--no-scheduler"], env,
+                             tmp_path, timeout=1800)  # fmt: skip
+            assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+            workers = {n: PidFile(settings.run_dir / f"demo-{n}.pid").live() for n in
+                       ("collect", "stream")}  # fmt: skip
+            assert all(workers.values()), workers
+            with psycopg.connect(database_url(settings)) as conn:
+                modes = conn.execute(
+                    "select distinct ingest_mode, location_id from raw.openaq_measurements"
+                ).fetchall()
+                latest = conn.execute("select count(*) from gold.latest").fetchone()[0]
+            assert modes == [("live", 2178)] and latest > 0
+        finally:
+            down = run_aqi(["demo", "--down"], env, tmp_path, timeout=600)
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert not any(PidFile(settings.run_dir / f"demo-{n}.pid").live() for n in
+                       ("collect", "stream"))  # fmt: skip
