@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -136,8 +137,8 @@ def services(aq_settings: Settings) -> Iterator[dict]:
         services_down(aq_settings, echo=lambda line: None)
 
 
-@pytest.fixture
-def fresh_database(services: dict, aq_settings: Settings) -> Iterator[str]:
+@contextmanager
+def temporary_database(settings: Settings, prefix: str = "test") -> Iterator[str]:
     """A new, empty database on the embedded server (owned by the app role), dropped after."""
     import uuid
 
@@ -146,18 +147,45 @@ def fresh_database(services: dict, aq_settings: Settings) -> Iterator[str]:
 
     from aqi.connections import APP_ROLE, SUPERUSER, database_url, superuser_password
 
-    name = f"test_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     admin = psycopg.conninfo.make_conninfo(
-        host="127.0.0.1", port=aq_settings.pg_port, user=SUPERUSER, dbname="postgres",
-        password=superuser_password(aq_settings),
+        host="127.0.0.1", port=settings.pg_port, user=SUPERUSER, dbname="postgres",
+        password=superuser_password(settings),
     )  # fmt: skip
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("create database {} owner {}").format(
             sql.Identifier(name), sql.Identifier(APP_ROLE)))  # fmt: skip
     try:
-        yield database_url(aq_settings, name)
+        yield database_url(settings, name)
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(
                 sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
             )
+
+
+@pytest.fixture
+def fresh_database(services: dict, aq_settings: Settings) -> Iterator[str]:
+    """A new, empty database on the embedded server (owned by the app role), dropped after."""
+    with temporary_database(aq_settings) as url:
+        yield url
+
+
+def recreate_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    """Delete and recreate a topic: same name and partitions, an empty log from offset 0."""
+    import time
+
+    from kafka import KafkaAdminClient
+
+    from aqi.topics import end_offsets, ensure_topic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="tests")
+    try:
+        admin.delete_topics([topic])
+        deadline = time.monotonic() + 15
+        while topic in admin.list_topics() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        admin.close()
+    assert ensure_topic(bootstrap, topic, partitions)
+    assert end_offsets(bootstrap, topic) == dict.fromkeys(range(partitions), 0)

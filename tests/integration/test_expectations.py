@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -18,12 +17,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import isolated_env, run_aqi
+from conftest import isolated_env, run_aqi, temporary_database
 from psycopg import sql
 from warehouse_support import load_raw_events
 
 from aqi.config import Settings, load_settings
-from aqi.connections import APP_ROLE, SUPERUSER, database_url, superuser_password
+from aqi.connections import database_url
 from expectations.runner import ChecksUnavailable, ExpectationsFailed, require_checks, run_checks
 from ingestion.simulator import SimulationConfig, simulate
 
@@ -39,16 +38,7 @@ def warehouse(
     services: dict, aq_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Settings]:
     """Settings of a database with raw loaded and the warehouse built (dropped after)."""
-    name = f"test_gx_{uuid.uuid4().hex[:10]}"
-    admin = psycopg.conninfo.make_conninfo(
-        host="127.0.0.1", port=aq_settings.pg_port, user=SUPERUSER, dbname="postgres",
-        password=superuser_password(aq_settings),
-    )  # fmt: skip
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("create database {} owner {}").format(
-            sql.Identifier(name), sql.Identifier(APP_ROLE)))  # fmt: skip
-    try:
-        url = database_url(aq_settings, name)
+    with temporary_database(aq_settings, "test_gx") as url:
         load_raw_events(url, simulate(SIMULATION))
         tmp = tmp_path_factory.mktemp("gx")
         result = run_aqi(
@@ -56,11 +46,6 @@ def warehouse(
         )
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
         yield load_settings({"AQ_DATABASE_URL": url, "AQ_HOME": str(tmp / "home")}, dotenv=None)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
-            )
 
 
 @contextmanager

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from conftest import recreate_topic
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming.datasource import ReadAllAvailable
@@ -91,17 +92,7 @@ def _produce(bootstrap: str, topic: str, count: int, tag: str, flushes: int = 1)
 
 
 def _recreate(bootstrap: str, topic: str) -> None:
-    """Delete and recreate the topic: same name, same partitions, empty log from offset 0."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="test-kafka-source")
-    try:
-        admin.delete_topics([topic])
-        deadline = time.monotonic() + 15
-        while topic in admin.list_topics() and time.monotonic() < deadline:
-            time.sleep(0.1)
-    finally:
-        admin.close()
-    assert ensure_topic(bootstrap, topic, PARTITIONS)
-    assert end_offsets(bootstrap, topic) == dict.fromkeys(range(PARTITIONS), 0)
+    recreate_topic(bootstrap, topic, PARTITIONS)
 
 
 class Batches:

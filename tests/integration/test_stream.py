@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 import pyarrow.dataset as ds
 import pytest
-from conftest import AQI, isolated_env, run_aqi
+from conftest import AQI, isolated_env, recreate_topic, run_aqi
 from kafka import KafkaProducer
 
 from ingestion.events import validate_event
@@ -223,10 +223,6 @@ def test_recreated_topic_reusing_offsets_loses_nothing_with_no_fail_on_data_loss
     The stream fails by default (records may be lost); with --no-fail-on-data-loss it resumes
     from the new log, and the new records land although old rows have the same offsets.
     """
-    from kafka import KafkaAdminClient
-
-    from aqi.topics import ensure_topic
-
     env = _env(tmp_path, services, fresh_database)
     bootstrap, topic = env["KAFKA_BOOTSTRAP_SERVERS"], env["AQ_KAFKA_TOPIC"]
     old = list(simulate(SimulationConfig(locations=2, days=0.5, seed=21)))
@@ -237,15 +233,7 @@ def test_recreated_topic_reusing_offsets_loses_nothing_with_no_fail_on_data_loss
     first = run_aqi(["stream", "--available-now"], env, tmp_path, timeout=600)
     assert first.returncode == 0, first.stderr
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        admin.delete_topics([topic])
-        deadline = time.monotonic() + 15
-        while topic in admin.list_topics() and time.monotonic() < deadline:
-            time.sleep(0.1)
-    finally:
-        admin.close()
-    assert ensure_topic(bootstrap, topic, 3)
+    recreate_topic(bootstrap, topic, 3)
     with EventProducer(bootstrap, topic, partitions=3) as producer:
         producer.send(new)
 
