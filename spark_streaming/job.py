@@ -1,8 +1,9 @@
 """``aqi stream``: Kafka -> parse -> Bronze Parquet + raw PostgreSQL, exactly once.
 
 The source is Spark's built-in ``kafka`` format when its connector jar is on the classpath
-(the docker-compose Spark image adds it), else the project's Python data source
-``kafka_py`` with the same columns; the choice is logged and nothing downstream differs.
+(docker-compose.yml loads it through ``spark.jars.packages``), else the project's Python data
+source ``kafka_py`` with the same columns; the choice is logged and nothing downstream differs.
+(The two write different offsets to the checkpoint: one checkpoint is used by one of them.)
 Records are parsed on the executors (:func:`spark_streaming.parse.parse_batches`), then each
 micro-batch is written by :func:`handle_batch` to idempotent sinks (see
 :mod:`spark_streaming.sinks`), so a batch Spark replays after a crash changes nothing.

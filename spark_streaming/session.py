@@ -35,7 +35,8 @@ def get_spark(master: str | None = None, app_name: str = "aqi-stream", **conf: s
         "spark.sql.debug.maxToStringFields": "200",
     }
     # a deployment may set any of these through PYSPARK_SUBMIT_ARGS (docker-compose binds the
-    # driver to 0.0.0.0 and adds the Kafka connector with --packages): it wins over defaults
+    # driver to 0.0.0.0 and adds the Kafka connector through spark.jars.packages): it wins over
+    # the defaults
     submitted = os.environ.get("PYSPARK_SUBMIT_ARGS", "")
     builder = SparkSession.builder.master(master or DEFAULT_MASTER).appName(app_name)
     for key, value in defaults.items():

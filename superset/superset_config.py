@@ -1,15 +1,18 @@
-"""Superset settings of the embedded dashboards (SUPERSET_CONFIG_PATH points here).
+"""Superset settings of the dashboards (SUPERSET_CONFIG_PATH points here).
 
-Loaded by Superset's own interpreter (superset/.venv), so it imports nothing from the main
-environment: `aqi dashboards up` (aqi/services/superset.py) passes everything through the
-environment. A missing variable stops Superset with one line naming it, never a built-in
-default such as Superset's "CHANGE_ME" secret key.
+The one settings file of both ways to run Superset: the embedded one (`aqi dashboards up`,
+aqi/services/superset.py, Superset's own interpreter superset/.venv) and the official image of
+docker-compose.yml (which mounts this file). It imports nothing from the main environment:
+everything comes through the environment. A missing variable stops Superset with one line
+naming it, never a built-in default such as Superset's "CHANGE_ME" secret key.
 
 - SUPERSET_SECRET_KEY         signs sessions and encrypts stored database passwords
-                              (generated into AQ_HOME/secrets/superset_secret_key)
+                              (generated into AQ_HOME/secrets/superset_secret_key; compose:
+                              from .env)
 - SUPERSET_METADATA_URI       Superset's own metadata: database `superset` of the project's
                               PostgreSQL (postgresql+psycopg2://...)
-- SUPERSET_HOME               Superset's data folder (AQ_HOME/superset)
+- SUPERSET_HOME               Superset's data folder (AQ_HOME/superset; compose: the image's
+                              /app/superset_home)
 
 Telemetry is off: the front end's tracking pixel is not allowed by the content security
 policy below, and nothing else phones home. Map tiles come from OpenStreetMap when the
@@ -22,7 +25,10 @@ import os
 def _required(name: str) -> str:
     value = os.environ.get(name, "").strip()
     if not value:
-        raise RuntimeError(f"{name} is not set: start Superset with `aqi dashboards up`")
+        raise RuntimeError(
+            f"{name} is not set: start Superset with `aqi dashboards up` "
+            "(docker compose: set it in .env, see .env.example)"
+        )
     return value
 
 

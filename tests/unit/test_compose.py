@@ -5,12 +5,19 @@ it mounts, .env.example, uv.lock) and the project's own list of variables
 (:data:`aqi.config.ENV_VARS`); nothing here is a copy of what the compose file says. The
 structure is validated against the Compose Specification JSON schema that the
 ``check-jsonschema`` package ships (Apache-2.0, dev dependency group).
+
+The stack must run what the embedded path runs: the checks compare it with the code of that
+path itself - the environment ``aqi airflow up`` and ``aqi dashboards up`` give Airflow and
+Superset (:func:`aqi.services.airflow.airflow_env`, :func:`aqi.services.superset.superset_env`),
+the commands they run, the read-only role's SQL (``aqi dashboards role-sql``), dbt's schema
+names and the checkpoint lock of ``aqi stream``.
 """
 
 from __future__ import annotations
 
 import copy
 import importlib.resources
+import inspect
 import json
 import os
 import re
@@ -328,15 +335,7 @@ def test_project_services_run_the_pipeline_against_the_compose_services():
         assert mounted, f"{name}: AQ_HOME is not on a volume"
         source = mounted[0]["source"] if isinstance(mounted[0], dict) else mounted[0].split(":")[0]
         assert source in named_volumes, f"{name}: AQ_HOME is on {source!r}, not a named volume"
-
-    # Spark and Airflow share AQ_HOME (Bronze Parquet, checkpoints, logs)
-    homes = {
-        n: [v["source"] if isinstance(v, dict) else v.split(":")[0] for v in s.get("volumes", [])]
-        for n, s in services().items()
-        if n in services_with_image("apache/spark") + services_with_image("apache/airflow")
-    }
-    shared = set.intersection(*(set(v) for v in homes.values())) & named_volumes
-    assert shared, f"spark and airflow share no named volume: {homes}"
+    # that Spark and Airflow share it: test_spark_and_airflow_share_the_checkpoint_and_its_lock
 
 
 def test_every_interpolated_variable_is_documented_in_env_example():
@@ -416,12 +415,17 @@ def test_images_are_the_official_ones_pinned():
 
 
 def test_airflow_runs_local_executor_with_metadata_in_postgres():
+    from aqi.services.airflow import COMPONENTS
+
     airflow = {n: services()[n] for n in services_with_image("apache/airflow")}
     commands = {command_text(s) for s in airflow.values()}
-    for needed in ("airflow api-server", "airflow scheduler", "airflow dag-processor"):
-        # the api-server may be started through a wrapper script that execs it
+    # the components `aqi airflow up` starts, one per service (a wrapper script may exec one)
+    for component in COMPONENTS:
+        needed = f"airflow {component}"
         assert any(needed in c or needed in wrapper_text(c) for c in commands), needed
-    assert any("db migrate" in c for c in commands), "no init job migrates the metadata"
+    assert any("airflow db migrate" in c + wrapper_text(c) for c in commands), (
+        "no init job migrates the metadata"
+    )
     (postgres,) = services_with_image("postgres")
     for name, svc in airflow.items():
         env = environment(svc)
@@ -474,3 +478,444 @@ def test_airflow_image_bakes_the_manifest_cosmos_renders_from():
     # the DAGs and everything they import are in the image
     for folder in ("aqi", "dags", "expectations", "dbt_project", "spark_streaming", "ingestion"):
         assert f"COPY {folder} ./{folder}" in dockerfile, folder
+
+
+# --- the same pipeline as the embedded path --------------------------------------------------
+
+
+def mounts(service: dict) -> list[tuple[str, str, bool]]:
+    """(source, target, read_only) of each volume of a service, short or long syntax."""
+    found = []
+    for volume in service.get("volumes") or []:
+        if isinstance(volume, dict):
+            found.append((volume["source"], volume["target"], bool(volume.get("read_only"))))
+        else:
+            source, target, *mode = str(volume).split(":")
+            found.append((source, target, "ro" in ",".join(mode).split(",")))
+    return found
+
+
+def bind_target(service: dict, path: str) -> str | None:
+    """Where a service mounts the repository's ``path`` (None if it does not)."""
+    wanted = (ROOT / path).resolve()
+    for source, target, _ in mounts(service):
+        if source.startswith((".", "/")) and (ROOT / source).resolve() == wanted:
+            return target
+    return None
+
+
+def volume_at(service: dict, container_path: str) -> tuple[str, bool] | None:
+    """(source, read_only) of the mount that holds ``container_path`` (the deepest one)."""
+    best = None
+    for source, target, read_only in mounts(service):
+        holds = container_path == target or container_path.startswith(target.rstrip("/") + "/")
+        if holds and (best is None or len(target) > len(best[0])):
+            best = (target, source, read_only)
+    return None if best is None else (best[1], best[2])
+
+
+def with_defaults(text: str) -> str:
+    """``text`` as compose renders it with an empty .env: defaults, a placeholder if required."""
+
+    def one(match: re.Match) -> str:
+        token = match.group(0)
+        if token == "$$":
+            return "$"
+        inner = token[2:-1] if token.startswith("${") else ""
+        default = re.match(r"^[A-Za-z_]\w*:?-(.*)$", inner, flags=re.DOTALL)
+        return default.group(1) if default else "placeholder"
+
+    return re.sub(r"\$\$|\$\{[^}]*\}|\$[A-Za-z_][A-Za-z0-9_]*", one, text)
+
+
+def script_lines(text: str) -> list[str]:
+    """The lines of a shell or SQL script that are not comments or blank."""
+    return [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.strip().startswith(("#", "--"))
+    ]
+
+
+def dockerfile_env(path: Path) -> dict[str, str]:
+    """The ENV settings of a Dockerfile (``ENV A=1 B=2`` form)."""
+    env = {}
+    for instruction, rest in dockerfile_instructions(path):
+        if instruction == "ENV":
+            for name, value in re.findall(r"([A-Za-z_]\w*)=(\S+)", rest):
+                env[name] = value.strip('"')
+    return env
+
+
+def app_dir(path: Path) -> str:
+    """The folder a Dockerfile installs the project into (its WORKDIR when copying uv.lock)."""
+    workdir = "/"
+    for instruction, rest in dockerfile_instructions(path):
+        if instruction == "WORKDIR":
+            workdir = rest.strip()
+        elif instruction == "COPY" and "uv.lock" in rest:
+            return workdir
+    raise AssertionError(f"{path} does not copy uv.lock")
+
+
+def one_shot(names: list[str]) -> list[str]:
+    return [n for n in names if n in one_shot_services()]
+
+
+def locked_version(package: str) -> str:
+    lock = tomllib.loads((ROOT / "uv.lock").read_text(encoding="utf-8"))
+    (version,) = [p["version"] for p in lock["package"] if p["name"] == package]
+    return version
+
+
+def embedded_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **env: str):
+    """Settings of an embedded installation in ``tmp_path`` (nothing from this machine)."""
+    from aqi.config import load_settings
+
+    for name in list(os.environ):
+        if name not in ("PATH", "HOME"):
+            monkeypatch.delenv(name)
+    return load_settings({"AQ_HOME": str(tmp_path), **env}, dotenv=None)
+
+
+SPARK_PACKAGES = re.compile(r"--conf[ =]spark\.jars\.packages=(\S+)")
+
+
+def test_spark_loads_the_kafka_connector_of_the_locked_pyspark():
+    """`aqi stream` in the spark service reads Kafka with Spark's own source, through the
+    connector spark.jars.packages fetches for the Spark that runs: uv.lock's pyspark."""
+    pyspark = locked_version("pyspark")
+    (spark,) = services_with_image("apache/spark")
+    svc = services()[spark]
+    assert command_text(svc).split() == ["aqi", "stream"], "the spark service runs `aqi stream`"
+    # SPARK_HOME is the venv's pyspark: the jars, and so the connector's version, are uv.lock's
+    assert re.search(r"/site-packages/pyspark$", dockerfile_env(dockerfile(svc))["SPARK_HOME"])
+
+    # every container that may run `aqi stream` (Airflow's drain_stream too) loads the same
+    runners = [spark, *services_with_image("apache/airflow")]
+    for name in runners:
+        args = environment(services()[name]).get("PYSPARK_SUBMIT_ARGS", "")
+        assert "--packages" not in args.split(), f"{name}: use --conf spark.jars.packages="
+        assert args.split()[-1:] == ["pyspark-shell"], f"{name}: PYSPARK_SUBMIT_ARGS"
+        (packages,) = SPARK_PACKAGES.findall(args) or [None]
+        assert packages is not None, f"{name}: no spark.jars.packages in PYSPARK_SUBMIT_ARGS"
+        coordinates = packages.split(",")
+        # Spark 4 is built for Scala 2.13 only
+        wanted = f"org.apache.spark:spark-sql-kafka-0-10_2.13:{pyspark}"
+        assert wanted in coordinates, f"{name}: {coordinates} lacks {wanted}"
+
+
+def test_spark_and_airflow_share_the_checkpoint_and_its_lock():
+    """openaq_elt's drain_stream (Airflow) knows the spark service's `aqi stream` is running by
+    the flock next to its checkpoint: both must see the same file, on one writable volume."""
+    from aqi.config import load_settings
+    from spark_streaming.job import QUERY_NAME, _lock_path
+
+    names = services_with_image("apache/spark") + services_with_image("apache/airflow")
+    homes = {environment(services()[n]).get("AQ_HOME") for n in names}
+    assert len(homes) == 1 and None not in homes, f"AQ_HOME differs: {homes}"
+    (home,) = homes
+    settings = load_settings({"AQ_HOME": home}, dotenv=None)
+    checkpoint = settings.checkpoints_dir / QUERY_NAME
+    named_volumes = set(compose().get("volumes") or {})
+    for path in (checkpoint, _lock_path(checkpoint)):
+        holders = {n: volume_at(services()[n], path.as_posix()) for n in names}
+        sources = {h[0] for h in holders.values() if h}
+        assert len(sources) == 1 and None not in holders.values(), f"{path}: {holders}"
+        assert sources <= named_volumes, f"{path} is not on a named volume: {holders}"
+        assert not any(h[1] for h in holders.values()), f"{path} is read-only somewhere"
+
+
+def test_airflow_runs_the_mounted_checkout_of_the_project():
+    """dags/ and the packages the DAGs import, from the checkout, over the image's copies."""
+    from aqi.environments import REPO_ROOT
+    from aqi.services.airflow import DAGS_DIR
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    packages = pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
+    code = [DAGS_DIR.relative_to(REPO_ROOT).as_posix(), *packages]
+    # the dbt project: what dbt reads, item by item (target/ is written, see below)
+    dbt_items = sorted(
+        f"dbt_project/{p.name}"
+        for p in (ROOT / "dbt_project").iterdir()
+        if not p.name.startswith(".")
+        and p.name not in ("README.md", "target", "logs", "dbt_packages")
+    )
+    airflow = services_with_image("apache/airflow")
+    assert airflow
+    for name in airflow:
+        svc = services()[name]
+        path = dockerfile(svc)
+        app = app_dir(path)
+        image_env = dockerfile_env(path)
+        # the image's venv stays visible: the project installed in editable mode from `app`
+        assert image_env.get("UV_PROJECT_ENVIRONMENT", "").startswith(app + "/"), name
+        runs = " ".join(rest for ins, rest in dockerfile_instructions(path) if ins == "RUN")
+        assert "--no-editable" not in runs, f"{path}: the venv would not import the mounts"
+        for _, target, _ in mounts(svc):
+            assert not image_env["UV_PROJECT_ENVIRONMENT"].startswith(target.rstrip("/") + "/")
+            assert target.rstrip("/") != image_env["UV_PROJECT_ENVIRONMENT"], name
+        for item in code + dbt_items:
+            target = bind_target(svc, item)
+            assert target == f"{app}/{item}", f"{name}: ./{item} is not mounted at {app}/{item}"
+            assert volume_at(svc, target)[1], f"{name}: ./{item} should be read-only"
+        dags = bind_target(svc, "dags")
+        assert environment(svc).get("AIRFLOW__CORE__DAGS_FOLDER") == dags, name
+
+
+def test_airflow_init_migrates_and_regenerates_the_manifest_cosmos_renders_from():
+    """The steps `aqi airflow up` takes before it starts the components, same commands."""
+    from aqi import orchestration
+    from aqi.services import airflow as embedded
+    from aqi.warehouse import DBT_PROJECT_DIR
+
+    migrate = re.search(r"_run_airflow\((\[[^\]]*\])", inspect.getsource(embedded))
+    parse = re.search(r"run_dbt\(settings, (\[[^\]]*\])", inspect.getsource(orchestration))
+    steps = [
+        "airflow " + " ".join(json.loads(migrate.group(1))),
+        "aqi dbt " + " ".join(json.loads(parse.group(1))),
+    ]
+    assert steps == ["airflow db migrate", "aqi dbt parse --quiet"]
+
+    airflow = services_with_image("apache/airflow")
+    (init,) = one_shot(airflow)
+    command = command_text(services()[init])
+    lines = script_lines(command + "\n" + wrapper_text(command))
+    positions = [next((i for i, ln in enumerate(lines) if ln == step), None) for step in steps]
+    assert None not in positions and positions == sorted(positions), (steps, lines)
+
+    # the manifest lands on a volume every Airflow container mounts at dbt_project/target
+    manifest = orchestration.dbt_manifest_path().relative_to(DBT_PROJECT_DIR.parent)
+    named_volumes = set(compose().get("volumes") or {})
+    holders = {}
+    for name in airflow:
+        svc = services()[name]
+        holders[name] = volume_at(svc, f"{app_dir(dockerfile(svc))}/{manifest.as_posix()}")
+        if name != init:
+            deps = svc.get("depends_on") or {}
+            assert (deps.get(init) or {}).get("condition") == "service_completed_successfully"
+    sources = {h[0] for h in holders.values() if h}
+    assert len(sources) == 1 and sources <= named_volumes, f"dbt target: {holders}"
+    assert not holders[init][1], "airflow-init must be able to write the manifest"
+
+
+#: keys of the embedded Airflow's environment that the containers leave to the image, and why
+AIRFLOW_IMAGE_DEFAULTS = {
+    "AIRFLOW_HOME": "the image's /opt/airflow",
+    "AIRFLOW__API__HOST": "the image's 0.0.0.0: published on 127.0.0.1 by compose",
+    "AIRFLOW__API__PORT": "the image's 8080 (EXECUTION_API_SERVER_URL is checked against it)",
+    "AIRFLOW__API__BASE_URL": "relative URLs; the UI is reached through the published port",
+    "PATH": "the Dockerfile puts the project's venv first",
+}
+
+
+def test_airflow_tasks_get_the_environment_of_the_embedded_airflow(tmp_path, monkeypatch):
+    from aqi.services.airflow import airflow_env
+
+    first = airflow_env(embedded_settings(tmp_path / "a", monkeypatch))
+    second = airflow_env(
+        embedded_settings(
+            tmp_path / "b", monkeypatch,
+            AQ_AIRFLOW_PORT="18080", AQ_PG_PORT="15432", AQ_KAFKA_PORT="19092",
+        )
+    )  # fmt: skip
+    expected = set(first) - {"HOME"}
+    assert set(AIRFLOW_IMAGE_DEFAULTS) <= expected, "a stale exemption"
+    # values that do not depend on the installation (telemetry, executor, ...) must be equal
+    constant = {
+        k
+        for k in expected - set(AIRFLOW_IMAGE_DEFAULTS)
+        if first[k] == second[k] and str(ROOT) not in first[k]
+    }
+    assert {"AIRFLOW__COSMOS__ENABLE_TELEMETRY", "GX_ANALYTICS_ENABLED"} <= constant
+
+    (api_server,) = [
+        n for n in services_with_image("apache/airflow")
+        if "airflow api-server" in wrapper_text(command_text(services()[n]))
+    ]  # fmt: skip
+    (spark,) = services_with_image("apache/spark")
+    (collector,) = [n for n, s in services().items() if command_text(s).startswith("aqi collect")]
+    assert REQUIRED_VALUE.fullmatch(environment(services()[collector]).get("OPENAQ_API_KEY", ""))
+    for name in services_with_image("apache/airflow"):
+        svc = services()[name]
+        env = environment(svc)
+        available = set(env) | set(dockerfile_env(dockerfile(svc)))
+        missing = sorted(expected - set(AIRFLOW_IMAGE_DEFAULTS) - available)
+        assert missing == [], f"{name}: the embedded Airflow sets {missing}"
+        different = {
+            k: (first[k], env[k])
+            for k in constant
+            if k in env and with_defaults(env[k]).lower() != first[k].lower()
+        }
+        assert different == {}, f"{name}: embedded vs compose {different}"
+        # the tasks reach the API server's container, on the port it listens on
+        url = urlsplit(env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"])
+        assert (url.hostname, url.port, url.path) == (api_server, 8080, "/execution/"), name
+        published = {str(p).rsplit(":", 1)[-1] for p in services()[api_server]["ports"]}
+        assert published == {"8080"}, published
+        # the tasks run `aqi stream --available-now` (as the spark service) and `aqi backfill`
+        # (OpenAQ, as the collector): they get those services' project settings
+        assert REQUIRED_VALUE.fullmatch(env.get("OPENAQ_API_KEY", "")), f"{name}: aqi backfill"
+        for other, prefix in ((spark, ("AQ_", "KAFKA_")), (collector, ("OPENAQ_",))):
+            wanted = {
+                k: v for k, v in environment(services()[other]).items()
+                if k in ENV_VARS and k.startswith(prefix)
+            }  # fmt: skip
+            absent = {k: v for k, v in wanted.items() if env.get(k) != v}
+            assert absent == {}, f"{name}: {other}'s settings differ: {sorted(absent)}"
+    # the components trust each other's tokens: one secret, the same in every container
+    for key in (
+        "AIRFLOW__API_AUTH__JWT_SECRET",
+        "AIRFLOW__API__SECRET_KEY",
+        "AIRFLOW__CORE__FERNET_KEY",
+    ):
+        values = {
+            environment(services()[n]).get(key) for n in services_with_image("apache/airflow")
+        }
+        assert len(values) == 1 and REQUIRED_VALUE.fullmatch(values.pop() or ""), key
+
+
+def superset_services() -> tuple[str, str]:
+    """(init job, web server) of the Superset image."""
+    names = services_with_image("apache/superset")
+    (init,) = one_shot(names)
+    (web,) = [n for n in names if n != init]
+    return init, web
+
+
+def test_superset_runs_the_projects_settings_file(tmp_path, monkeypatch):
+    """One superset_config.py (superset/), given the environment `aqi dashboards up` gives it."""
+    from aqi.services.superset import CONFIG_PATH, GUNICORN_WORKERS, superset_env
+
+    stray = [p for p in (ROOT / "docker").rglob("superset_config.py")]
+    assert stray == [], f"a second Superset settings file: {stray}"
+    required = set(re.findall(r'_required\("(\w+)"\)', CONFIG_PATH.read_text(encoding="utf-8")))
+    assert {"SUPERSET_SECRET_KEY", "SUPERSET_METADATA_URI"} <= required
+
+    first = superset_env(embedded_settings(tmp_path / "a", monkeypatch))
+    second = superset_env(embedded_settings(tmp_path / "b", monkeypatch, AQ_PG_PORT="15432"))
+    expected = set(first) - {"PATH", "HOME"}
+    constant = {k for k in expected if first[k] == second[k] and str(ROOT) not in first[k]}
+    (postgres,) = services_with_image("postgres")
+    for name in superset_services():
+        svc = services()[name]
+        env = environment(svc)
+        config = bind_target(svc, CONFIG_PATH.relative_to(ROOT).as_posix())
+        assert config and env.get("SUPERSET_CONFIG_PATH") == config, name
+        assert volume_at(svc, config)[1], f"{name}: the settings file should be read-only"
+        assert "SUPERSET_CONFIG_PATH" not in dockerfile_env(dockerfile(svc))
+        assert sorted(required - set(env)) == [], f"{name}: superset_config.py needs them"
+        assert sorted(expected - set(env)) == [], f"{name}: the embedded Superset sets them"
+        different = {k: (first[k], env[k]) for k in constant if with_defaults(env[k]) != first[k]}
+        assert different == {}, f"{name}: embedded vs compose {different}"
+        metadata = urlsplit(rendered(env["SUPERSET_METADATA_URI"]))
+        assert (metadata.scheme, metadata.hostname, metadata.path) == (
+            "postgresql+psycopg2",
+            postgres,
+            "/superset",
+        )
+    _, web = superset_services()
+    assert environment(services()[web]).get("SERVER_WORKER_AMOUNT") == str(GUNICORN_WORKERS)
+
+
+def test_superset_provisions_the_bundle_at_start_as_the_read_only_role():
+    from aqi.services import superset as embedded
+
+    init, web = superset_services()
+    svc = services()[init]
+    env = environment(svc)
+    deps = services()[web].get("depends_on") or {}
+    assert (deps.get(init) or {}).get("condition") == "service_completed_successfully"
+
+    # the metadata commands of `aqi dashboards up`, in order, then the project's provision.py
+    commands = [
+        "superset " + " ".join(json.loads(m))
+        for m in re.findall(r"_run_superset\((\[[^\]]*\])", inspect.getsource(embedded))
+    ]
+    assert commands == ["superset db upgrade", "superset init"]
+    lines = script_lines(wrapper_text(command_text(svc)))
+    positions = [lines.index(c) if c in lines else None for c in commands]
+    assert None not in positions and positions == sorted(positions), (commands, lines)
+    provision = [i for i, ln in enumerate(lines) if '"$SUPERSET_PROVISION_SCRIPT"' in ln]
+    assert provision and provision[0] > positions[-1], "provision.py must run after superset init"
+    for var, path in (
+        ("SUPERSET_PROVISION_SCRIPT", embedded.PROVISION_SCRIPT),
+        ("SUPERSET_BUNDLE", embedded.BUNDLE_DIR),
+    ):
+        target = bind_target(svc, path.relative_to(ROOT).as_posix())
+        assert target and env.get(var) == target, f"{init}: {var} is not the mounted {path}"
+    assert "fab create-admin" not in wrapper_text(command_text(svc)), "provision.py makes the admin"
+    assert REQUIRED_VALUE.fullmatch(env.get("SUPERSET_ADMIN_PASSWORD", "")), "admin from .env"
+
+    # the warehouse: the read-only role, on the server and database of AQ_DATABASE_URL
+    (spark,) = services_with_image("apache/spark")
+    warehouse = urlsplit(rendered(environment(services()[spark])["AQ_DATABASE_URL"]))
+    reader = urlsplit(env["SUPERSET_WAREHOUSE_URL"])
+    assert reader.scheme == "postgresql+psycopg2" and reader.password is None
+    assert (reader.username, reader.hostname, reader.port, reader.path) == (
+        embedded.READER_ROLE,
+        warehouse.hostname,
+        warehouse.port,
+        warehouse.path,
+    )
+    (postgres,) = services_with_image("postgres")
+    assert env["SUPERSET_READER_PASSWORD"] == environment(services()[postgres]).get(
+        "SUPERSET_READER_PASSWORD"
+    ), "superset-init and the postgres init must use one password"
+    assert REQUIRED_VALUE.fullmatch(env["SUPERSET_READER_PASSWORD"])
+
+
+def test_postgres_creates_the_read_only_role_of_the_embedded_path(tmp_path, monkeypatch):
+    """The role SQL run at database init is `aqi dashboards role-sql` for this stack."""
+    from aqi.connections import DATABASES
+    from aqi.services.superset import READER_SCHEMA, reader_role_sql
+
+    (postgres,) = services_with_image("postgres")
+    svc = services()[postgres]
+    (spark,) = services_with_image("apache/spark")
+    url = with_defaults(environment(services()[spark])["AQ_DATABASE_URL"])
+    warehouse = urlsplit(url).path.lstrip("/")
+    init = "\n".join(
+        (ROOT / source).read_text(encoding="utf-8")
+        for source, target, _ in mounts(svc)
+        if target.startswith("/docker-entrypoint-initdb.d/")
+    )
+    # the init script runs the mounted SQL file in the warehouse, password as a psql variable
+    sql_path = re.search(r"^READER_ROLE_SQL=(\S+)$", init, flags=re.MULTILINE).group(1)
+    (sql_source,) = [s for s, t, _ in mounts(svc) if t == sql_path]
+    assert re.search(
+        rf'--dbname {warehouse}\s*\\\s*-v password="\$SUPERSET_READER_PASSWORD"\s*\\\s*'
+        r'-f "\$READER_ROLE_SQL"',
+        init,
+    ), "the init script must run the role SQL in the warehouse with the reader password"
+    assert "SUPERSET_READER_PASSWORD" in environment(svc)
+
+    settings = embedded_settings(tmp_path, monkeypatch, AQ_DATABASE_URL=url)
+    expected = script_lines(reader_role_sql(settings))
+    actual = script_lines((ROOT / sql_source).read_text(encoding="utf-8"))
+    assert actual == expected, "docker/postgres/superset-reader-role.sql: regenerate it"
+    assert f"GRANT USAGE ON SCHEMA {READER_SCHEMA} TO" in "\n".join(actual)
+
+    # like `aqi dashboards up`: nobody but the owner connects to the other databases
+    revoked = re.search(r"REVOKE ALL ON DATABASE ([\w, ]+) FROM PUBLIC", init)
+    assert revoked, "CONNECT is not revoked from PUBLIC"
+    databases = {d.strip() for d in revoked.group(1).split(",")}
+    assert set(DATABASES) | {"postgres"} <= databases
+
+
+def test_the_reader_schema_is_dbts_gold_schema():
+    """The role reads the schema dbt builds the gold marts in, and the bundle reads it."""
+    from aqi.services.superset import BUNDLE_DIR, READER_SCHEMA
+
+    project = yaml.safe_load((ROOT / "dbt_project" / "dbt_project.yml").read_text("utf-8"))
+    models = project["models"][project["name"]]
+    assert models["marts"]["gold"]["+schema"] == READER_SCHEMA
+    assert (ROOT / "dbt_project" / "models" / "marts" / "gold").is_dir()
+    # the folder's name is the schema's, verbatim (no "<target>_" prefix)
+    macro = (ROOT / "dbt_project" / "macros" / "generate_schema_name.sql").read_text("utf-8")
+    assert re.search(r"\{\{\s*custom_schema_name\s*\|\s*trim\s*\}\}", macro)
+    schemas = {
+        yaml.safe_load(p.read_text(encoding="utf-8")).get("schema")
+        for p in (BUNDLE_DIR / "datasets").rglob("*.yaml")
+    }
+    assert schemas == {READER_SCHEMA}
