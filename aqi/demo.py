@@ -73,7 +73,7 @@ def run_demo(settings: Settings, options: DemoOptions, echo: Echo = print) -> No
     else:
         history = ("simulated OpenAQ history onto Kafka", lambda: _replay(settings, options, echo))
     steps: list[tuple[str, Callable[[], None]]] = [
-        ("services: PostgreSQL and the Kafka-compatible broker", lambda: _aqi(["services", "up"], echo)),
+        ("services: PostgreSQL and the Kafka-compatible broker", lambda: _services(settings, echo)),
         history,
         ("stream: Kafka -> Bronze Parquet + raw.openaq_measurements", lambda: _drain(settings, echo)),
         (
@@ -166,6 +166,20 @@ def _start_workers(settings: Settings, echo: Echo) -> None:
             pidfile.remove()
             raise AqiError(f"aqi {name} stopped right after it started: see {log}")
         echo(f"    aqi {name}: running (pid {proc.pid}, log {log})")
+
+
+def _services(settings: Settings, echo: Echo) -> None:
+    """Start the services; pause a scheduler left by an earlier demo until the last step.
+
+    The demo's own openaq_elt run (``airflow dags test``) must not overlap a scheduled run of
+    the same DAG: both would rebuild the same gold slices at once.
+    """
+    from aqi.services.airflow import EmbeddedAirflow
+
+    _aqi(["services", "up"], echo)
+    if EmbeddedAirflow(settings).any_running():
+        echo("    pausing the Airflow scheduler of an earlier demo (restarted at the end)")
+        _aqi(["airflow", "down"], echo)
 
 
 def _aqi(args: list[str], echo: Echo) -> None:
