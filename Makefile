@@ -10,7 +10,7 @@ VENV := $(CURDIR)/.venv
 AQI := $(VENV)/bin/aqi
 PYTEST_ARGS ?=
 
-.PHONY: help uv env superset-env java-check dashboards-browser demo demo-live demo-down test test-unit test-integration services-down lint clean bench
+.PHONY: help uv env superset-env java-check dashboards-browser demo demo-live demo-down test test-unit test-integration services-down lint clean bench bench-warehouse
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -76,3 +76,7 @@ bench: env ## benchmarks (results go to docs/benchmarks.md by hand, with machine
 	@$(VENV)/bin/python benchmarks/bench_services.py
 	@$(VENV)/bin/python benchmarks/bench_ingestion.py
 	@$(VENV)/bin/python benchmarks/bench_stream.py
+
+bench-warehouse: env ## dbt full vs incremental at 1M and 10M raw rows (~30 min; run on a quiet machine)
+	@$(VENV)/bin/python benchmarks/bench_warehouse.py --rows 1000000
+	@$(VENV)/bin/python benchmarks/bench_warehouse.py --rows 10000000
