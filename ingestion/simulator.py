@@ -520,9 +520,9 @@ def simulate(config: SimulationConfig) -> Iterator[dict[str, Any]]:
     )
     start = end - timedelta(days=config.days)
     horizon = end + _MAX_LATENCY
-    if config.end is None:
-        # a span ending now: what a collector has received so far, nothing from the future
-        horizon = min(horizon, datetime.now(UTC))
+    # a span ending now holds what a collector has received so far, nothing from the future;
+    # the cut is applied to the deterministic stream of `end` (the draws never depend on it)
+    cutoff = horizon if config.end is not None else min(horizon, datetime.now(UTC))
     sites = _sites(config.locations)
     first = _ceil_quarter(start - _WARM_UP)
     airs = [_LocationAir(site, config.seed, first) for site in sites]
@@ -547,7 +547,8 @@ def simulate(config: SimulationConfig) -> Iterator[dict[str, Any]]:
                 if minute_of_day % state.interval:
                     continue
                 for delivered, event in _deliveries(config, site, state, air, t, horizon):
-                    heapq.heappush(pending, (delivered, next(sequence), event))
+                    if delivered <= cutoff:
+                        heapq.heappush(pending, (delivered, next(sequence), event))
         while pending and pending[0][0] <= t:
             yield heapq.heappop(pending)[2]
         t += _QUARTER
@@ -606,8 +607,6 @@ def _deliveries(
             )
         if resend <= horizon:
             times.append(resend)
-    # not delivered yet (a span ending now): a collector has not received it
-    times = [at for at in times if at <= horizon]
 
     period_start = period_end - timedelta(minutes=state.interval)
     return [

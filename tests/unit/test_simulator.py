@@ -380,17 +380,26 @@ def test_simulate_streams_without_materializing() -> None:
         validate_event(e)
 
 
-def test_a_span_ending_now_delivers_nothing_from_the_future() -> None:
-    """The default end is now: events a collector would only receive later are not sent."""
+def test_a_span_ending_now_is_the_stream_of_that_hour_cut_at_the_wall_clock() -> None:
+    """The default end is now: events a collector would only receive later are not sent, and
+    what is sent is exactly the deterministic stream of the current hour up to now."""
+    from collections import Counter
     from datetime import UTC, datetime, timedelta
 
     from ingestion.simulator import SimulationConfig, simulate
 
+    def key(e: dict) -> tuple:
+        return (e["sensor_id"], e["period_end"], e["ingested_at"], e["value"])
+
     before = datetime.now(UTC)
-    events = list(simulate(SimulationConfig(locations=3, days=0.5, seed=5)))
+    got = Counter(key(e) for e in simulate(SimulationConfig(locations=3, days=0.5, seed=5)))
     after = datetime.now(UTC)
-    assert events
-    ingested = [datetime.fromisoformat(e["ingested_at"]) for e in events]
-    assert max(ingested) <= after
-    # and the last hour before now is there (only its undelivered tail is missing)
-    assert max(ingested) >= before.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    assert got
+    assert max(datetime.fromisoformat(k[2]) for k in got) <= after
+    hour = before.replace(minute=0, second=0, microsecond=0)
+    matches = []
+    for end in (hour, hour + timedelta(hours=1)):
+        full = [key(e) for e in simulate(SimulationConfig(locations=3, days=0.5, seed=5, end=end))]
+        delivered = Counter(k for k in full if datetime.fromisoformat(k[2]) <= before)
+        matches.append(not (got - Counter(full)) and not (delivered - got))
+    assert any(matches)
