@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
@@ -33,10 +34,16 @@ def temporary_settings() -> Settings:
 
 @contextmanager
 def temporary_services() -> Iterator[Settings]:
-    """Embedded PostgreSQL and broker, up for the block, down after it."""
+    """Embedded PostgreSQL and broker, up for the block, down and deleted after it.
+
+    A 10M-row warehouse benchmark leaves ~11 GB in its AQ_HOME: keeping them filled the disk.
+    """
     settings = temporary_settings()
-    services_up(settings, echo=lambda line: None)
     try:
-        yield settings
+        services_up(settings, echo=lambda line: None)
+        try:
+            yield settings
+        finally:
+            services_down(settings, echo=lambda line: None)
     finally:
-        services_down(settings, echo=lambda line: None)
+        shutil.rmtree(settings.aq_home, ignore_errors=True)
