@@ -31,6 +31,7 @@ limits as not materialized (
 
 ),
 
+{% if is_incremental() %}
 changed_keys as (
 
     select distinct sensor_id, period_end
@@ -41,11 +42,25 @@ changed_keys as (
 
 versions as (
 
-    select measurements.*
-    from measurements
-    inner join changed_keys using (sensor_id, period_end)
+    -- every version of each changed reading, by one index lookup per key: joined plainly
+    -- through the staging view, PostgreSQL scans the whole raw table instead
+    select key_versions.*
+    from changed_keys
+    cross join lateral (
+        select * from measurements
+        where measurements.sensor_id = changed_keys.sensor_id
+            and measurements.period_end = changed_keys.period_end
+        offset 0  -- keeps the lookup per key (not pulled up into a join)
+    ) as key_versions
 
 ),
+{% else %}
+versions as (
+
+    select * from measurements
+
+),
+{% endif %}
 
 ranked as (
 

@@ -40,12 +40,17 @@ affected_ranges as (
 
 candidate_readings as (
 
-    select measurements.*
-    from measurements
-    inner join affected_ranges
-        on measurements.location_id = affected_ranges.location_id
-        and measurements.period_end > affected_ranges.first_window_start
-        and measurements.period_start < affected_ranges.last_window_end
+    -- one range scan of the (location_id, parameter, period_end) index per location: as a
+    -- plain join PostgreSQL cannot estimate the ranges and scans all of silver
+    select location_readings.*
+    from affected_ranges
+    cross join lateral (
+        select * from measurements
+        where measurements.location_id = affected_ranges.location_id
+            and measurements.period_end > affected_ranges.first_window_start
+            and measurements.period_start < affected_ranges.last_window_end
+        offset 0  -- keeps the scan per location (not pulled up into a join)
+    ) as location_readings
 
 ),
 {% else %}
