@@ -16,6 +16,7 @@ import click
 from aqi.config import ENV_VARS, SECRET_VARS, ConfigError, Settings, load_settings, mask_url
 from aqi.connections import database_url, kafka_bootstrap_servers
 from aqi.errors import AqiError
+from aqi.secrets import show_once
 
 __all__ = ["cli", "main"]
 
@@ -582,11 +583,11 @@ def airflow_up_cmd() -> None:
     prepare_dbt_manifest(s, echo=click.echo)
     status = EmbeddedAirflow(s).up(echo=click.echo)
     click.echo(f"airflow: UI and API at {status['url']}  user {ADMIN_USER}")
-    shown = s.airflow_home / ".admin-password-shown"
-    if not shown.exists():
-        password, _ = admin_password(s)
-        click.echo(f"airflow: generated admin password (shown once): {password}")
-        shown.touch()
+    password, _ = admin_password(s)
+    show_once(
+        password, s.airflow_home / ".admin-password-shown",
+        lambda value: click.echo(f"airflow: generated admin password (shown once): {value}"),
+    )  # fmt: skip
     click.echo(f"airflow: the password is kept in {status['password_file']}")
 
 

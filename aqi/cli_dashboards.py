@@ -12,20 +12,16 @@ Register with ``cli.add_command(dashboards_group)`` in :mod:`aqi.cli`; errors ar
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from pathlib import Path
 
 import click
 
-from aqi.config import Settings, load_settings
+from aqi.config import load_settings
+from aqi.secrets import show_once
 
 __all__ = ["dashboards_group"]
-
-
-def _settings() -> Settings:
-    return load_settings()
 
 
 @click.group("dashboards")
@@ -56,19 +52,17 @@ def up_cmd(bundle: Path | None) -> None:
     from aqi.services import services_up
     from aqi.services.superset import ADMIN_USER, BUNDLE_DIR, EmbeddedSuperset, admin_password
 
-    s = _settings()
+    s = load_settings()
     ensure_superset_env(echo=click.echo)
     services_up(s, echo=click.echo)
     status = EmbeddedSuperset(s).up(echo=click.echo, bundle=bundle or BUNDLE_DIR)
     click.echo(f"superset: dashboard {status['dashboard_url']}")
     click.echo(f"superset: user {ADMIN_USER}, password in {status['password_file']}")
-    # shown once per generated password (a new one is generated when the file was deleted)
     password, _ = admin_password(s)
-    shown = s.superset_home / ".admin-password-shown"
-    fingerprint = hashlib.sha256(password.encode()).hexdigest()[:16]
-    if not shown.is_file() or shown.read_text().strip() != fingerprint:
-        click.echo(f"superset: generated admin password (shown once): {password}")
-        shown.write_text(fingerprint + "\n")
+    show_once(
+        password, s.superset_home / ".admin-password-shown",
+        lambda value: click.echo(f"superset: generated admin password (shown once): {value}"),
+    )  # fmt: skip
 
 
 @dashboards_group.command("down")
@@ -76,7 +70,7 @@ def down_cmd() -> None:
     """Stop Superset's web server (PostgreSQL and the broker keep running)."""
     from aqi.services.superset import EmbeddedSuperset
 
-    EmbeddedSuperset(_settings()).down(echo=click.echo)
+    EmbeddedSuperset(load_settings()).down(echo=click.echo)
 
 
 @dashboards_group.command("status")
@@ -85,7 +79,7 @@ def status_cmd(as_json: bool) -> None:
     """Show whether Superset runs and where. Exits 3 when it does not answer."""
     from aqi.services.superset import EmbeddedSuperset
 
-    status = EmbeddedSuperset(_settings()).status()
+    status = EmbeddedSuperset(load_settings()).status()
     if as_json:
         click.echo(json.dumps(status, indent=2))
     else:
@@ -128,7 +122,7 @@ def screenshot_cmd(
     from aqi.screenshot import take_screenshot
 
     summary = take_screenshot(
-        _settings(), out, width=width, height=height, timeout_s=timeout_s,
+        load_settings(), out, width=width, height=height, timeout_s=timeout_s,
         install_browser=install_browser, echo=click.echo,
     )  # fmt: skip
     click.echo(
@@ -144,7 +138,7 @@ def role_sql_cmd() -> None:
     """
     from aqi.services.superset import reader_role_sql
 
-    click.echo(reader_role_sql(_settings()), nl=False)
+    click.echo(reader_role_sql(load_settings()), nl=False)
 
 
 if (

@@ -7,12 +7,13 @@ and the same value is reused on every later start.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["get_or_create_secret", "secret_path"]
+__all__ = ["get_or_create_secret", "secret_path", "show_once"]
 
 
 def secret_path(secrets_dir: Path, name: str) -> Path:
@@ -41,3 +42,19 @@ def get_or_create_secret(
         handle.write(value + "\n")
     os.replace(path.with_suffix(".tmp"), path)
     return value
+
+
+def show_once(secret: str, marker: Path, show: Callable[[str], None]) -> bool:
+    """Call ``show(secret)`` unless ``marker`` says this very secret was already shown.
+
+    The marker keeps a fingerprint (a truncated SHA-256), never the secret, so a password
+    that is generated anew (its file was deleted) is shown again once. Returns whether it
+    was shown.
+    """
+    fingerprint = hashlib.sha256(secret.encode()).hexdigest()[:16]
+    if marker.is_file() and marker.read_text().strip() == fingerprint:
+        return False
+    show(secret)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(fingerprint + "\n")
+    return True

@@ -138,6 +138,25 @@ def services(aq_settings: Settings) -> Iterator[dict]:
 
 
 @contextmanager
+def private_stack(root: Path) -> Iterator[dict]:
+    """`aqi services up` in a private AQ_HOME under root, `aqi services down` after.
+
+    For modules that start more on top (Airflow, Superset) and must not share the session's
+    services. Yields env, cwd, settings and the warehouse url.
+    """
+    from aqi.connections import database_url
+
+    env = isolated_env(root / "aq")
+    result = run_aqi(["services", "up"], env, root, timeout=300)
+    assert result.returncode == 0, result.stderr
+    try:
+        settings = load_settings(env, dotenv=None)
+        yield {"env": env, "cwd": root, "settings": settings, "url": database_url(settings)}
+    finally:
+        run_aqi(["services", "down"], env, root, timeout=300)
+
+
+@contextmanager
 def temporary_database(settings: Settings, prefix: str = "test") -> Iterator[str]:
     """A new, empty database on the embedded server (owned by the app role), dropped after."""
     import uuid

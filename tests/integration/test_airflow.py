@@ -18,10 +18,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import REPO_ROOT, isolated_env, run_aqi
+from conftest import REPO_ROOT, private_stack, run_aqi
 
 from aqi.config import load_settings
-from aqi.connections import database_url
 from aqi.exports import EXPORTED_TABLES
 
 pytestmark = pytest.mark.integration
@@ -32,17 +31,11 @@ GX_TASKS = {"check_raw", "check_gold"}
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """Services up in a private AQ_HOME, 2 days of 3 simulated locations on the topic."""
-    root = tmp_path_factory.mktemp("airflow_stack")
-    env = isolated_env(root / "aq")
-    result = run_aqi(["services", "up"], env, root, timeout=300)
-    assert result.returncode == 0, result.stderr
-    try:
-        result = run_aqi(["replay", "--simulate", "--locations", "3", "--days", "2"], env, root)
+    with private_stack(tmp_path_factory.mktemp("airflow_stack")) as stack:
+        args = ["replay", "--simulate", "--locations", "3", "--days", "2"]
+        result = run_aqi(args, stack["env"], stack["cwd"])
         assert result.returncode == 0, result.stderr
-        settings = load_settings(env, dotenv=None)
-        yield {"env": env, "cwd": root, "settings": settings, "url": database_url(settings)}
-    finally:
-        run_aqi(["services", "down"], env, root, timeout=300)
+        yield stack
 
 
 def _dagbag_report(env: dict[str, str], cwd: Path) -> dict:

@@ -19,11 +19,10 @@ from pathlib import Path
 import psycopg
 import pytest
 import yaml
-from conftest import isolated_env, run_aqi
+from conftest import private_stack, run_aqi
 from superset_support import Api, superset_api
 from warehouse_support import load_raw_events
 
-from aqi.config import load_settings
 from aqi.connections import database_url
 from aqi.dashboards_bundle import load_bundle
 from aqi.services.superset import BUNDLE_DIR, READER_ROLE, EmbeddedSuperset, reader_url
@@ -42,23 +41,17 @@ def _dashboards(stack: dict, *args: str, timeout: float = 600) -> subprocess.Com
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    root = tmp_path_factory.mktemp("dashboards_stack")
-    env = isolated_env(root / "aq")
-    result = run_aqi(["services", "up"], env, root, timeout=300)
-    assert result.returncode == 0, result.stderr
-    stack = {"env": env, "cwd": root, "settings": load_settings(env, dotenv=None)}
-    try:
-        stack["url"] = database_url(stack["settings"])
-        load_raw_events(stack["url"], simulate(SimulationConfig(locations=6, days=35)))
-        result = run_aqi(["dbt", "build"], env, root, timeout=600)
-        assert result.returncode == 0, result.stdout[-3000:]
-        result = _dashboards(stack, "up")
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        stack["up"] = result.stdout
-        yield stack
-    finally:
-        _dashboards(stack, "down", timeout=120)
-        run_aqi(["services", "down"], env, root, timeout=300)
+    with private_stack(tmp_path_factory.mktemp("dashboards_stack")) as stack:
+        try:
+            load_raw_events(stack["url"], simulate(SimulationConfig(locations=6, days=35)))
+            result = run_aqi(["dbt", "build"], stack["env"], stack["cwd"], timeout=600)
+            assert result.returncode == 0, result.stdout[-3000:]
+            result = _dashboards(stack, "up")
+            assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+            stack["up"] = result.stdout
+            yield stack
+        finally:
+            _dashboards(stack, "down", timeout=120)
 
 
 def _api(stack: dict) -> Api:

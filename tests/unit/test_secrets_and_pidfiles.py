@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from aqi.secrets import get_or_create_secret
+from aqi.secrets import get_or_create_secret, show_once
 from aqi.services.process import PidFile, ProcessRecord, stop_process
 
 pytestmark = pytest.mark.unit
@@ -25,6 +25,20 @@ def test_secret_is_generated_once_with_0600(tmp_path: Path) -> None:
     assert len(first) >= 24 and first not in ("admin", "password")
     assert stat.S_IMODE((secrets_dir / "x").stat().st_mode) == 0o600
     assert stat.S_IMODE(secrets_dir.stat().st_mode) == 0o700
+
+
+def test_a_generated_secret_is_shown_once_and_again_when_regenerated(tmp_path: Path) -> None:
+    secrets_dir, marker = tmp_path / "secrets", tmp_path / "home" / ".shown"
+    shown: list[str] = []
+    first = get_or_create_secret(secrets_dir, "admin")
+    assert show_once(first, marker, shown.append)
+    assert not show_once(first, marker, shown.append)
+    assert first not in marker.read_text()  # a fingerprint, never the secret
+    (secrets_dir / "admin").unlink()
+    second = get_or_create_secret(secrets_dir, "admin")
+    assert show_once(second, marker, shown.append)
+    assert not show_once(second, marker, shown.append)
+    assert shown == [first, second]
 
 
 def test_pidfile_tracks_a_live_process_and_stops_it(tmp_path: Path) -> None:
