@@ -36,7 +36,9 @@ def ensure_superset_env(echo: Callable[[str], None] = print) -> Path:
     env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(env_dir)}
     env.pop("VIRTUAL_ENV", None)  # uv would warn that it does not match the project's env
     result = subprocess.run(
-        [_uv(), "sync", "--frozen", "--no-install-project", "--project", str(project)],
+        # bytecode compiled once here: under PYTHONDONTWRITEBYTECODE every start recompiles
+        [_uv(), "sync", "--frozen", "--no-install-project", "--compile-bytecode",
+         "--project", str(project)],
         env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip
     if result.returncode != 0:
