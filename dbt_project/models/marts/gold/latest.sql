@@ -58,49 +58,37 @@ newest as (
 
 ),
 
-recent_hourly_means as (
-
-    select
-        newest.location_id,
-        newest.parameter,
-        (extract(epoch from (
-            {{ utc_hour('newest.period_end') }} - {{ utc_hour('readings.period_end') }}
-        )) / 3600)::integer + 1 as hour_index,
-        avg(readings.value::numeric) as hourly_avg
-    from newest
-    inner join measurements as readings
-        on readings.location_id = newest.location_id
-        and readings.parameter = newest.parameter
-        and readings.units = newest.units
-        and readings.period_end <= newest.period_end
-        and readings.period_end > (
-            {{ utc_hour('newest.period_end') }} - interval '11 hours'
-        ) at time zone 'UTC'
-    where newest.parameter in ('pm25', 'pm10') and newest.units = 'µg/m³'
-    group by 1, 2, 3
-
-),
-
-hours_pivoted as (
-
-    select
-        location_id,
-        parameter,
-        {% for i in range(1, 13) -%}
-        max(hourly_avg) filter (where hour_index = {{ i }}) as h{{ i }}{% if not loop.last %},{% endif %}
-        {% endfor %}
-    from recent_hourly_means
-    group by location_id, parameter
-
-),
-
+-- the 12 hourly means of the NowCast, per pair, by one index range scan each: joined to
+-- newest instead, a misestimate of newest's size (1 row) re-ran the aggregation for every pair
 with_nowcast as (
 
     select
         newest.*,
         {{ nowcast() }} as nowcast
     from newest
-    left join hours_pivoted using (location_id, parameter)
+    cross join lateral (
+        select
+            {% for i in range(1, 13) -%}
+            max(hourly_means.hourly_avg) filter (where hourly_means.hour_index = {{ i }}) as h{{ i }}{% if not loop.last %},{% endif %}
+            {% endfor %}
+        from (
+            select
+                (extract(epoch from (
+                    {{ utc_hour('newest.period_end') }} - {{ utc_hour('readings.period_end') }}
+                )) / 3600)::integer + 1 as hour_index,
+                avg(readings.value::numeric) as hourly_avg
+            from measurements as readings
+            where newest.parameter in ('pm25', 'pm10') and newest.units = 'µg/m³'
+                and readings.location_id = newest.location_id
+                and readings.parameter = newest.parameter
+                and readings.units = newest.units
+                and readings.period_end <= newest.period_end
+                and readings.period_end > (
+                    {{ utc_hour('newest.period_end') }} - interval '11 hours'
+                ) at time zone 'UTC'
+            group by 1
+        ) as hourly_means
+    ) as hours_pivoted
 
 ),
 
