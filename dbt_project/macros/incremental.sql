@@ -6,9 +6,15 @@
      reading and stamps every row it (re)writes with _processed_at = the run's time.
   2. Each downstream model remembers, in dbt_meta.watermarks, the latest _processed_at it has
      consumed. Its pre-hook deletes the slices (keys, windows, days) touched by readings
-     processed since then, its SQL recomputes exactly those slices from the current data,
-     and dbt appends them; its post-hook moves the watermark. A slice whose readings all
-     became invalid is deleted and not re-inserted.
+     processed since then, its SQL recomputes those slices from the current data, and dbt
+     appends them; its post-hook moves the watermark. A slice whose readings all became
+     invalid is deleted and not re-inserted. pm25_15min and daily_avg take, per series, the
+     whole range that holds the touched windows/days (macros/affected.sql): matching the
+     touched set instead is a join PostgreSQL misestimates into nested loops that grow with
+     the square of the new data.
+  3. Lookups into history are LATERAL subqueries with OFFSET 0: one index scan per key,
+     series or pair, whatever PostgreSQL estimates (it estimates "_processed_at > watermark"
+     at one row: its statistics only know the stamps of earlier runs).
 -#}
 
 {% macro create_watermark_table() %}
@@ -72,6 +78,22 @@
         where {% for column in key_columns -%}
             target.{{ column }} = affected.{{ column }}{% if not loop.last %} and {% endif %}
         {%- endfor %}
+    {%- else -%}
+        select 1
+    {%- endif -%}
+{%- endmacro %}
+
+{#- Pre-hook: delete this model's rows inside the ranges of the `ranges` query: rows whose
+    match_columns equal a range's and whose range_column lies in [range.first_column,
+    range.end_column). -#}
+{% macro delete_affected_ranges(match_columns, range_column, first_column, end_column, ranges_sql) -%}
+    {%- if is_incremental() -%}
+        delete from {{ this }} as target
+        using ({{ ranges_sql }}) as ranges
+        where {% for column in match_columns -%}
+            target.{{ column }} = ranges.{{ column }} and {% endfor -%}
+            target.{{ range_column }} >= ranges.{{ first_column }}
+            and target.{{ range_column }} < ranges.{{ end_column }}
     {%- else -%}
         select 1
     {%- endif -%}

@@ -7,7 +7,7 @@
             {'columns': ['location_id', 'parameter', 'units', 'local_date'], 'unique': True},
             {'columns': ['local_date']},
         ],
-        pre_hook="{{ delete_affected(['location_id', 'parameter', 'units', 'local_date'], daily_affected_days()) }}",
+        pre_hook="{{ delete_affected_ranges(['location_id', 'parameter', 'units'], 'local_date', 'first_local_date', 'end_local_date', daily_affected_ranges()) }}",
         post_hook="{{ advance_watermark(ref('int_measurements__current')) }}",
     )
 }}
@@ -24,37 +24,31 @@ with measurements as not materialized (
 ),
 
 {% if is_incremental() %}
-affected_days as (
-
-    {{ daily_affected_days() }}
-
-),
-
+-- every day of each series' affected range (macros/affected.sql) is recomputed
 affected_ranges as (
 
-    select
-        location_id,
-        parameter,
-        units,
-        -- bounds in UTC computed on this side, so the (location, parameter, period_end)
-        -- index narrows the scan to the affected days instead of the location's history
-        min(local_date::timestamp at time zone timezone) as first_instant,
-        max((local_date + 1)::timestamp at time zone timezone) as last_instant
-    from affected_days
-    group by location_id, parameter, units
+    {{ daily_affected_ranges() }}
 
 ),
 
 candidate_readings as (
 
-    select measurements.*
-    from measurements
-    inner join affected_ranges
-        on measurements.location_id = affected_ranges.location_id
-        and measurements.parameter = affected_ranges.parameter
-        and measurements.units = affected_ranges.units
-        and measurements.period_end > affected_ranges.first_instant
-        and measurements.period_end <= affected_ranges.last_instant
+    -- one range scan of the (location_id, parameter, period_end) index per series, between
+    -- the UTC bounds of its range of local days
+    select
+        affected_ranges.first_local_date,
+        affected_ranges.end_local_date,
+        series_readings.*
+    from affected_ranges
+    cross join lateral (
+        select * from measurements
+        where measurements.location_id = affected_ranges.location_id
+            and measurements.parameter = affected_ranges.parameter
+            and measurements.units = affected_ranges.units
+            and measurements.period_end > affected_ranges.first_instant
+            and measurements.period_end <= affected_ranges.last_instant
+        offset 0  -- keeps the scan per series (not pulled up into a join)
+    ) as series_readings
 
 ),
 {% else %}
@@ -76,6 +70,11 @@ readings_by_hour as (
         value,
         {{ local_hour('period_end', 'timezone') }} as local_hour
     from candidate_readings
+    {% if is_incremental() %}
+    -- a reading's own timezone decides its day: keep the range exact even if it differs
+    where ({{ local_hour('period_end', 'timezone') }})::date >= first_local_date
+        and ({{ local_hour('period_end', 'timezone') }})::date < end_local_date
+    {% endif %}
 
 ),
 
@@ -97,22 +96,6 @@ hourly_means as (
 
 ),
 
-{% if is_incremental() %}
-affected_hourly_means as (
-
-    select hourly_means.*
-    from hourly_means
-    inner join affected_days using (location_id, parameter, units, local_date)
-
-),
-{% else %}
-affected_hourly_means as (
-
-    select * from hourly_means
-
-),
-{% endif %}
-
 daily_means as (
 
     select
@@ -124,7 +107,7 @@ daily_means as (
         max(location_name) as location_name,
         avg(hourly_avg) as avg_value,
         count(*)::integer as hours_covered
-    from affected_hourly_means
+    from hourly_means
     group by location_id, parameter, units, local_date
 
 ),

@@ -4,7 +4,7 @@
         materialized='incremental',
         incremental_strategy='append',
         indexes=[{'columns': ['location_id', 'window_start'], 'unique': True}],
-        pre_hook="{{ delete_affected(['location_id', 'window_start'], pm25_affected_windows()) }}",
+        pre_hook="{{ delete_affected_ranges(['location_id'], 'window_start', 'first_window_start', 'end_window_start', pm25_affected_ranges()) }}",
         post_hook="{{ advance_watermark(ref('int_measurements__current')) }}",
     )
 }}
@@ -21,20 +21,10 @@ with measurements as not materialized (
 ),
 
 {% if is_incremental() %}
-affected_windows as (
-
-    {{ pm25_affected_windows() }}
-
-),
-
+-- every window of each location's affected range (macros/affected.sql) is recomputed
 affected_ranges as (
 
-    select
-        location_id,
-        min(window_start) as first_window_start,
-        max(window_start) + interval '15 minutes' as last_window_end
-    from affected_windows
-    group by location_id
+    {{ pm25_affected_ranges() }}
 
 ),
 
@@ -42,13 +32,16 @@ candidate_readings as (
 
     -- one range scan of the (location_id, parameter, period_end) index per location: as a
     -- plain join PostgreSQL cannot estimate the ranges and scans all of silver
-    select location_readings.*
+    select
+        affected_ranges.first_window_start,
+        affected_ranges.end_window_start,
+        location_readings.*
     from affected_ranges
     cross join lateral (
         select * from measurements
         where measurements.location_id = affected_ranges.location_id
             and measurements.period_end > affected_ranges.first_window_start
-            and measurements.period_start < affected_ranges.last_window_end
+            and measurements.period_start < affected_ranges.end_window_start
         offset 0  -- keeps the scan per location (not pulled up into a join)
     ) as location_readings
 
@@ -71,9 +64,8 @@ readings_by_window as (
     from candidate_readings
     cross join lateral {{ quarter_hours('candidate_readings.period_start', 'candidate_readings.period_end') }} as windows(window_start)
     {% if is_incremental() %}
-    inner join affected_windows
-        on affected_windows.location_id = candidate_readings.location_id
-        and affected_windows.window_start = windows.window_start
+    where windows.window_start >= candidate_readings.first_window_start
+        and windows.window_start < candidate_readings.end_window_start
     {% endif %}
 
 ),
