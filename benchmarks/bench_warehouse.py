@@ -6,8 +6,9 @@
 Loads N simulated events straight into raw.openaq_measurements of a throw-away embedded
 PostgreSQL, times a full `dbt run` of the models (no tests), then three times adds one more
 hour of data for every location and times the incremental run (the median is reported, the
-per-model times of that run go to stderr). Goal (issue): incremental <= 5% of full at 10M rows,
-growing by at most 1.5x from 1M to 10M.
+per-model times of that run go to stderr), then adds one more day for every location (a
+backfill: 24x the rows of an hour) to show that the cost follows the new data. Goal (issue):
+incremental <= 5% of full at 10M rows, growing by at most 1.5x from 1M to 10M.
 """
 
 from __future__ import annotations
@@ -77,6 +78,11 @@ def main() -> None:
             runs.append((*_dbt(settings, "run"), added))
         median = sorted(runs, key=lambda run: run[0])[1]
         incremental_s, incremental_models, per_model, added = median
+        one_day = SimulationConfig(
+            locations=locations, days=1, seed=12, end=END + timedelta(days=1, hours=3)
+        )
+        day_added = load_raw_events(url, simulate(one_day))
+        day_s, day_models, _ = _dbt(settings, "run")
         refresh_s, _, _ = _dbt(settings, "run", "--full-refresh")
     print(
         f"rows={loaded} locations={locations} days={days:.1f} load={load_s:.0f}s", file=sys.stderr
@@ -88,7 +94,7 @@ def main() -> None:
     print(f"| {loaded:,} ({locations} locations, {days:.0f} days) | {full_s:.1f} s ({full_models:.1f} s) "
           f"| {added:,} | {incremental_s:.1f} s ({incremental_models:.1f} s) "
           f"| {100 * incremental_s / full_s:.1f}% ({100 * incremental_models / full_models:.1f}%) "
-          f"| {refresh_s:.1f} s |")  # fmt: skip
+          f"| {refresh_s:.1f} s | {day_added:,}: {day_s:.1f} s ({day_models:.1f} s) |")  # fmt: skip
 
 
 if __name__ == "__main__":
