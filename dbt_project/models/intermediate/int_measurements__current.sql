@@ -7,7 +7,7 @@
             {'columns': ['sensor_id', 'period_end'], 'unique': True},
             {'columns': ['_processed_at']},
         ],
-        pre_hook="{{ record_raw_watermark() }}",
+        pre_hook=["{{ ensure_raw_statistics() }}", "{{ record_raw_watermark() }}"],
         post_hook="{{ advance_raw_watermark() }}",
     )
 }}
