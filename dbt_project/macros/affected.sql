@@ -7,17 +7,26 @@
     where changed.parameter = 'pm25' and changed.units = 'µg/m³'
 {%- endmacro %}
 
-{#- Per location, the half-open range of quarter-hours that holds all its affected windows.
-    pm25_15min recomputes (and its pre-hook deletes) every window of the range: a window in
-    the range that was not affected comes out unchanged, and no join with the affected set
-    (quadratic when PostgreSQL misestimates it) is needed. -#}
+{#- Per location, the runs of consecutive affected windows, each as a half-open range (gaps
+    and islands: consecutive windows share window_start - rank * 15 minutes). pm25_15min
+    recomputes and its pre-hook deletes whole ranges, so no join with the affected set
+    (quadratic when PostgreSQL misestimates it) is needed; a late reading and today's make two
+    small ranges, not one spanning the days between. -#}
 {% macro pm25_affected_ranges() -%}
     select
-        windows.location_id,
-        min(windows.window_start) as first_window_start,
-        max(windows.window_start) + interval '15 minutes' as end_window_start
-    from ({{ pm25_affected_windows() }}) as windows
-    group by windows.location_id
+        islands.location_id,
+        min(islands.window_start) as first_window_start,
+        max(islands.window_start) + interval '15 minutes' as end_window_start
+    from (
+        select
+            windows.location_id,
+            windows.window_start,
+            windows.window_start - interval '15 minutes' * dense_rank() over (
+                partition by windows.location_id order by windows.window_start
+            ) as island
+        from ({{ pm25_affected_windows() }}) as windows
+    ) as islands
+    group by islands.location_id, islands.island
 {%- endmacro %}
 
 {% macro daily_affected_days() -%}
@@ -30,21 +39,29 @@
     from ({{ changed_readings() }}) as changed
 {%- endmacro %}
 
-{#- Per location, parameter and units, the half-open range of local days that holds all the
-    affected days, with its UTC bounds (computed on this side, so that the (location_id,
-    parameter, period_end) index narrows the scan to the range). daily_avg recomputes (and its
-    pre-hook deletes) every day of the range, as pm25_15min does with its windows. -#}
+{#- Per location, parameter and units, the runs of consecutive affected local days, each as
+    a half-open range with its UTC bounds (computed on this side, so that the (location_id,
+    parameter, period_end) index narrows the scan to the range). daily_avg recomputes and its
+    pre-hook deletes whole ranges, as pm25_15min does with its windows. dense_rank, not
+    row_number: a day listed under two timezones stays in one range. -#}
 {% macro daily_affected_ranges() -%}
     select
-        days.location_id,
-        days.parameter,
-        days.units,
-        min(days.local_date) as first_local_date,
-        (max(days.local_date) + 1)::date as end_local_date,
-        min(days.local_date::timestamp at time zone days.timezone) as first_instant,
-        max((days.local_date + 1)::timestamp at time zone days.timezone) as last_instant
-    from ({{ daily_affected_days() }}) as days
-    group by days.location_id, days.parameter, days.units
+        islands.location_id,
+        islands.parameter,
+        islands.units,
+        min(islands.local_date) as first_local_date,
+        (max(islands.local_date) + 1)::date as end_local_date,
+        min(islands.local_date::timestamp at time zone islands.timezone) as first_instant,
+        max((islands.local_date + 1)::timestamp at time zone islands.timezone) as last_instant
+    from (
+        select
+            days.*,
+            days.local_date - (dense_rank() over (
+                partition by days.location_id, days.parameter, days.units order by days.local_date
+            ))::integer as island
+        from ({{ daily_affected_days() }}) as days
+    ) as islands
+    group by islands.location_id, islands.parameter, islands.units, islands.island
 {%- endmacro %}
 
 {#- A daily mean enters the trailing windows of its own day and the 29 days after it. -#}

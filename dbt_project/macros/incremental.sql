@@ -9,7 +9,7 @@
      processed since then, its SQL recomputes those slices from the current data, and dbt
      appends them; its post-hook moves the watermark. A slice whose readings all became
      invalid is deleted and not re-inserted. pm25_15min and daily_avg take, per series, the
-     whole range that holds the touched windows/days (macros/affected.sql): matching the
+     runs of consecutive touched windows/days as ranges (macros/affected.sql): matching the
      touched set instead is a join PostgreSQL misestimates into nested loops that grow with
      the square of the new data.
   3. Lookups into history are LATERAL subqueries with OFFSET 0: one index scan per key,

@@ -24,7 +24,7 @@ with measurements as not materialized (
 ),
 
 {% if is_incremental() %}
--- every day of each series' affected range (macros/affected.sql) is recomputed
+-- every day of each run of affected days (macros/affected.sql) is recomputed
 affected_ranges as (
 
     {{ daily_affected_ranges() }}
@@ -33,8 +33,8 @@ affected_ranges as (
 
 candidate_readings as (
 
-    -- one range scan of the (location_id, parameter, period_end) index per series, between
-    -- the UTC bounds of its range of local days
+    -- one range scan of the (location_id, parameter, period_end) index per range, between
+    -- the UTC bounds of its local days
     select
         affected_ranges.first_local_date,
         affected_ranges.end_local_date,
@@ -47,7 +47,7 @@ candidate_readings as (
             and measurements.units = affected_ranges.units
             and measurements.period_end > affected_ranges.first_instant
             and measurements.period_end <= affected_ranges.last_instant
-        offset 0  -- keeps the scan per series (not pulled up into a join)
+        offset 0  -- keeps the scan per range (not pulled up into a join)
     ) as series_readings
 
 ),

@@ -21,7 +21,7 @@ with measurements as not materialized (
 ),
 
 {% if is_incremental() %}
--- every window of each location's affected range (macros/affected.sql) is recomputed
+-- every window of each run of affected windows (macros/affected.sql) is recomputed
 affected_ranges as (
 
     {{ pm25_affected_ranges() }}
@@ -30,7 +30,7 @@ affected_ranges as (
 
 candidate_readings as (
 
-    -- one range scan of the (location_id, parameter, period_end) index per location: as a
+    -- one range scan of the (location_id, parameter, period_end) index per range: as a
     -- plain join PostgreSQL cannot estimate the ranges and scans all of silver
     select
         affected_ranges.first_window_start,
@@ -42,7 +42,7 @@ candidate_readings as (
         where measurements.location_id = affected_ranges.location_id
             and measurements.period_end > affected_ranges.first_window_start
             and measurements.period_start < affected_ranges.end_window_start
-        offset 0  -- keeps the scan per location (not pulled up into a join)
+        offset 0  -- keeps the scan per range (not pulled up into a join)
     ) as location_readings
 
 ),
