@@ -155,8 +155,12 @@ def _run_stream(options: StreamOptions, echo: Callable[[str], None]) -> int:
         else:
             writer = writer.trigger(processingTime=f"{options.trigger_seconds} seconds")
         query = writer.start()
-        _stop_on_signals(query, echo)
+        stopping = _stop_on_signals(query, echo)
         query.awaitTermination()
+        # awaitTermination returns once the stream thread ends, while query.stop() may still
+        # be cancelling its jobs; stopping Spark under it makes that call raise.
+        for thread in stopping:
+            thread.join(timeout=60)
         return batches["count"]
     finally:
         sink.close()
@@ -266,17 +270,25 @@ def _empty() -> pa.Table:
     return ARROW_SCHEMA.empty_table()
 
 
-def _stop_on_signals(query, echo: Callable[[str], None]) -> None:
-    """SIGTERM/SIGINT stop the query cleanly (the current batch is replayed at restart)."""
+def _stop_on_signals(query, echo: Callable[[str], None]) -> list[threading.Thread]:
+    """SIGTERM/SIGINT stop the query cleanly (the current batch is replayed at restart).
+
+    The stop runs in a thread (a signal handler must not block on the JVM); the returned list
+    collects those threads so the caller can wait for them before stopping Spark.
+    """
+    stopping: list[threading.Thread] = []
     if threading.current_thread() is not threading.main_thread():
-        return
+        return stopping
 
     def stop(signum: int, _frame) -> None:
         echo(f"stream: {signal.Signals(signum).name} received, stopping")
-        threading.Thread(target=query.stop, daemon=True).start()
+        thread = threading.Thread(target=query.stop, daemon=True)
+        stopping.append(thread)
+        thread.start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    return stopping
 
 
 def _java_home() -> bool:
