@@ -1,6 +1,7 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
 # Both bootstrap everything on a fresh machine: uv (into .tools/ if it is not on PATH),
-# the main environment from uv.lock, Superset's from superset/uv.lock, and a Java check.
+# the main environment from uv.lock, the JVM jars from jvm/pom.xml (Maven Central, once),
+# Superset's environment from superset/uv.lock, and a Java check.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -10,7 +11,7 @@ VENV := $(CURDIR)/.venv
 AQI := $(VENV)/bin/aqi
 PYTEST_ARGS ?=
 
-.PHONY: help uv env superset-env java-check dashboards-browser demo demo-live demo-down test test-unit test-integration services-down lint clean bench bench-warehouse
+.PHONY: help uv env jvm superset-env java-check dashboards-browser demo demo-live demo-down test test-unit test-integration services-down lint clean bench bench-warehouse
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -30,8 +31,11 @@ env: uv ## create/refresh the main environment (.venv) from uv.lock
 	@$(UV) sync --frozen --quiet --compile-bytecode
 	@echo "==> main environment ready: $(VENV)"
 
+jvm: env ## Apache Kafka + Spark's Kafka connector from Maven Central (jvm/pom.xml), once
+	@$(AQI) setup --only jvm
+
 superset-env: env ## create/refresh Superset's own environment from superset/uv.lock
-	@$(AQI) setup
+	@$(AQI) setup --only superset
 
 java-check: ## Spark needs Java 17 or newer
 	@command -v java >/dev/null 2>&1 || { echo "ERROR: Java 17+ is required for Spark and was not found on PATH. Install it, e.g.: sudo apt-get install -y openjdk-17-jre-headless" >&2; exit 1; }
@@ -41,17 +45,17 @@ java-check: ## Spark needs Java 17 or newer
 
 # make demo DEMO_ARGS="--locations 10 --days 7"   (see: .venv/bin/aqi demo --help)
 DEMO_ARGS ?=
-demo: env superset-env java-check ## the whole pipeline on simulated data, left running with its dashboards
+demo: env jvm superset-env java-check ## the whole pipeline on simulated data, left running with its dashboards
 	@$(AQI) demo $(DEMO_ARGS)
 
 # needs OPENAQ_API_KEY and one of AQ_COLLECT_LOCATIONS / AQ_COLLECT_BBOX / AQ_COLLECT_COUNTRY (.env)
-demo-live: env superset-env java-check ## the same from the real OpenAQ API, collecting and streaming on
+demo-live: env jvm superset-env java-check ## the same from the real OpenAQ API, collecting and streaming on
 	@$(AQI) demo --live $(DEMO_ARGS)
 
 demo-down: ## stop everything the demo started
 	@$(AQI) demo --down
 
-test: env superset-env java-check lint ## lint, then the whole test suite (unit + integration, real services)
+test: env jvm superset-env java-check lint ## lint, then the whole test suite (unit + integration, real services)
 	@echo "==> running the test suite: pytest"
 	@$(VENV)/bin/pytest $(PYTEST_ARGS)
 
@@ -62,7 +66,7 @@ dashboards-browser: ## Debian chromium + playwright-core for `aqi dashboards scr
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium; } || { echo "ERROR: chromium is missing: apt-get install -y chromium" >&2; exit 1; }
 	@cd superset/screenshot && npm ci --no-audit --no-fund --loglevel=error
 
-test-integration: env superset-env java-check ## only the integration tests
+test-integration: env jvm superset-env java-check ## only the integration tests
 	@$(VENV)/bin/pytest -m integration $(PYTEST_ARGS)
 
 services-down: ## stop the embedded services
@@ -75,11 +79,11 @@ lint: env ## ruff
 clean: services-down ## stop services and remove environments and AQ_HOME (./.aq)
 	rm -rf .venv superset/.venv .tools .aq superset/screenshot/node_modules
 
-bench: env ## benchmarks (results go to docs/benchmarks.md by hand, with machine and date)
+bench: env jvm java-check ## benchmarks (results go to docs/benchmarks.md by hand, with machine and date)
 	@$(VENV)/bin/python benchmarks/bench_services.py
 	@$(VENV)/bin/python benchmarks/bench_ingestion.py
 	@$(VENV)/bin/python benchmarks/bench_stream.py
 
-bench-warehouse: env ## dbt full vs incremental at 1M and 10M raw rows (~30 min; run on a quiet machine)
+bench-warehouse: env jvm ## dbt full vs incremental at 1M and 10M raw rows (~30 min; run on a quiet machine)
 	@$(VENV)/bin/python benchmarks/bench_warehouse.py --rows 1000000
 	@$(VENV)/bin/python benchmarks/bench_warehouse.py --rows 10000000

@@ -13,7 +13,16 @@ from pathlib import Path
 
 import click
 
-from aqi.config import ENV_VARS, SECRET_VARS, ConfigError, Settings, load_settings, mask_url
+from aqi.config import (
+    ENV_VARS,
+    SECRET_VARS,
+    STREAM_MAX_OFFSETS_PER_TRIGGER,
+    STREAM_TRIGGER_SECONDS,
+    ConfigError,
+    Settings,
+    load_settings,
+    mask_url,
+)
 from aqi.connections import database_url, kafka_bootstrap_servers
 from aqi.errors import AqiError
 from aqi.secrets import show_once
@@ -57,7 +66,7 @@ def cli() -> None:
 
     Configuration comes from environment variables or ./.env (see `aqi config`). With no
     AQ_DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS set, the project runs its own PostgreSQL and
-    Kafka-compatible broker on 127.0.0.1, with all state under AQ_HOME (default ./.aq).
+    Apache Kafka on 127.0.0.1, with all state under AQ_HOME (default ./.aq).
     """
 
 
@@ -103,15 +112,26 @@ def config_cmd(as_json: bool) -> None:
 
 
 @cli.command("setup")
-def setup_cmd() -> None:
-    """Create the secondary environments from their lock files (Superset's).
+@click.option(
+    "--only",
+    type=click.Choice(["jvm", "superset"]),
+    help="Only the JVM jars (jvm/pom.xml) or only Superset's environment.",
+)
+@click.option("--force", is_flag=True, help="Resolve the JVM jars again even if up to date.")
+def setup_cmd(only: str | None, force: bool) -> None:
+    """Install what the main environment (`make env`) does not: JVM jars, Superset's env.
 
-    The main environment is created by `make env` (uv sync --frozen); Superset needs its own
-    because it pins SQLAlchemy 1.4. Safe to run again: it only syncs what changed.
+    jvm: Apache Kafka's broker and Spark's Kafka connector, pinned in jvm/pom.xml, resolved
+    from Maven Central with mvn into .venv/share/aq-jvm (once; nothing is downloaded when a
+    broker or a stream starts). superset: Superset's own environment from superset/uv.lock
+    (it pins SQLAlchemy 1.4). Safe to run again: only what changed is redone.
     """
-    from aqi.environments import ensure_superset_env
+    from aqi.environments import ensure_jvm_libs, ensure_superset_env
 
-    ensure_superset_env(echo=click.echo)
+    if only in (None, "jvm"):
+        ensure_jvm_libs(echo=click.echo, force=force)
+    if only in (None, "superset"):
+        ensure_superset_env(echo=click.echo)
 
 
 # --- ingestion: aqi collect / backfill / replay / mock-api ----------------------------------
@@ -403,35 +423,38 @@ def _migrate(s: Settings) -> list[str]:
 @click.option(
     "--master",
     metavar="URL",
-    help="Spark master (default local[*]; e.g. spark://host:7077 for a cluster).",
+    help="Spark master (default local[*]; spark://host:7077 for a standalone cluster, "
+    "k8s://https://host:443 for Kubernetes).",
 )
 @click.option(
     "--trigger-seconds",
     type=click.FloatRange(min=0.1),
-    default=30.0,
+    default=STREAM_TRIGGER_SECONDS,
     show_default=True,
-    help="Processing-time trigger of the continuous stream.",
+    help="Processing-time trigger of the continuous stream: how often it looks for new "
+    "records (no records, no batch).",
 )
 @click.option(
     "--max-offsets-per-trigger",
     type=click.IntRange(min=1),
-    default=50_000,
+    default=STREAM_MAX_OFFSETS_PER_TRIGGER,
     show_default=True,
-    help="At most this many records per micro-batch.",
+    help="At most this many records per micro-batch (Spark's maxOffsetsPerTrigger).",
 )
 @click.option(
     "--starting-offsets",
     default="earliest",
     show_default=True,
     metavar="earliest|latest|JSON",
-    help="Where a new checkpoint starts reading.",
+    help='Where a new checkpoint starts reading (Spark\'s startingOffsets), e.g. '
+    '\'{"openaq.measurements": {"0": 0, "1": 42, "2": -2}}\'.',
 )
 @click.option(
     "--fail-on-data-loss/--no-fail-on-data-loss",
     default=True,
     show_default=True,
-    help="When checkpointed offsets are gone from the topic (broker restarted, topic "
-    "recreated): fail, or resume from the earliest offset.",
+    help="When checkpointed offsets are gone from the topic (deleted by retention, or the "
+    "topic was recreated): fail (Spark's failOnDataLoss), or go on from what is there.",
 )
 def stream_cmd(
     available_now,
@@ -443,12 +466,13 @@ def stream_cmd(
 ) -> None:
     """Stream Kafka into Bronze Parquet and raw.openaq_measurements, exactly once.
 
-    Reads AQ_KAFKA_TOPIC with Spark Structured Streaming, parses each record against the
-    event contract (invalid ones go to raw.openaq_quarantine with the reason), writes valid
-    events to Bronze Parquet (AQ_BRONZE_URI or AQ_HOME/bronze/openaq, partitioned by
-    event_date) and to raw.openaq_measurements, and logs per-batch metrics to
-    raw.stream_batches. Checkpoints live in AQ_HOME/checkpoints: a restart after a crash
-    neither loses nor duplicates anything. Stops cleanly on SIGTERM / Ctrl-C.
+    Reads AQ_KAFKA_TOPIC with Spark Structured Streaming and Spark's own Kafka source,
+    parses each record against the event contract in the JVM (invalid ones go to
+    raw.openaq_quarantine with the reason), writes valid events to Bronze Parquet
+    (AQ_BRONZE_URI or AQ_HOME/bronze/openaq, partitioned by event_date) and to
+    raw.openaq_measurements, and logs per-batch metrics to raw.stream_batches. Checkpoints
+    live in AQ_HOME/checkpoints: a restart after a crash neither loses nor duplicates
+    anything. Stops cleanly on SIGTERM / Ctrl-C.
     """
     from spark_streaming.job import QUERY_NAME, StreamOptions, run_stream
 
@@ -693,7 +717,7 @@ def demo_cmd(locations, days, seed, no_dashboards, no_scheduler, live, down) -> 
 
 @cli.group("services")
 def services_group() -> None:
-    """Start, stop and inspect PostgreSQL and the Kafka-compatible broker.
+    """Start, stop and inspect PostgreSQL and Apache Kafka.
 
     Embedded services listen on 127.0.0.1 only and keep their state under AQ_HOME. A service
     whose variable is set (AQ_DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS) is external: it is
@@ -702,15 +726,24 @@ def services_group() -> None:
 
 
 @services_group.command("up")
-def services_up_cmd() -> None:
+@click.option(
+    "--kafka-brokers",
+    type=click.IntRange(1, 9),
+    metavar="N",
+    help="Make the embedded Kafka a cluster of N brokers on 127.0.0.1 when it is first "
+    "created (default 1); with 3 or more, topics get replication factor N and "
+    "min.insync.replicas=2. An existing cluster keeps its size.",
+)
+def services_up_cmd(kafka_brokers: int | None) -> None:
     """Start the embedded services that are not running (idempotent).
 
-    Creates the PostgreSQL cluster, roles and databases (aq, airflow, superset) and the Kafka
-    topic on first use; recovers from a killed service (stale pid and lock files).
+    Creates the PostgreSQL cluster, roles and databases (aq, airflow, superset), formats the
+    Kafka log directories and creates the topic on first use; recovers from a killed service
+    (stale pid and lock files; Kafka recovers its log).
     """
     from aqi.services import services_up
 
-    status = services_up(settings(), echo=click.echo)
+    status = services_up(settings(), echo=click.echo, kafka_brokers=kafka_brokers)
     _print_status(status)
 
 
@@ -762,7 +795,15 @@ def _print_status(status: dict) -> None:
     click.echo(f"kafka     {state(kafka)}")
     click.echo(f"  bootstrap {kafka['bootstrap_servers']}  topic {kafka['topic']}")
     if "data_dir" in kafka:
-        click.echo(f"  broker    {kafka['broker']}, storage {kafka['data_dir']}")
+        click.echo(
+            f"  broker    {kafka['broker']}, {kafka['brokers']} node(s), "
+            f"heap {kafka['heap_per_node']} each"
+        )
+        click.echo(f"  data dir  {kafka['data_dir']}")
+        for node in kafka["nodes"] if kafka["brokers"] > 1 else []:
+            run = "running" if node["running"] else "NOT RUNNING"
+            click.echo(f"  node {node['node_id']}    {run}, pid {node['pid'] or '-'}, "
+                       f"{node['address']}, log {node['log']}")  # fmt: skip
         click.echo(f"  log       {kafka['log']}")
 
 

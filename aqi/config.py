@@ -26,6 +26,8 @@ from urllib.parse import urlsplit, urlunsplit
 __all__ = [
     "ENV_VARS",
     "SECRET_VARS",
+    "STREAM_MAX_OFFSETS_PER_TRIGGER",
+    "STREAM_TRIGGER_SECONDS",
     "ConfigError",
     "Settings",
     "load_settings",
@@ -37,6 +39,12 @@ __all__ = [
 
 DEFAULT_OPENAQ_BASE_URL = "https://api.openaq.org/v3"
 DEFAULT_KAFKA_TOPIC = "openaq.measurements"
+#: `aqi stream`: a new micro-batch at most every 2 s when records arrive, so an event is in
+#: raw a few seconds after it was produced (docs/benchmarks.md); no records, no batch
+STREAM_TRIGGER_SECONDS = 2.0
+#: `aqi stream`: records per micro-batch at most. Large batches drain a backlog fastest (a
+#: batch has a fixed cost of a few hundred ms) and 250k parsed rows fit the default memory
+STREAM_MAX_OFFSETS_PER_TRIGGER = 250_000
 
 #: Every environment variable the project reads -> (default shown to people, description).
 ENV_VARS: dict[str, tuple[str, str]] = {
@@ -57,7 +65,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     ),
     "AQ_HOME": ("./.aq", "Where data, checkpoints, logs, Bronze Parquet and secrets live."),
     "AQ_PG_PORT": ("55432", "TCP port of the embedded PostgreSQL on 127.0.0.1."),
-    "AQ_KAFKA_PORT": ("59092", "TCP port of the embedded Kafka-compatible broker on 127.0.0.1."),
+    "AQ_KAFKA_PORT": ("59092", "TCP port of the embedded Apache Kafka broker on 127.0.0.1."),
     "AQ_AIRFLOW_PORT": ("58080", "TCP port of the embedded Airflow API server / UI on 127.0.0.1."),
     "AQ_AIRFLOW_PARALLELISM": (
         "2",
@@ -81,13 +89,6 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         (
             "Where aqi stream writes Bronze Parquet: a path or an object-store URI "
             "(s3a://bucket/prefix); unset = AQ_HOME/bronze/openaq."
-        ),
-    ),
-    "AQ_KAFKA_STORAGE": (
-        "memory://tansu/",
-        (
-            "Storage engine of the embedded broker: memory://tansu/ (default, lost on restart) "
-            "or s3://bucket/ with AWS_* variables for an S3-compatible store."
         ),
     ),
 }
@@ -120,7 +121,6 @@ class Settings:
     aq_home: Path
     pg_port: int
     kafka_port: int
-    kafka_storage: str
     airflow_port: int = 58080
     airflow_parallelism: int = 2
     superset_port: int = 8088
@@ -152,6 +152,11 @@ class Settings:
     @property
     def postgres_data_dir(self) -> Path:
         return self.aq_home / "postgres" / "data"
+
+    @property
+    def kafka_dir(self) -> Path:
+        """The embedded Kafka: its layout, configuration and log directories (one per node)."""
+        return self.aq_home / "kafka"
 
     @property
     def bronze_dir(self) -> Path:
@@ -229,7 +234,6 @@ def load_settings(
         aq_home=_path("AQ_HOME", get("AQ_HOME")),
         pg_port=_int("AQ_PG_PORT", get("AQ_PG_PORT"), 1, 65535),
         kafka_port=_int("AQ_KAFKA_PORT", get("AQ_KAFKA_PORT"), 1, 65535),
-        kafka_storage=_storage("AQ_KAFKA_STORAGE", get("AQ_KAFKA_STORAGE")),
         airflow_port=_int("AQ_AIRFLOW_PORT", get("AQ_AIRFLOW_PORT"), 1, 65535),
         airflow_parallelism=_int("AQ_AIRFLOW_PARALLELISM", get("AQ_AIRFLOW_PARALLELISM"), 1, 64),
         superset_port=_int("AQ_SUPERSET_PORT", get("AQ_SUPERSET_PORT"), 1, 65535),
@@ -381,10 +385,3 @@ def _positive_float(var: str, raw: str) -> float:
     if not value > 0:
         raise ConfigError(var, f"expected a positive number, got {raw!r}")
     return value
-
-
-def _storage(var: str, raw: str) -> str:
-    scheme = urlsplit(raw).scheme
-    if scheme not in ("memory", "s3"):
-        raise ConfigError(var, f"expected memory://... or s3://..., got {raw!r}")
-    return raw

@@ -8,6 +8,9 @@ an external service is used when its variable (``AQ_DATABASE_URL``,
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from urllib.parse import quote
 
 from aqi.config import Settings
@@ -17,11 +20,16 @@ __all__ = [
     "APP_ROLE",
     "DATABASES",
     "SUPERUSER",
+    "KafkaLayout",
+    "KafkaNode",
     "app_password",
     "database_url",
     "embedded_database_url",
     "kafka_bootstrap_servers",
+    "kafka_layout_path",
+    "read_kafka_layout",
     "superuser_password",
+    "write_kafka_layout",
 ]
 
 #: role that owns the project's databases in the embedded server
@@ -53,10 +61,64 @@ def embedded_database_url(settings: Settings, database: str | None = None) -> st
 
 
 def kafka_bootstrap_servers(settings: Settings) -> str:
-    """``host:port[,...]`` of the broker: the external one if configured, else the embedded one."""
+    """``host:port[,...]`` of Kafka: the external one if configured, else the embedded one.
+
+    The embedded cluster has one broker on ``AQ_KAFKA_PORT`` unless ``aqi services up
+    --kafka-brokers N`` made it larger: then every broker of its layout is listed.
+    """
     if settings.kafka_bootstrap_servers is not None:
         return settings.kafka_bootstrap_servers
-    return f"{EMBEDDED_HOST}:{settings.kafka_port}"
+    layout = read_kafka_layout(settings)
+    ports = [settings.kafka_port]
+    if layout is not None:
+        ports += [node.broker_port for node in layout.nodes[1:]]
+    return ",".join(f"{EMBEDDED_HOST}:{port}" for port in ports)
+
+
+@dataclass(frozen=True)
+class KafkaNode:
+    """One process of the embedded Kafka: a KRaft broker and controller in one JVM.
+
+    Node 1's broker listens on ``AQ_KAFKA_PORT`` (its ``broker_port`` here is informative);
+    the other ports are chosen when the cluster is first formatted and kept, since the
+    controllers find each other by them.
+    """
+
+    node_id: int
+    broker_port: int
+    controller_port: int
+
+
+@dataclass(frozen=True)
+class KafkaLayout:
+    """The embedded Kafka cluster as formatted: its id and its nodes (1 or more)."""
+
+    cluster_id: str
+    nodes: tuple[KafkaNode, ...]
+
+
+def kafka_layout_path(settings: Settings) -> Path:
+    return settings.kafka_dir / "cluster.json"
+
+
+def read_kafka_layout(settings: Settings) -> KafkaLayout | None:
+    """The layout of the embedded Kafka in ``AQ_HOME/kafka``, or None before the first ``up``."""
+    try:
+        data = json.loads(kafka_layout_path(settings).read_text())
+        return KafkaLayout(
+            cluster_id=str(data["cluster_id"]),
+            nodes=tuple(KafkaNode(**node) for node in data["nodes"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write_kafka_layout(settings: Settings, layout: KafkaLayout) -> None:
+    path = kafka_layout_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(layout), indent=2) + "\n")
+    tmp.replace(path)
 
 
 def app_password(settings: Settings) -> str:

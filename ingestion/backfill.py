@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 
 from ingestion.events import (
     Location,
@@ -93,8 +94,13 @@ def run_backfill(
                 job_id, location, sensor.id, window_from, window_to,
                 client=client, producer=producer, state=state, progress=progress,
             )  # fmt: skip
-        state.advance(job_id, sensor.id, location.id, done_until=until, events=0, finished=True)
+        # a barrier: the sensor is finished once Kafka has every event sent for it
+        producer.send([], then=partial(
+            state.advance, job_id, sensor.id, location.id, done_until=until, events=0,
+            finished=True,
+        ))  # fmt: skip
         progress.advance()
+    producer.flush()
     return BackfillResult(job_id=job_id, resumed=resumed, sensors=len(sensors), events_sent=sent)
 
 
@@ -115,11 +121,16 @@ def _backfill_window(
     for page in client.measurements(sensor_id, window_from, window_to):
         events = [event_from_measurement(r, location, sensor, "backfill") for r in page.results]
         if events:
-            producer.send(events)  # raises unless Kafka acknowledged every event
             last_end = max(parse_utc(e["period_end"]) for e in events)
-            state.advance(job_id, sensor_id, location.id, done_until=last_end, events=len(events))
+            # the checkpoint moves only once Kafka acknowledged the page (and all before it)
+            producer.send(events, then=partial(
+                state.advance, job_id, sensor_id, location.id, done_until=last_end,
+                events=len(events),
+            ))  # fmt: skip
             sent += len(events)
             progress.add_events(len(events))
     # the window is complete even if its tail held no data: never ask for it again
-    state.advance(job_id, sensor_id, location.id, done_until=window_to, events=0)
+    producer.send([], then=partial(
+        state.advance, job_id, sensor_id, location.id, done_until=window_to, events=0
+    ))  # fmt: skip
     return sent

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 from ingestion.events import Location, event_from_latest, location_from_api, parse_utc
 from ingestion.openaq_client import OpenAQClient
@@ -93,9 +94,10 @@ def collect_cycle(
         unique = list({(e["sensor_id"], e["period_end"]): e for e in new_events}.values())
         already += len(events) - len(new_events)
         if unique:
-            producer.send(unique)
-            state.mark_sent(new_keys)
+            # remembered as sent once Kafka acknowledged them (pipelined with the next location)
+            producer.send(unique, then=partial(state.mark_sent, new_keys))
             sent += len(unique)
+    producer.flush()
     return CycleResult(len(locations), readings, sent, already)
 
 

@@ -115,7 +115,10 @@ def send_paced(
     rate_per_s: float | None = None,
     batch_size: int = 2000,
 ) -> int:
-    """Send events in acknowledged batches, at most ``rate_per_s`` a second if given."""
+    """Send events in pipelined batches, at most ``rate_per_s`` a second if given.
+
+    Returns once Kafka acknowledged every event (raises :class:`ProducerError` otherwise).
+    """
     if rate_per_s is not None:
         batch_size = max(1, min(batch_size, int(rate_per_s)))
     started = time.monotonic()
@@ -128,6 +131,7 @@ def send_paced(
             ahead = sent / rate_per_s - (time.monotonic() - started)
             if ahead > 0:
                 time.sleep(ahead)
+    producer.flush()
     return sent
 
 

@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,34 +75,44 @@ def run_aqi(
     )
 
 
+def read_partition(
+    bootstrap: str, topic: str, partition: int, start: int, end: int, timeout: float = 60
+) -> list:
+    """Every record in [start, end) of one partition, in offset order (confluent Messages)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from aqi.topics import client_config
+
+    if end <= start:
+        return []
+    consumer = Consumer(
+        client_config(bootstrap, "tests", **{"group.id": "tests", "enable.auto.commit": False})
+    )
+    records = []
+    try:
+        consumer.assign([TopicPartition(topic, partition, start)])
+        deadline = time.monotonic() + timeout
+        while (not records or records[-1].offset() < end - 1) and time.monotonic() < deadline:
+            for message in consumer.consume(num_messages=10_000, timeout=1.0):
+                if message.error() is None and message.offset() < end:
+                    records.append(message)
+    finally:
+        consumer.close()
+    return records
+
+
 def read_topic(bootstrap: str, topic: str) -> list[tuple[int, int, bytes | None, dict]]:
     """Every record of a topic as (partition, offset, key, decoded JSON value), up to its end."""
     import json
 
-    from kafka import KafkaConsumer, TopicPartition
-
     from aqi.topics import end_offsets
 
-    ends = end_offsets(bootstrap, topic)
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     records = []
-    try:
-        tps = [TopicPartition(topic, p) for p in ends]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        remaining = {tp: ends[tp.partition] for tp in tps}
-        while any(consumer.position(tp) < end for tp, end in remaining.items()):
-            batch = consumer.poll(timeout_ms=2000)
-            if not batch:
-                break
-            for tp, recs in batch.items():
-                records.extend(
-                    (tp.partition, r.offset, r.key, json.loads(r.value))
-                    for r in recs
-                    if r.offset < remaining[tp]
-                )
-    finally:
-        consumer.close()
+    for partition, end in end_offsets(bootstrap, topic).items():
+        records.extend(
+            (partition, m.offset(), m.key(), json.loads(m.value()))
+            for m in read_partition(bootstrap, topic, partition, 0, end)
+        )
     return records
 
 
@@ -138,16 +149,17 @@ def services(aq_settings: Settings) -> Iterator[dict]:
 
 
 @contextmanager
-def private_stack(root: Path) -> Iterator[dict]:
+def private_stack(root: Path, *, kafka_brokers: int = 1) -> Iterator[dict]:
     """`aqi services up` in a private AQ_HOME under root, `aqi services down` after.
 
-    For modules that start more on top (Airflow, Superset) and must not share the session's
-    services. Yields env, cwd, settings and the warehouse url.
+    For modules that start more on top (Airflow, Superset), or kill what they started, and
+    must not share the session's services. Yields env, cwd, settings and the warehouse url.
     """
     from aqi.connections import database_url
 
     env = isolated_env(root / "aq")
-    result = run_aqi(["services", "up"], env, root, timeout=300)
+    args = ["services", "up"] + (["--kafka-brokers", str(kafka_brokers)] if kafka_brokers > 1 else [])
+    result = run_aqi(args, env, root, timeout=300)
     assert result.returncode == 0, result.stderr
     try:
         settings = load_settings(env, dotenv=None)
@@ -192,19 +204,20 @@ def fresh_database(services: dict, aq_settings: Settings) -> Iterator[str]:
 
 def recreate_topic(bootstrap: str, topic: str, partitions: int) -> None:
     """Delete and recreate a topic: same name and partitions, an empty log from offset 0."""
-    import time
+    from confluent_kafka.admin import AdminClient
 
-    from kafka import KafkaAdminClient
+    from aqi.topics import KafkaUnavailable, client_config, end_offsets, ensure_topic
 
-    from aqi.topics import end_offsets, ensure_topic
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="tests")
-    try:
-        admin.delete_topics([topic])
-        deadline = time.monotonic() + 15
-        while topic in admin.list_topics() and time.monotonic() < deadline:
-            time.sleep(0.1)
-    finally:
-        admin.close()
-    assert ensure_topic(bootstrap, topic, partitions)
+    admin = AdminClient(client_config(bootstrap, "tests"))
+    admin.delete_topics([topic])[topic].result(timeout=30)
+    deadline = time.monotonic() + 30
+    created = False
+    while not created and time.monotonic() < deadline:  # deletion completes asynchronously
+        try:
+            created = ensure_topic(bootstrap, topic, partitions)
+        except KafkaUnavailable:  # "marked for deletion"
+            pass
+        if not created:
+            time.sleep(0.2)
+    assert created, f"{topic} was not recreated"
     assert end_offsets(bootstrap, topic) == dict.fromkeys(range(partitions), 0)

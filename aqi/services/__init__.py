@@ -1,4 +1,4 @@
-"""``aqi services``: the embedded PostgreSQL and broker, or the external ones configured.
+"""``aqi services``: the embedded PostgreSQL and Kafka, or the external ones configured.
 
 Public surface: :func:`services_up`, :func:`services_down`, :func:`services_status`.
 
@@ -16,29 +16,37 @@ from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import psycopg
-from kafka.errors import KafkaError
 
 from aqi.config import Settings
 from aqi.connections import database_url, kafka_bootstrap_servers
 from aqi.errors import ServiceError
 from aqi.services.kafka import EmbeddedKafka
 from aqi.services.postgres import EmbeddedPostgres
-from aqi.topics import ensure_topic, wait_for_broker
+from aqi.topics import KafkaUnavailable, ensure_topic, wait_for_broker
 
 __all__ = ["services_down", "services_status", "services_up"]
 
 Echo = Callable[[str], None]
 
 
-def services_up(settings: Settings, echo: Echo = print) -> dict:
-    """Start what is embedded and not running yet; check what is external. Idempotent."""
+def services_up(settings: Settings, echo: Echo = print, *, kafka_brokers: int | None = None) -> dict:
+    """Start what is embedded and not running yet; check what is external. Idempotent.
+
+    ``kafka_brokers``: the size of the embedded Kafka cluster when it is first created
+    (default 1); later calls keep the size it was created with.
+    """
+    if kafka_brokers is not None and not settings.embedded_kafka:
+        raise ServiceError(
+            "--kafka-brokers sizes the embedded Kafka; KAFKA_BOOTSTRAP_SERVERS names an "
+            "external one: unset one of them"
+        )
     with _lock(settings):
         if settings.embedded_postgres:
             EmbeddedPostgres(settings).up(echo)
         else:
             _check_external_postgres(settings, echo)
         if settings.embedded_kafka:
-            EmbeddedKafka(settings).up(echo)
+            EmbeddedKafka(settings, brokers=kafka_brokers).up(echo)
         else:
             _check_external_kafka(settings, echo)
     return services_status(settings)
@@ -106,7 +114,7 @@ def _check_external_kafka(settings: Settings, echo: Echo) -> None:
     try:
         wait_for_broker(servers, timeout=15)
         created = ensure_topic(servers, settings.kafka_topic, settings.kafka_partitions)
-    except KafkaError as exc:
+    except KafkaUnavailable as exc:
         raise ServiceError(f"KAFKA_BOOTSTRAP_SERVERS: {exc}") from None
     echo(
         f"kafka: external ({servers}) answers; nothing started"
@@ -126,7 +134,7 @@ def _kafka_answers(settings: Settings) -> bool:
     try:
         wait_for_broker(kafka_bootstrap_servers(settings), timeout=3)
         return True
-    except KafkaError:
+    except KafkaUnavailable:
         return False
 
 

@@ -1,8 +1,9 @@
-"""The embedded broker keeps every keyed message and the project knows where partitions end.
+"""The embedded Apache Kafka keeps every keyed message, and the producer never loses one silently.
 
-Tansu's ListOffsets answer is wrong (it reports the start of the last batch + 1), so the
-project's `aqi.topics.end_offsets` must equal what was really written, and a reader that
-trusts it must skip nothing.
+Against the session's real broker (started by `aqi services up`), with the project's one
+Kafka client (confluent-kafka): keyed messages read back by partition and offset, end offsets,
+and the pipelined producer's promise (callbacks in order, only after acknowledgement, never
+after a failure).
 """
 
 from __future__ import annotations
@@ -11,31 +12,18 @@ import uuid
 from collections import Counter, defaultdict
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from confluent_kafka import Producer
+from conftest import isolated_env, read_partition, run_aqi
 
-from aqi.topics import end_offsets, ensure_topic, topic_partitions
+from aqi.config import load_settings
+from aqi.connections import kafka_bootstrap_servers
+from aqi.services.kafka import EmbeddedKafka
+from aqi.topics import client_config, end_offsets, ensure_topic, topic_partitions
+from ingestion.producer import EventProducer, ProducerError
 
 pytestmark = pytest.mark.integration
 
 MESSAGES = 10_000
-
-
-def _read_partition(bootstrap: str, topic: str, partition: int, start: int, end: int) -> list:
-    """Every record in [start, end) of one partition, by offset."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    tp = TopicPartition(topic, partition)
-    consumer.assign([tp])
-    consumer.seek(tp, start)
-    records = []
-    try:
-        while consumer.position(tp) < end:
-            batch = consumer.poll(timeout_ms=2000)
-            if not batch:
-                break
-            records.extend(r for r in batch.get(tp, []) if r.offset < end)
-    finally:
-        consumer.close()
-    return records
 
 
 def test_10k_keyed_messages_read_back_by_partition_and_offset(services: dict) -> None:
@@ -45,21 +33,26 @@ def test_10k_keyed_messages_read_back_by_partition_and_offset(services: dict) ->
     assert ensure_topic(bootstrap, topic, 3) is False  # idempotent
     assert topic_partitions(bootstrap, topic) == [0, 1, 2]
 
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    futures = []
-    for i in range(MESSAGES):
-        key = f"sensor-{i % 97}".encode()
-        futures.append((key, i, producer.send(topic, key=key, value=f"{i}".encode())))
-    producer.flush()
     written: dict[int, dict[int, tuple[bytes, int]]] = defaultdict(dict)
-    for key, i, future in futures:
-        meta = future.get(timeout=30)
-        written[meta.partition][meta.offset] = (key, i)
-    producer.close()
+    failures = []
+
+    def delivered(err, msg) -> None:
+        if err is not None:
+            failures.append(err)
+        else:
+            written[msg.partition()][msg.offset()] = (msg.key(), int(msg.value()))
+
+    producer = Producer(client_config(bootstrap, "tests", acks="all", **{"linger.ms": 5}))
+    for i in range(MESSAGES):
+        producer.produce(topic, value=f"{i}".encode(), key=f"sensor-{i % 97}".encode(),
+                         on_delivery=delivered)  # fmt: skip
+        producer.poll(0)
+    assert producer.flush(30) == 0
+    assert failures == []
     assert sum(len(v) for v in written.values()) == MESSAGES
     assert set(written) == {0, 1, 2}, "97 keys should spread over all partitions"
 
-    # the end offsets the project relies on equal the records written
+    # the end offsets equal the records written
     ends = end_offsets(bootstrap, topic)
     assert ends == {p: max(offsets) + 1 for p, offsets in written.items()}
     assert sum(ends.values()) == MESSAGES
@@ -68,12 +61,12 @@ def test_10k_keyed_messages_read_back_by_partition_and_offset(services: dict) ->
     seen = Counter()
     key_partition: dict[bytes, set[int]] = defaultdict(set)
     for partition, end in ends.items():
-        records = _read_partition(bootstrap, topic, partition, 0, end)
-        assert [r.offset for r in records] == list(range(end))
+        records = read_partition(bootstrap, topic, partition, 0, end)
+        assert [r.offset() for r in records] == list(range(end))
         for r in records:
-            assert written[partition][r.offset] == (r.key, int(r.value))
-            seen[int(r.value)] += 1
-            key_partition[r.key].add(partition)
+            assert written[partition][r.offset()] == (r.key(), int(r.value()))
+            seen[int(r.value())] += 1
+            key_partition[r.key()].add(partition)
     assert len(seen) == MESSAGES and set(seen.values()) == {1}
     assert all(len(parts) == 1 for parts in key_partition.values()), "a key moved partitions"
 
@@ -83,11 +76,48 @@ def test_end_offsets_follow_new_writes_and_empty_partitions(services: dict) -> N
     topic = f"test.ends.{uuid.uuid4().hex[:8]}"
     ensure_topic(bootstrap, topic, 2)
     assert end_offsets(bootstrap, topic) == {0: 0, 1: 0}
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = Producer(client_config(bootstrap, "tests", acks="all"))
     for n in (1, 5, 300):
-        for i in range(n):
-            producer.send(topic, value=b"x", partition=0)
-        producer.flush()
-    producer.close()
+        for _ in range(n):
+            producer.produce(topic, value=b"x", partition=0)
+        producer.flush(10)
     assert end_offsets(bootstrap, topic) == {0: 306, 1: 0}
     assert end_offsets(bootstrap, topic, [1]) == {1: 0}
+
+
+def _events(n: int, sensor: int = 7) -> list[dict]:
+    return [{"sensor_id": sensor, "n": i} for i in range(n)]
+
+
+def test_producer_callbacks_run_in_order_after_acknowledgement(services: dict) -> None:
+    bootstrap = services["kafka"]["bootstrap_servers"]
+    topic = f"test.pipelined.{uuid.uuid4().hex[:8]}"
+    done: list[int] = []
+    with EventProducer(bootstrap, topic, partitions=3) as producer:
+        for batch in range(20):
+            producer.send(_events(500, sensor=batch), then=lambda b=batch: done.append(b))
+        producer.send([], then=lambda: done.append(-1))  # a barrier after everything
+    assert done == [*range(20), -1]
+    assert producer.sent == 20 * 500
+    assert sum(end_offsets(bootstrap, topic).values()) == 20 * 500
+
+
+def test_producer_failure_is_raised_and_no_later_callback_runs(tmp_path) -> None:
+    """A broker that dies under the producer: the send fails loudly, checkpoints stay put."""
+    env = isolated_env(tmp_path / "aq")
+    settings = load_settings(env, dotenv=None)
+    assert run_aqi(["services", "up"], env, tmp_path, timeout=300).returncode == 0
+    try:
+        bootstrap = kafka_bootstrap_servers(settings)
+        done: list[int] = []
+        producer = EventProducer(bootstrap, "test.dies", partitions=1, delivery_timeout_ms=4000)
+        producer.send(_events(100), then=lambda: done.append(1))
+        producer.flush()
+        assert done == [1]
+        EmbeddedKafka(settings).kill(1)
+        producer.send(_events(100), then=lambda: done.append(2))
+        with pytest.raises(ProducerError, match="did not acknowledge"):
+            producer.flush(timeout_s=30)
+        assert done == [1], "a callback ran for events Kafka never acknowledged"
+    finally:
+        run_aqi(["services", "down"], env, tmp_path, timeout=300)

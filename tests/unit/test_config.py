@@ -47,7 +47,6 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         ("AQ_DATABASE_URL", "postgresql://u:p@h:99999/db"),
         ("AQ_PG_PORT", "-1"),
         ("AQ_KAFKA_PORT", "http"),
-        ("AQ_KAFKA_STORAGE", "postgres://x"),
     ],
 )
 def test_invalid_value_names_the_variable(var: str, value: str) -> None:

@@ -1,0 +1,118 @@
+"""No acknowledged event is lost when Kafka dies: one broker killed, or one node of three.
+
+Each test runs its own stack (`aqi services up` in a private AQ_HOME) because it kills it:
+the real Apache Kafka the project installs, the real PostgreSQL, real Spark.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import psycopg
+import pyarrow.dataset as ds
+import pytest
+from conftest import AQI, private_stack, run_aqi
+
+from aqi.connections import kafka_bootstrap_servers
+from aqi.services.kafka import EmbeddedKafka
+from aqi.topics import end_offsets
+from ingestion.producer import EventProducer
+from ingestion.simulator import SimulationConfig, simulate
+
+pytestmark = pytest.mark.integration
+
+
+def _unique_events(count: int, seed: int) -> list[dict]:
+    """Simulated events, each (sensor, period end) once: a duplicate in raw is then an error."""
+    config = SimulationConfig(locations=60, days=30, seed=seed, duplicate_share=0)
+    events = []
+    for event in simulate(config):
+        events.append(event)
+        if len(events) == count:
+            break
+    return events
+
+
+def _raw_keys(url: str) -> Counter:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("select sensor_id, period_end from raw.openaq_measurements").fetchall()
+    return Counter((sensor, end.strftime("%Y-%m-%dT%H:%M:%SZ")) for sensor, end in rows)
+
+
+def _bronze_count(aq_home: Path) -> int:
+    folder = aq_home / "bronze" / "openaq"
+    return ds.dataset(folder, format="parquet", partitioning="hive").count_rows()
+
+
+def test_killed_broker_loses_no_acknowledged_event(tmp_path: Path) -> None:
+    with private_stack(tmp_path) as stack:
+        env, settings, url = stack["env"], stack["settings"], stack["url"]
+        events = _unique_events(30_000, seed=31)
+        bootstrap = kafka_bootstrap_servers(settings)
+        with EventProducer(bootstrap, settings.kafka_topic) as producer:
+            producer.send(events)
+        assert producer.sent == len(events)  # acknowledged (acks=all), not yet streamed
+
+        EmbeddedKafka(settings).kill(1)
+        up = run_aqi(["services", "up"], env, tmp_path, timeout=300)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "kafka: starting" in up.stdout
+        assert sum(end_offsets(bootstrap, settings.kafka_topic).values()) == len(events)
+
+        streamed = run_aqi(["stream", "--available-now"], env, tmp_path, timeout=900)
+        assert streamed.returncode == 0, streamed.stdout + streamed.stderr
+        keys = _raw_keys(url)
+        assert keys == Counter((e["sensor_id"], e["period_end"]) for e in events)
+        assert _bronze_count(settings.aq_home) == len(events)
+
+
+def test_three_brokers_one_killed_while_producing_and_streaming(tmp_path: Path) -> None:
+    """Replication factor 3, min.insync.replicas 2: a node dies mid-stream, nothing changes."""
+    with private_stack(tmp_path, kafka_brokers=3) as stack:
+        env, settings, url = stack["env"], stack["settings"], stack["url"]
+        bootstrap = kafka_bootstrap_servers(settings)
+        assert len(bootstrap.split(",")) == 3
+        events = _unique_events(120_000, seed=32)
+        stream = subprocess.Popen(
+            [AQI, "stream", "--trigger-seconds", "1"], env=env, cwd=tmp_path,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )  # fmt: skip
+        output: list[str] = []
+        reader = threading.Thread(target=lambda: output.extend(stream.stdout), daemon=True)
+        reader.start()
+        try:
+            killed = False
+            with EventProducer(bootstrap, settings.kafka_topic) as producer:
+                for start in range(0, len(events), 4_000):
+                    producer.send(events[start : start + 4_000])
+                    if not killed and start >= len(events) // 3:
+                        producer.flush()
+                        EmbeddedKafka(settings).kill(2)  # a leader of some partitions
+                        killed = True
+                    time.sleep(0.1)  # spread the load over the stream's batches
+            assert killed and producer.sent == len(events)
+
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline and stream.poll() is None:
+                if sum(_raw_keys(url).values()) >= len(events):
+                    break
+                time.sleep(2)
+            assert stream.poll() is None, "".join(output)
+            time.sleep(5)  # a batch more: anything doubled would land now
+        finally:
+            os.killpg(stream.pid, signal.SIGTERM)
+            stream.wait(timeout=120)
+        keys = _raw_keys(url)
+        assert sum(keys.values()) == len(events), "".join(output[-20:])  # 0 doubled
+        assert keys == Counter((e["sensor_id"], e["period_end"]) for e in events)  # 0 lost
+        assert _bronze_count(settings.aq_home) == len(events)
+        # the dead node comes back and the cluster is whole again
+        up = run_aqi(["services", "up"], env, tmp_path, timeout=300)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "node 2 on" in up.stdout and "node 1 already running" in up.stdout
