@@ -41,24 +41,24 @@ How the data are made (all in UTC internally, all shapes in each location's LOCA
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import json
 import math
 import random
 import re
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from functools import cache
+from functools import cache, lru_cache
+from math import cos, log, sin, sqrt
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 import yaml
 
-from ingestion.events import Location, Sensor, location_from_api, make_event
+from ingestion.events import Location, Sensor, format_utc, location_from_api, make_event
 
 __all__ = [
     "SimulationConfig",
@@ -112,6 +112,8 @@ _PARAMETER_IDS: dict[tuple[str, str], int] = {
 #: µg/m³ per ppb at 25 °C and 1 atm (molar mass / 24.45).
 _UGM3_PER_PPB = {"no2": 1.88, "o3": 1.96}
 _QUARTER = timedelta(minutes=15)
+_QUARTER_US = _QUARTER // timedelta(microseconds=1)
+_QUARTER_S = _QUARTER // timedelta(seconds=1)
 #: Upper bound of the normal delivery latency; late events are later than one hour.
 _MAX_LATENCY = timedelta(minutes=45)
 _MIN_LATE = timedelta(minutes=65)
@@ -395,90 +397,219 @@ _WEATHER_LOADING = {"pm25": 1.0, "pm10": 0.9, "no2": 0.7, "o3": -0.3}
 _WEATHER_PHI, _WEATHER_SIGMA = 0.985, 0.35  # per quarter hour: slow, strong
 _OWN_PHI, _OWN_SIGMA = 0.95, 0.15
 
+# The hot loop's view of the constants above: tuples in _POLLUTANTS order, and the AR(1)
+# innovation scales and log-normal mean correction formed once, by the same floating-point
+# operations as phi * x + sqrt(1 - phi**2) * sigma * N(0, 1) and
+# exp(noise - (sigma_weather**2 + sigma_own**2) / 2) spell out (so the same floats).
+_EPISODE_EXPONENTS = tuple(_EPISODE_EXPONENT[p] for p in _POLLUTANTS)
+_WEATHER_LOADINGS = tuple(_WEATHER_LOADING[p] for p in _POLLUTANTS)
+_WEATHER_STEP = math.sqrt(1 - _WEATHER_PHI**2) * _WEATHER_SIGMA
+_OWN_STEP = math.sqrt(1 - _OWN_PHI**2) * _OWN_SIGMA
+_LOG_BIAS = 0.5 * (_WEATHER_SIGMA**2 + _OWN_SIGMA**2)
+#: normal draws per location and quarter hour: the weather's, then each pollutant's own
+_DRAWS = 1 + len(_POLLUTANTS)
+_BATCH_QUARTERS = 32  # how far ahead a location draws its normals, at most
+_TWO_PI = 2.0 * math.pi
+
+
+def _standard_normals(rng: random.Random, count: int) -> list[float]:
+    """``count`` draws of ``rng.gauss(0, 1)`` in one call: the same numbers, in the same order.
+
+    Drawn one by one with the pure-Python ``random.gauss``, the five normals per location and
+    quarter hour cost more than the rest of the model. This is its Box-Muller step (``cos`` and
+    ``sin`` of a pair of uniforms, the ``sin`` kept as a spare in ``rng.gauss_next``, where the
+    next ``gauss`` call finds it), looped over a whole batch.
+    """
+    draws = [] if rng.gauss_next is None else [rng.gauss_next]
+    append, uniform = draws.append, rng.random
+    for _ in range((count - len(draws) + 1) // 2):
+        x2pi = uniform() * _TWO_PI
+        g2rad = sqrt(-2.0 * log(1.0 - uniform()))
+        append(cos(x2pi) * g2rad)
+        append(sin(x2pi) * g2rad)
+    rng.gauss_next = draws.pop() if len(draws) > count else None
+    return draws
+
+
+def _local_quarter(t: datetime, zone: ZoneInfo) -> tuple[int, bool]:
+    """(index 0-95 of the local quarter hour ending at ``t``, whether it is Saturday or Sunday)."""
+    local = t.astimezone(zone)
+    return (local.hour * 60 + local.minute) // 15, local.weekday() >= 5
+
 
 class _LocationAir:
-    """The 'true' quarter-hour concentrations (µg/m³) at one location, advanced in time."""
+    """The 'true' quarter-hour concentrations (µg/m³) at one location, advanced in time.
 
-    def __init__(self, site: _Site, seed: int, start: datetime) -> None:
+    :meth:`advance` runs for every location and quarter hour (about once per event), so what
+    does not change is computed up front: baseline x diurnal shape x weekend factor per local
+    quarter hour (:attr:`levels`), multiplied in the order of the model's formula so that the
+    products are the same floats. Times are integer microseconds since the epoch, the unit
+    timedelta arithmetic works in: ratios of durations come out as the same floats, without
+    creating timedelta objects.
+    """
+
+    def __init__(self, site: _Site, seed: int, start_us: int) -> None:
         profile = site.profile
         self.zone = ZoneInfo(site.location.timezone)
-        self.base = {
+        base = {
             "pm25": profile.pm25,
             "pm10": profile.pm25 * profile.pm10_ratio,
             "no2": profile.no2,
             "o3": profile.o3,
         }
+        shaped = {p: [base[p] * shape for shape in _SHAPES[p]] for p in _POLLUTANTS}
+        weekend = {p: [level * _WEEKEND[p] for level in shaped[p]] for p in _POLLUTANTS}
+        #: [weekend][local quarter] -> baseline x shape x weekend factor, per pollutant (x 1.0
+        #: on weekdays changes nothing)
+        self.levels = [list(zip(*shaped.values())), list(zip(*weekend.values()))]
         self.rng = random.Random(f"openaq-simulator-air:{seed}:{site.location.id}")
         self.episode_rate_per_hour = profile.episodes_per_day / 24
-        self.episodes: list[tuple[datetime, float, float]] = []  # start, hours, amplitude
-        self.next_episode = start + self._wait()
+        self.episodes: list[tuple[int, int, float]] = []  # start, length (µs), amplitude
+        self.next_episode = start_us + self._wait()
         self.weather = self.rng.gauss(0, _WEATHER_SIGMA)
-        self.own = {p: self.rng.gauss(0, _OWN_SIGMA) for p in _POLLUTANTS}
-        self.recent: deque[dict[str, float]] = deque(maxlen=4)  # the last hour, oldest first
+        self.own = [self.rng.gauss(0, _OWN_SIGMA) for _ in _POLLUTANTS]
+        #: pollutant -> its last hour of quarter-hour values, oldest first
+        self.recent = {p: deque[float](maxlen=4) for p in _POLLUTANTS}
+        self._recent = tuple(self.recent[p] for p in _POLLUTANTS)
+        self._batch: Iterator[tuple[float, ...]] = iter(())
 
-    def _wait(self) -> timedelta:
-        return timedelta(hours=self.rng.expovariate(self.episode_rate_per_hour))
+    def _wait(self) -> int:
+        """Microseconds to the next episode (rounded as timedelta(hours=...) rounds them)."""
+        return timedelta(hours=self.rng.expovariate(self.episode_rate_per_hour)) // _MICROSECOND
 
-    def advance(self, t: datetime) -> None:
-        """Add the quarter hour ending at ``t`` to :attr:`recent`."""
-        while self.next_episode <= t:
+    def advance(self, t_us: int, quarter: int, weekend: bool) -> None:
+        """Add the quarter hour ending at ``t_us`` (local ``quarter`` of the day) to :attr:`recent`.
+
+        Called for consecutive quarter hours, whose normal draws come in batches.
+        """
+        draws = next(self._batch, None)
+        if draws is None:
+            self._start_episodes(t_us)
+            self._batch = self._next_batch(t_us)
+            draws = next(self._batch)
+        episode = self._episode(t_us) if self.episodes else 1.0
+        self.weather = weather = _WEATHER_PHI * self.weather + _WEATHER_STEP * draws[0]
+        own = self.own
+        for i, level in enumerate(self.levels[weekend][quarter]):
+            own[i] = _OWN_PHI * own[i] + _OWN_STEP * draws[1 + i]
+            log_noise = _WEATHER_LOADINGS[i] * weather + own[i]
+            self._recent[i].append(
+                level * episode ** _EPISODE_EXPONENTS[i] * math.exp(log_noise - _LOG_BIAS)
+            )
+
+    def _start_episodes(self, t_us: int) -> None:
+        """Draw the episodes that start by ``t_us`` (each draws when the next one starts)."""
+        while self.next_episode <= t_us:
             hours = self.rng.uniform(8, 48)
             amplitude = self.rng.uniform(1.8, 4.0)
-            self.episodes.append((self.next_episode, hours, amplitude))
+            length = timedelta(hours=hours) // _MICROSECOND
+            self.episodes.append((self.next_episode, length, amplitude))
             self.next_episode += self._wait()
+
+    def _next_batch(self, t_us: int) -> Iterator[tuple[float, ...]]:
+        """The normal draws of the quarter hours from ``t_us`` on, :data:`_DRAWS` at a time.
+
+        The rng draws an episode at the first quarter hour at or after :attr:`next_episode`,
+        before that quarter hour's normals; a batch stops short of it, so every draw stays where
+        drawing quarter hour by quarter hour puts it.
+        """
+        quarters = min(-((t_us - self.next_episode) // _QUARTER_US), _BATCH_QUARTERS)
+        normals = iter(_standard_normals(self.rng, quarters * _DRAWS))
+        return zip(*[normals] * _DRAWS, strict=True)  # consecutive groups of _DRAWS
+
+    def _episode(self, t_us: int) -> float:
+        """The pollution-episode factor at ``t_us``: 1 outside the episodes."""
         episode = 1.0
-        for start, hours, amplitude in self.episodes:
-            x = (t - start) / timedelta(hours=hours)
+        for start, length, amplitude in self.episodes:
+            x = (t_us - start) / length
             if 0 <= x <= 1:
                 episode = max(episode, 1 + (amplitude - 1) * math.sin(math.pi * x))
-        self.episodes = [e for e in self.episodes if t - e[0] <= timedelta(hours=e[1])]
-
-        gauss = self.rng.gauss
-        self.weather = _WEATHER_PHI * self.weather + math.sqrt(
-            1 - _WEATHER_PHI**2
-        ) * _WEATHER_SIGMA * gauss(0, 1)
-        local = t.astimezone(self.zone)
-        quarter = (local.hour * 60 + local.minute) // 15
-        weekend = local.weekday() >= 5
-        values = {}
-        for p in _POLLUTANTS:
-            self.own[p] = _OWN_PHI * self.own[p] + math.sqrt(1 - _OWN_PHI**2) * _OWN_SIGMA * gauss(
-                0, 1
-            )
-            log_noise = _WEATHER_LOADING[p] * self.weather + self.own[p]
-            values[p] = (
-                self.base[p]
-                * _SHAPES[p][quarter]
-                * (_WEEKEND[p] if weekend else 1.0)
-                * episode ** _EPISODE_EXPONENT[p]
-                * math.exp(log_noise - 0.5 * (_WEATHER_SIGMA**2 + _OWN_SIGMA**2))
-            )
-        self.recent.append(values)
+        self.episodes = [e for e in self.episodes if t_us - e[0] <= e[1]]
+        return episode
 
 
-@dataclass
+@dataclass(slots=True)
 class _SensorState:
+    """A sensor during a run: its random streams, its state, and its constants, looked up once."""
+
     sensor: Sensor
     interval: int  # minutes
     gain: float
-    values: random.Random  # measurement noise
+    #: the draws of rng.gauss(0, 1) for its measurement noise (the rng serves nothing else)
+    noise: Iterator[float]
     ops: random.Random  # gaps, defects, delivery: kept apart so values do not depend on them
+    recent: deque[float]  # the last quarter hours of its pollutant at its location
+    period_quarters: int  # how many of them a period averages
+    divisors: tuple[float, float]  # µg/m³ -> its units (ppb: by µg/m³ per ppb; ppm: also 1000)
+    digits: int  # rounding of its units
+    outage_chance: float  # per period
+    latency: tuple[int, int]  # normal delivery latency, seconds
+    #: its event as make_event builds it: a period copies it and sets its own fields
+    event: dict[str, Any]
     silent_until: datetime | None = None
 
 
-def _reading(state: _SensorState, air: _LocationAir) -> tuple[float | None, bool, float]:
+def _sensor_state(seed: int, site: _Site, air: _LocationAir, sensor: Sensor) -> _SensorState:
+    values = random.Random(f"openaq-simulator-values:{seed}:{sensor.id}")
+    interval = site.intervals[sensor.id]
+    low, high = site.profile.latency_minutes
+    placeholder = datetime(2000, 1, 1, tzinfo=UTC)  # every period sets its own times
+    return _SensorState(
+        sensor=sensor,
+        interval=interval,
+        gain=values.uniform(0.88, 1.12),
+        noise=_normals(values),
+        ops=random.Random(f"openaq-simulator-ops:{seed}:{sensor.id}"),
+        recent=air.recent[sensor.parameter],
+        period_quarters=interval // 15,
+        divisors=_divisors(sensor.parameter, sensor.units),
+        digits=3 if sensor.units == "ppm" else 1,
+        outage_chance=_P_OUTAGE_PER_HOUR * interval / 60,
+        latency=(low * 60, high * 60),
+        event=make_event(
+            mode="simulate",
+            location=site.location,
+            sensor=sensor,
+            value=None,
+            period_start=placeholder,
+            period_end=placeholder,
+            ingested_at=placeholder,
+        ),
+    )
+
+
+def _normals(rng: random.Random) -> Iterator[float]:
+    """``rng.gauss(0, 1)``, again and again, drawn in batches (for an rng that serves nothing
+    else)."""
+    while True:
+        yield from _standard_normals(rng, 64)
+
+
+def _divisors(parameter: str, units: str) -> tuple[float, float]:
+    """µg/m³ -> ``units``: divide by both (by 1.0 is exact, so all units take the same steps)."""
+    if units == "ppb":
+        return _UGM3_PER_PPB[parameter], 1.0
+    if units == "ppm":
+        return _UGM3_PER_PPB[parameter], 1000.0
+    return 1.0, 1.0
+
+
+def _reading(state: _SensorState) -> tuple[float | None, bool, float]:
     """(value, flagged, coverage_percent) of the period that just ended."""
     ops = state.ops
-    quarters = list(air.recent)[-(state.interval // 15) :]
     coverage = 100.0
-    if len(quarters) > 1 and ops.random() < _P_PARTIAL:
-        keep = ops.randint(max(1, len(quarters) // 2), len(quarters) - 1)
-        coverage = round(100.0 * keep / len(quarters), 1)
-        quarters = ops.sample(quarters, keep)
-    parameter = state.sensor.parameter
-    ugm3 = sum(q[parameter] for q in quarters) / len(quarters)
-    ugm3 *= state.gain * math.exp(state.values.gauss(0, 0.06))
-    value = _convert(parameter, state.sensor.units, ugm3)
+    if state.period_quarters == 1:  # the mean of one quarter hour is its value
+        ugm3 = state.recent[-1]
+    else:
+        quarters = list(state.recent)[-state.period_quarters :]
+        if len(quarters) > 1 and ops.random() < _P_PARTIAL:
+            keep = ops.randint(max(1, len(quarters) // 2), len(quarters) - 1)
+            coverage = round(100.0 * keep / len(quarters), 1)
+            quarters = ops.sample(quarters, keep)
+        ugm3 = sum(quarters) / len(quarters)
+    ugm3 *= state.gain * math.exp(next(state.noise) * 0.06)
+    per_unit, per_mille = state.divisors
+    value = round(ugm3 / per_unit / per_mille, state.digits)
 
     r = ops.random()
     if r < _P_NULL:
@@ -488,32 +619,25 @@ def _reading(state: _SensorState, air: _LocationAir) -> tuple[float | None, bool
         return _SENTINEL, False, coverage
     r -= _P_SENTINEL
     if r < _P_SPIKE:  # a glitch nobody flagged: 20-60 times the real value
-        return _round(state.sensor.units, value * ops.uniform(20, 60)), False, coverage
+        return round(value * ops.uniform(20, 60), state.digits), False, coverage
     r -= _P_SPIKE
     return value, r < _P_FLAGGED, coverage
 
 
-def _convert(parameter: str, units: str, ugm3: float) -> float:
-    if units == "ppb":
-        return _round(units, ugm3 / _UGM3_PER_PPB[parameter])
-    if units == "ppm":
-        return _round(units, ugm3 / _UGM3_PER_PPB[parameter] / 1000)
-    return _round(units, ugm3)
-
-
-def _round(units: str, value: float) -> float:
-    return round(value, 3 if units == "ppm" else 1)
-
-
 # --- the stream -------------------------------------------------------------------------------
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SECOND = timedelta(seconds=1)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def simulate(config: SimulationConfig) -> Iterator[dict[str, Any]]:
     """Yield the simulated events in ingestion order (``ingested_at`` never decreases).
 
     A generator with memory bounded by the delivery window, not by the span: each quarter hour
-    of the span is simulated in turn and its events wait in a heap until the simulated clock
-    passes their delivery time (late events wait there for hours to days).
+    of the span is simulated in turn and its events wait, by the quarter hour of their delivery,
+    until the simulated clock passes it (late events wait there for hours to days). Delivery
+    times are whole seconds, kept as integer seconds since the epoch.
     """
     end = (config.end or datetime.now(UTC).replace(minute=0, second=0, microsecond=0)).astimezone(
         UTC
@@ -523,109 +647,151 @@ def simulate(config: SimulationConfig) -> Iterator[dict[str, Any]]:
     # a span ending now holds what a collector has received so far, nothing from the future;
     # the cut is applied to the deterministic stream of `end` (the draws never depend on it)
     cutoff = horizon if config.end is not None else min(horizon, datetime.now(UTC))
+    cutoff_s = (cutoff - _EPOCH) // _SECOND  # floored: deliveries are whole seconds
     sites = _sites(config.locations)
     first = _ceil_quarter(start - _WARM_UP)
-    airs = [_LocationAir(site, config.seed, first) for site in sites]
-    sensors = [
-        [
-            _sensor_state(config.seed, sensor, site.intervals[sid])
-            for sid, sensor in site.location.sensors.items()
-        ]
-        for site in sites
+    airs = [_LocationAir(site, config.seed, (first - _EPOCH) // _MICROSECOND) for site in sites]
+    states = [
+        _sensor_state(config.seed, site, air, sensor)
+        for site, air in zip(sites, airs, strict=True)
+        for sensor in site.location.sensors.values()
     ]
-    pending: list[tuple[datetime, int, dict[str, Any]]] = []
-    sequence = itertools.count()
+    # UTC minute of the day of a quarter hour -> the sensors whose period ends then, in order
+    due = {
+        minute: [state for state in states if minute % state.interval == 0]
+        for minute in range(0, 24 * 60, 15)
+    }
+    zones = {air.zone for air in airs}
+    # quarter hour (index since the epoch) -> the deliveries by its end, in the order made
+    inbox: defaultdict[int, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
 
     t = first
     while t <= end:
-        minute_of_day = (t.hour * 60) + t.minute
-        for site, air, states in zip(sites, airs, sensors, strict=True):
-            air.advance(t)
-            if t <= start:
-                continue
-            for state in states:
-                if minute_of_day % state.interval:
-                    continue
-                for delivered, event in _deliveries(config, site, state, air, t, horizon):
-                    if delivered <= cutoff:
-                        heapq.heappush(pending, (delivered, next(sequence), event))
-        while pending and pending[0][0] <= t:
-            yield heapq.heappop(pending)[2]
+        t_s = (t - _EPOCH) // _SECOND
+        now = t_s // _QUARTER_S
+        # locations share time zones: one conversion per zone, not per location
+        local = {zone: _local_quarter(t, zone) for zone in zones}
+        for air in airs:
+            air.advance(t_s * 1_000_000, *local[air.zone])
+        if t > start:
+            for state in due[t.hour * 60 + t.minute]:
+                for delivery in _deliveries(config, state, t, t_s, horizon):
+                    if delivery[0] <= cutoff_s:
+                        inbox[max(now, -(-delivery[0] // _QUARTER_S))].append(delivery)
+        yield from _in_order(inbox.pop(now, []))
         t += _QUARTER
-    while pending:
-        yield heapq.heappop(pending)[2]
+    for quarter in sorted(inbox):
+        yield from _in_order(inbox[quarter])
 
 
-def _sensor_state(seed: int, sensor: Sensor, interval: int) -> _SensorState:
-    values = random.Random(f"openaq-simulator-values:{seed}:{sensor.id}")
-    return _SensorState(
-        sensor=sensor,
-        interval=interval,
-        gain=values.uniform(0.88, 1.12),
-        values=values,
-        ops=random.Random(f"openaq-simulator-ops:{seed}:{sensor.id}"),
-    )
+def _in_order(deliveries: list[tuple[int, dict[str, Any]]]) -> Iterator[dict[str, Any]]:
+    """The events by delivery time; ties in the order they were made (the sort is stable)."""
+    deliveries.sort(key=_delivery_time)
+    return map(_delivery_event, deliveries)
+
+
+_delivery_time, _delivery_event = itemgetter(0), itemgetter(1)
 
 
 def _deliveries(
     config: SimulationConfig,
-    site: _Site,
     state: _SensorState,
-    air: _LocationAir,
     period_end: datetime,
+    period_end_s: int,
     horizon: datetime,
-) -> list[tuple[datetime, dict[str, Any]]]:
-    """The deliveries of one sensor's period: none (a gap), one, or two (a duplicate)."""
+) -> tuple[tuple[int, dict[str, Any]], ...]:
+    """The deliveries (epoch seconds, event) of one sensor's period: none (a gap), one, or two
+    (a duplicate)."""
     ops = state.ops
     if state.silent_until is not None and period_end < state.silent_until:
-        return []
-    if ops.random() < _P_OUTAGE_PER_HOUR * state.interval / 60:
+        return ()
+    if ops.random() < state.outage_chance:
         hours = ops.uniform(1, 4) if ops.random() < 0.7 else ops.uniform(6, 30)
         state.silent_until = period_end + timedelta(hours=hours)
-        return []
+        return ()
     if ops.random() < _P_DROP:
-        return []
-    value, flagged, coverage = _reading(state, air)
+        return ()
+    value, flagged, coverage = _reading(state)
 
-    low, high = site.profile.latency_minutes
-    delivered = period_end + timedelta(seconds=ops.randint(low * 60, high * 60))
+    delivered = period_end_s + _randint(ops, *state.latency)
     if ops.random() < config.late_share:
-        delay = _log_uniform(ops, _MIN_LATE, _MAX_LATE)
-        room = horizon - period_end
-        if delay > room > _MIN_LATE:
-            delay = timedelta(
-                seconds=ops.randint(int(_MIN_LATE.total_seconds()), int(room.total_seconds()))
-            )
-        if delay <= room:
-            delivered = period_end + delay
-    times = [delivered]
+        delivered = _late(ops, period_end, horizon, delivered)
+    # what make_event sets for this period, set in place (so the key order stays)
+    event = state.event.copy()
+    event["ingested_at"] = _utc_text(delivered)
+    event["value"] = value
+    event["period_start"], event["period_end"] = _period_texts(period_end_s, state.interval)
+    event["flagged"] = flagged
+    event["coverage_percent"] = coverage
     if ops.random() < config.duplicate_share:
-        resend = delivered + _log_uniform(ops, timedelta(minutes=2), timedelta(hours=6))
-        if resend > horizon and horizon - delivered >= timedelta(minutes=1):
-            resend = delivered + timedelta(
-                seconds=ops.randint(60, int((horizon - delivered).total_seconds()))
-            )
-        if resend <= horizon:
-            times.append(resend)
+        resend = _resend(ops, delivered, horizon)
+        if resend is not None:
+            again = event.copy()
+            again["ingested_at"] = _utc_text(resend)
+            return (delivered, event), (resend, again)
+    return ((delivered, event),)
 
-    period_start = period_end - timedelta(minutes=state.interval)
-    return [
-        (
-            at,
-            make_event(
-                mode="simulate",
-                location=site.location,
-                sensor=state.sensor,
-                value=value,
-                period_start=period_start,
-                period_end=period_end,
-                flagged=flagged,
-                coverage_percent=coverage,
-                ingested_at=at,
-            ),
+
+def _late(ops: random.Random, period_end: datetime, horizon: datetime, normal: int) -> int:
+    """When a late event is delivered (epoch seconds): hours to days after its period, but by
+    ``horizon``; ``normal`` if not even the shortest late delay fits."""
+    delay = _log_uniform(ops, _MIN_LATE, _MAX_LATE)
+    room = horizon - period_end
+    if delay > room > _MIN_LATE:
+        delay = timedelta(
+            seconds=ops.randint(int(_MIN_LATE.total_seconds()), int(room.total_seconds()))
         )
-        for at in times
-    ]
+    if delay <= room:
+        return (period_end + delay - _EPOCH) // _SECOND
+    return normal
+
+
+def _resend(ops: random.Random, delivered_s: int, horizon: datetime) -> int | None:
+    """When a delivery at ``delivered_s`` is sent again (epoch seconds), minutes to hours later,
+    or None if that would be after ``horizon``."""
+    delivered = _EPOCH + delivered_s * _SECOND
+    resend = delivered + _log_uniform(ops, timedelta(minutes=2), timedelta(hours=6))
+    if resend > horizon and horizon - delivered >= timedelta(minutes=1):
+        resend = delivered + timedelta(
+            seconds=ops.randint(60, int((horizon - delivered).total_seconds()))
+        )
+    return (resend - _EPOCH) // _SECOND if resend <= horizon else None
+
+
+def _randint(rng: random.Random, low: int, high: int) -> int:
+    """``rng.randint(low, high)``: the same draw (CPython's ``_randbelow_with_getrandbits``),
+    without ``randrange``'s argument checks, which cost more than the draw."""
+    n = high - low + 1
+    k = n.bit_length()
+    r = rng.getrandbits(k)
+    while r >= n:
+        r = rng.getrandbits(k)
+    return low + r
+
+
+@lru_cache(maxsize=8)
+def _period_texts(period_end_s: int, minutes: int) -> tuple[str, str]:
+    """The formatted start and end of a period: the sensors of an interval all share them."""
+    return _utc_text(period_end_s - 60 * minutes), _utc_text(period_end_s)
+
+
+_SECOND_TEXTS = tuple(f"{second:02d}Z" for second in range(60))
+
+
+def _utc_text(seconds: int) -> str:
+    """:func:`format_utc` of the instant ``seconds`` (whole) after the epoch.
+
+    Each event has its own ``ingested_at``, but those of a quarter hour fall within a few dozen
+    minutes: the minute's text is cached, the second's appended.
+    """
+    minute, second = divmod(seconds, 60)
+    return _minute_text(minute) + _SECOND_TEXTS[second]
+
+
+@lru_cache(maxsize=1024)
+def _minute_text(minute: int) -> str:
+    """``2024-01-02T03:04:`` for the minute ``minute`` minutes after the epoch."""
+    return format_utc(_EPOCH + timedelta(minutes=minute))[:-3]
 
 
 def _log_uniform(rng: random.Random, low: timedelta, high: timedelta) -> timedelta:

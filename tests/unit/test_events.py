@@ -7,7 +7,7 @@ code under test.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -270,6 +270,37 @@ def test_utc_parsing_and_formatting() -> None:
     assert format_utc(parse_utc("2024-01-01T00:00:00+00:00")) == "2024-01-01T00:00:00Z"
     with pytest.raises(ValueError):
         parse_utc("2024-01-01T00:00:00")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
+        datetime(2024, 1, 2, 3, 4, 5, 60, tzinfo=UTC),
+        datetime(2024, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2025, 3, 30, 2, 30, tzinfo=ZoneInfo("Europe/Paris")),  # skipped by DST
+        datetime(2025, 11, 2, 1, 30, fold=1, tzinfo=ZoneInfo("America/Denver")),
+        datetime(2025, 1, 1, 5, 45, 0, 1, tzinfo=timezone(timedelta(hours=5, minutes=45))),
+        datetime(1000, 1, 1, tzinfo=UTC),
+        datetime(999, 12, 31, 23, 59, 59, tzinfo=UTC),  # strftime's own (unpadded) year
+        datetime(9999, 12, 31, 23, 59, 59, 1, tzinfo=UTC),
+    ],
+)
+def test_format_utc_is_the_strftime_format(value: datetime) -> None:
+    utc = value.astimezone(UTC)
+    expected = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    if utc.microsecond:
+        expected += f".{utc.microsecond:06d}"
+    assert format_utc(value) == expected + "Z"
+
+
+def test_format_utc_of_a_datetime_subclass_keeps_its_own_fields() -> None:
+    class Stamp(datetime):
+        def isoformat(self, *args: object, **kwargs: object) -> str:
+            return "not used"
+
+    stamp = Stamp(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
+    assert format_utc(stamp) == "2024-05-06T07:08:09Z"
 
 
 def test_schema_file_is_valid_draft_2020_12() -> None:

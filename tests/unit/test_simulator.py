@@ -6,9 +6,11 @@ the simulator's internals, from the events alone, the way the dbt models will se
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import itertools
 import json
+import random
 import statistics
 import tracemalloc
 from collections import defaultdict
@@ -18,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from ingestion.events import parse_utc, validate_event
+from ingestion.events import format_utc, make_event, parse_utc, validate_event
 from ingestion.simulator import SimulationConfig, simulate, simulation_locations
 
 pytestmark = pytest.mark.unit
@@ -156,6 +158,89 @@ def test_default_end_is_now_floored_to_the_hour() -> None:
 def test_invalid_config_is_refused(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         SimulationConfig(**kwargs)
+
+
+def test_stream_is_pinned_byte_for_byte() -> None:
+    """A digest of one stream (across a DST change, with late and duplicated deliveries),
+    recorded before the simulator was made fast: its shortcuts must not change a byte.
+
+    A deliberate change of the model changes the digest: record the new one then.
+    """
+    config = SimulationConfig(
+        locations=12,
+        days=2,
+        seed=7,
+        end=datetime(2025, 11, 3, 6, tzinfo=UTC),
+        late_share=0.1,
+        duplicate_share=0.05,
+    )
+    events = list(simulate(config))
+    text = json.dumps(events, ensure_ascii=False, separators=(",", ":"))
+    assert len(events) == 2913
+    assert (
+        hashlib.sha256(text.encode()).hexdigest()
+        == "efff8a42876653185ee71da000f5e0515b5e8ffe9d8ffd7fb756c301bfd823d7"
+    )
+
+
+def test_each_event_is_what_make_event_builds(big_events) -> None:
+    """The simulator copies make_event's event of a sensor and sets a period's fields in it:
+    that must stay what make_event itself builds, key order and value types included."""
+    locations = {loc.id: loc for loc in simulation_locations(BIG)}
+    for e in big_events[::5]:
+        location = locations[e["location_id"]]
+        built = make_event(
+            mode="simulate",
+            location=location,
+            sensor=location.sensors[e["sensor_id"]],
+            value=e["value"],
+            period_start=parse_utc(e["period_start"]),
+            period_end=parse_utc(e["period_end"]),
+            flagged=e["flagged"],
+            coverage_percent=e["coverage_percent"],
+            ingested_at=parse_utc(e["ingested_at"]),
+        )
+        assert json.dumps(e, ensure_ascii=False) == json.dumps(built, ensure_ascii=False)
+
+
+# --- the simulator's shortcuts against the random module -----------------------------------------
+# The simulator draws from Python's random module through shortcuts that must give the very
+# same numbers (and leave each generator in the same state), or the stream would change.
+
+
+@pytest.mark.parametrize("seed", [1, 42, "openaq-simulator-air:1:17"])
+def test_batched_normals_are_the_gauss_draws(seed: int | str) -> None:
+    from ingestion.simulator import _normals, _standard_normals
+
+    batched, single = random.Random(seed), random.Random(seed)
+    for count in (0, 1, 5, 5, 2, 7, 64, 3):  # with and without a spare left by the last call
+        assert _standard_normals(batched, count) == [single.gauss(0, 1) for _ in range(count)]
+        assert batched.getstate() == single.getstate()
+        batched.random(), single.random()  # other draws in between keep them in step
+    stream, single = _normals(random.Random(seed)), random.Random(seed)
+    assert list(itertools.islice(stream, 200)) == [single.gauss(0, 1) for _ in range(200)]
+
+
+@pytest.mark.parametrize("seed", [1, "openaq-simulator-ops:42:35"])
+def test_randint_is_the_random_module_randint(seed: int | str) -> None:
+    from ingestion.simulator import _randint
+
+    fast, slow = random.Random(seed), random.Random(seed)
+    for low, high in [(240, 720), (600, 2400), (0, 0), (7, 8), (3900, 259_200), (1, 2**40)] * 50:
+        assert _randint(fast, low, high) == slow.randint(low, high)
+    assert fast.getstate() == slow.getstate()
+
+
+#: midnight, a minute's end, a day's end, 2025's last second, before 1970, year 702, year 9999
+SECONDS = [0, 59, 86_399, 1_767_225_599, -1, -40_000_000_000, 253_402_300_799]
+
+
+@pytest.mark.parametrize("seconds", SECONDS)
+def test_delivery_times_are_formatted_by_format_utc(seconds: int) -> None:
+    from ingestion.simulator import _utc_text
+
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    assert _utc_text(seconds) == format_utc(epoch + timedelta(seconds=seconds))
 
 
 # --- locations and sensors ----------------------------------------------------------------------
