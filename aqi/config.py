@@ -27,6 +27,7 @@ __all__ = [
     "ENV_VARS",
     "SECRET_VARS",
     "STREAM_MAX_OFFSETS_PER_TRIGGER",
+    "STREAM_MAX_RECORDS_PER_TASK",
     "STREAM_TRIGGER_SECONDS",
     "ConfigError",
     "Settings",
@@ -45,6 +46,10 @@ STREAM_TRIGGER_SECONDS = 2.0
 #: `aqi stream`: records per micro-batch at most. Large batches drain a backlog fastest (a
 #: batch has a fixed cost of a few hundred ms) and 250k parsed rows fit the default memory
 STREAM_MAX_OFFSETS_PER_TRIGGER = 250_000
+#: `aqi stream`: a Kafka partition's share of a batch is split into Spark tasks of at most
+#: this many records (Spark's maxRecordsPerPartition), so a large batch keeps every core busy
+#: and one task's JVM parsing overlaps another's writing to PostgreSQL (docs/benchmarks.md)
+STREAM_MAX_RECORDS_PER_TASK = 40_000
 
 #: Every environment variable the project reads -> (default shown to people, description).
 ENV_VARS: dict[str, tuple[str, str]] = {

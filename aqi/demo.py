@@ -3,12 +3,11 @@
 Each step is the ``aqi`` command a person would type (run as a child process, output shown),
 so the demo is a script of the product rather than a second implementation of it:
 
-1. ``aqi services up`` - PostgreSQL and the broker;
+1. ``aqi services up`` - PostgreSQL and Apache Kafka;
 2. ``aqi replay --simulate`` - the history (30 days x 25 locations by default) on Kafka, once;
    a later run only adds the hours since the previous one (the dashboards stay current);
-3. ``aqi stream --available-now --no-fail-on-data-loss`` - into Bronze and raw. The embedded
-   broker keeps its log in memory, so after a restart the checkpoint points past the new log;
-   resuming from the new log is loss-free (raw is keyed on Kafka coordinates + timestamp);
+3. ``aqi stream --available-now`` - into Bronze and raw (Kafka keeps its log on disk, so
+   what a first demo put on the topic and did not stream yet is still there after a restart);
 4. ``aqi airflow run-once`` - openaq_elt: GX gate on raw, dbt, GX gate on gold, CSV exports;
 5. ``aqi dashboards up`` - Superset with the "Air quality" dashboard;
 6. ``aqi airflow up`` - the scheduler, so openaq_elt keeps running every 15 minutes.
@@ -60,7 +59,7 @@ class DemoOptions:
 #: the background commands of ``--live``: name -> aqi arguments
 LIVE_WORKERS = {
     "collect": ["collect"],
-    "stream": ["stream", "--no-fail-on-data-loss"],
+    "stream": ["stream"],
 }
 
 
@@ -73,7 +72,7 @@ def run_demo(settings: Settings, options: DemoOptions, echo: Echo = print) -> No
     else:
         history = ("simulated OpenAQ history onto Kafka", lambda: _replay(settings, options, echo))
     steps: list[tuple[str, Callable[[], None]]] = [
-        ("services: PostgreSQL and the Kafka-compatible broker", lambda: _services(settings, echo)),
+        ("services: PostgreSQL and Apache Kafka", lambda: _services(settings, echo)),
         history,
         ("stream: Kafka -> Bronze Parquet + raw.openaq_measurements", lambda: _drain(settings, echo)),
         (
@@ -143,7 +142,7 @@ def _drain(settings: Settings, echo: Echo) -> None:
     if stream_is_running(settings.checkpoints_dir / QUERY_NAME):
         echo("    a long-running aqi stream is already streaming the topic")
         return
-    _aqi(["stream", "--available-now", "--no-fail-on-data-loss"], echo)
+    _aqi(["stream", "--available-now"], echo)
 
 
 def _worker_pidfile(settings: Settings, name: str) -> PidFile:

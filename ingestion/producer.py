@@ -18,13 +18,13 @@ Public surface: :class:`EventProducer`, :func:`producer_from_settings`, :class:`
 
 from __future__ import annotations
 
-import json
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Self
 
+import orjson
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from aqi.config import Settings
@@ -35,8 +35,6 @@ from ingestion.events import event_key
 
 __all__ = ["EventProducer", "ProducerError", "encode_event", "producer_from_settings"]
 
-#: compact UTF-8 JSON, built once (json.dumps with options builds an encoder per call)
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 #: how long a record may wait for its acknowledgement (librdkafka retries inside it)
 DELIVERY_TIMEOUT_MS = 120_000
 
@@ -46,8 +44,13 @@ class ProducerError(AqiError):
 
 
 def encode_event(event: dict[str, Any]) -> bytes:
-    """Compact UTF-8 JSON (units such as µg/m³ stay readable)."""
-    return _ENCODER.encode(event).encode()
+    """Compact UTF-8 JSON (units such as µg/m³ stay readable), by orjson.
+
+    orjson writes the same JSON as ``json.dumps(..., ensure_ascii=False, separators=(",",
+    ":"))`` for events, about ten times faster; a NaN or infinity (never in an event the
+    project builds) would become ``null`` rather than the invalid JSON ``json`` writes.
+    """
+    return orjson.dumps(event)
 
 
 @dataclass

@@ -1,19 +1,20 @@
 """``aqi stream``: Kafka -> parse -> Bronze Parquet + raw PostgreSQL, exactly once.
 
-The source is Spark's built-in ``kafka`` format when its connector jar is on the classpath
-(docker-compose.yml loads it through ``spark.jars.packages``), else the project's Python data
-source ``kafka_py`` with the same columns; the choice is logged and nothing downstream differs.
-(The two write different offsets to the checkpoint: one checkpoint is used by one of them.)
-Records are parsed on the executors (:func:`spark_streaming.parse.parse_batches`), then each
-micro-batch is written by :func:`handle_batch` to idempotent sinks (see
+The source is Spark's own Kafka source (``format("kafka")``; its connector jars come from
+``jvm/spark/pom.xml`` and are loaded from disk by :mod:`spark_streaming.session`), so
+``startingOffsets``, ``maxOffsetsPerTrigger``, ``failOnDataLoss`` and ``availableNow`` are
+Spark's own. Records are parsed in the JVM (:func:`spark_streaming.parse.parse_records`), then
+each micro-batch is written by :func:`handle_batch` to idempotent sinks (see
 :mod:`spark_streaming.sinks`), so a batch Spark replays after a crash changes nothing.
 
-Public surface: :class:`StreamOptions`, :func:`run_stream`, :func:`handle_batch`.
+Public surface: :class:`StreamOptions`, :func:`run_stream`, :func:`handle_batch`,
+:func:`checkpoint_lock`, :func:`stream_is_running`, :func:`check_starting_offsets`.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import shutil
@@ -26,19 +27,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.compute as pc
+from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 
+from aqi.config import (
+    STREAM_MAX_OFFSETS_PER_TRIGGER,
+    STREAM_MAX_RECORDS_PER_TASK,
+    STREAM_TRIGGER_SECONDS,
+)
 from aqi.errors import AqiError
 from aqi.topics import end_offsets
-from spark_streaming.parse import ARROW_SCHEMA, PARSED_SCHEMA, parse_batches
-from spark_streaming.sinks import BatchMetrics, PostgresSink, write_bronze
+from spark_streaming.parse import parse_records
+from spark_streaming.sinks import SUMMARY_SCHEMA, BatchMetrics, PostgresSink, write_partition
 
 __all__ = [
     "QUERY_NAME",
     "StreamOptions",
+    "check_starting_offsets",
     "checkpoint_lock",
     "handle_batch",
     "run_stream",
@@ -47,6 +52,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 QUERY_NAME = "openaq_raw"
+SOURCE = "kafka"
 
 
 @dataclass(frozen=True)
@@ -60,8 +66,8 @@ class StreamOptions:
     checkpoint_dir: Path
     master: str | None = None
     available_now: bool = False
-    trigger_seconds: float = 30.0
-    max_offsets_per_trigger: int | None = 50_000
+    trigger_seconds: float = STREAM_TRIGGER_SECONDS
+    max_offsets_per_trigger: int | None = STREAM_MAX_OFFSETS_PER_TRIGGER
     starting_offsets: str = "earliest"
     fail_on_data_loss: bool = True
     query_name: str = QUERY_NAME
@@ -73,8 +79,37 @@ def run_stream(options: StreamOptions, echo: Callable[[str], None] = print) -> i
         raise AqiError(
             "Spark needs Java 17+: install it (e.g. apt-get install openjdk-17-jre-headless)"
         )
+    check_starting_offsets(options.starting_offsets, options.topic)
     with checkpoint_lock(options.checkpoint_dir):
+        _refuse_python_source_checkpoint(options.checkpoint_dir, options.bronze_path)
         return _run_stream(options, echo)
+
+
+def check_starting_offsets(value: str, topic: str) -> None:
+    """``earliest``, ``latest`` or Spark's JSON (``{"topic": {"0": 42, ...}}``), else AqiError.
+
+    Checked before Spark starts so that a typo is one line, not a Spark stack trace.
+    """
+    if value in ("earliest", "latest"):
+        return
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = None
+    ok = (
+        isinstance(parsed, dict)
+        and set(parsed) == {topic}
+        and isinstance(parsed[topic], dict)
+        and all(
+            str(p).isdigit() and isinstance(o, int) and not isinstance(o, bool) and o >= -2
+            for p, o in parsed[topic].items()
+        )
+    )
+    if not ok:
+        raise AqiError(
+            f"--starting-offsets: expected earliest, latest or JSON like "
+            f'\'{{"{topic}": {{"0": 0, "1": 42}}}}\' (-2 = earliest, -1 = latest), got {value!r}'
+        )
 
 
 @contextmanager
@@ -132,12 +167,12 @@ def _run_stream(options: StreamOptions, echo: Callable[[str], None]) -> int:
     sink = PostgresSink(options.database_url)
     batches = {"count": 0}
     try:
-        source, frame = _kafka_frame(spark, options)
-        echo(f"stream: source {source} on {options.bootstrap_servers} topic {options.topic}")
-        parsed = frame.mapInArrow(parse_batches, PARSED_SCHEMA)
+        frame = _kafka_frame(spark, options)
+        echo(f"stream: source {SOURCE} on {options.bootstrap_servers} topic {options.topic}")
+        parsed = parse_records(frame)
 
         def on_batch(batch_df: DataFrame, batch_id: int) -> None:
-            metrics = handle_batch(batch_df, batch_id, options=options, sink=sink, source=source)
+            metrics = handle_batch(batch_df, batch_id, options=options, sink=sink)
             batches["count"] += 1
             echo(
                 f"stream: batch {batch_id}: read {metrics.rows_read}, "
@@ -156,7 +191,10 @@ def _run_stream(options: StreamOptions, echo: Callable[[str], None]) -> int:
             writer = writer.trigger(processingTime=f"{options.trigger_seconds} seconds")
         query = writer.start()
         stopping = _stop_on_signals(query, echo)
-        query.awaitTermination()
+        try:
+            query.awaitTermination()
+        except StreamingQueryException as exc:
+            raise AqiError(_one_line(exc)) from None
         # awaitTermination returns once the stream thread ends, while query.stop() may still
         # be cancelling its jobs; stopping Spark under it makes that call raise.
         for thread in stopping:
@@ -173,90 +211,117 @@ def handle_batch(
     *,
     options: StreamOptions,
     sink: PostgresSink,
-    source: str,
 ) -> BatchMetrics:
-    """Write one parsed micro-batch to Bronze and PostgreSQL; record its metrics."""
+    """Write one parsed micro-batch to Bronze and PostgreSQL; record its metrics.
+
+    One Spark job: each task reads its Kafka range, parses it in the JVM and hands the rows
+    to :func:`spark_streaming.sinks.write_partition` (Bronze file + COPY into raw, in one
+    transaction per task); the driver only adds up the tasks' summaries and records the
+    batch's metrics row.
+    """
     started, clock = datetime.now(UTC), time.monotonic()
-    batch_df.persist()
-    try:
-        write_bronze(batch_df.filter(F.col("error").isNull()), options.bronze_path, batch_id)
-        table = batch_df.toArrow() if not batch_df.isEmpty() else _empty()
-    finally:
-        batch_df.unpersist()
-    is_valid = pc.is_null(table.column("error"))
-    valid = table.filter(is_valid)
-    invalid = table.filter(pc.invert(is_valid)).rename_columns(
-        ["reason" if n == "error" else n for n in table.column_names]
+    summary = batch_df.mapInArrow(
+        write_partition(options.database_url, options.bronze_path, batch_id), SUMMARY_SCHEMA
+    ).collect()
+    rows = sum(r["rows"] for r in summary)
+    valid = sum(r["valid"] for r in summary)
+    batch_ends = _batch_end_offsets(
+        summary, sink.previous_end_offsets(options.query_name, batch_id)
     )
-    with sink.transaction():
-        previous = sink.previous_end_offsets(options.query_name, batch_id)
-        batch_ends = _batch_end_offsets(table, previous)
-        inserted, quarantine_inserted = sink.write(valid, invalid)
-        metrics = BatchMetrics(
-            query_name=options.query_name,
-            batch_id=batch_id,
-            source=source,
-            rows_read=table.num_rows,
-            rows_valid=valid.num_rows,
-            rows_quarantined=invalid.num_rows,
-            rows_inserted=inserted,
-            rows_quarantine_inserted=quarantine_inserted,
-            duration_ms=int((time.monotonic() - clock) * 1000),
-            lag_records=_lag(options, batch_ends),
-            end_offsets=batch_ends,
-            started_at=started,
-            finished_at=datetime.now(UTC),
-        )
-        sink.record(metrics)
+    metrics = BatchMetrics(
+        query_name=options.query_name,
+        batch_id=batch_id,
+        source=SOURCE,
+        rows_read=rows,
+        rows_valid=valid,
+        rows_quarantined=rows - valid,
+        rows_inserted=sum(r["inserted"] for r in summary),
+        rows_quarantine_inserted=sum(r["quarantine_inserted"] for r in summary),
+        duration_ms=int((time.monotonic() - clock) * 1000),
+        lag_records=_lag(options, batch_ends),
+        end_offsets=batch_ends,
+        started_at=started,
+        finished_at=datetime.now(UTC),
+    )
+    sink.record(metrics)
     return metrics
 
 
-def _kafka_frame(spark: SparkSession, options: StreamOptions) -> tuple[str, DataFrame]:
-    """The Kafka stream from the built-in source if its jar is loaded, else ``kafka_py``."""
-    source = "kafka" if _builtin_kafka_available(spark) else "kafka_py"
-    if source == "kafka_py":
-        from spark_streaming.kafka_source import register
-
-        register(spark)
+def _kafka_frame(spark: SparkSession, options: StreamOptions) -> DataFrame:
+    """The topic as Spark's Kafka source reads it (its own options, its own offsets)."""
     reader = (
-        spark.readStream.format(source)
+        spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", options.bootstrap_servers)
+        .option("kafka.client.id", f"aqi-stream-{options.query_name}")
         .option("subscribe", options.topic)
         .option("startingOffsets", options.starting_offsets)
         .option("failOnDataLoss", str(options.fail_on_data_loss).lower())
+        .option("maxRecordsPerPartition", str(STREAM_MAX_RECORDS_PER_TASK))
     )
     if options.max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", str(options.max_offsets_per_trigger))
-    log.info("stream source: %s", source)
-    frame = reader.load().select("key", "value", "topic", "partition", "offset", "timestamp")
-    return source, frame
+    return reader.load()
 
 
-def _builtin_kafka_available(spark: SparkSession) -> bool:
+def _one_line(exc: StreamingQueryException) -> str:
+    """What stopped the query, in one line, with the way on when there is a known one."""
+    text = str(exc)
+    if "failOnDataLoss" in text:
+        lines = [line.strip() for line in text.splitlines()]
+        detail = next((line for line in lines if line.startswith("Reason:")), None) or next(
+            (line for line in lines if "offset was changed" in line), "no detail"
+        )
+        return (
+            f"the stream stopped because records may have been lost ({detail[:200]}): the "
+            "topic was recreated or records were deleted before they were read. To go on from "
+            "what the topic holds now, run aqi stream --no-fail-on-data-loss"
+        )
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    cause = next((line for line in reversed(lines) if "Error:" in line or "Exception:" in line),
+                 lines[0] if lines else type(exc).__name__)  # fmt: skip
+    return f"the stream stopped: {cause[:300]}"
+
+
+def _refuse_python_source_checkpoint(checkpoint_dir: Path, bronze_path: str) -> None:
+    """A checkpoint written by the retired Python source ``kafka_py`` cannot be resumed.
+
+    Its offsets (``{"topic": ..., "partitions": {...}}``, record fingerprints) are not Spark's
+    and they counted a log that lived in the old in-memory broker: say what to do, in one
+    line, instead of letting Spark fail deep inside its offset log.
+    """
+    offsets = checkpoint_dir / "offsets"
+    logs = sorted(
+        (p for p in offsets.glob("*") if p.name.isdigit()), key=lambda p: int(p.name)
+    ) if offsets.is_dir() else []  # fmt: skip
+    if not logs:
+        return
     try:
-        jvm = spark.sparkContext._jvm
-        jvm.java.lang.Class.forName("org.apache.spark.sql.kafka010.KafkaSourceProvider")
-        return True
-    except Exception:  # noqa: BLE001 - py4j raises its own error types for a missing class
-        return False
+        source = json.loads(logs[-1].read_text().splitlines()[-1])
+    except (OSError, ValueError, IndexError):
+        return
+    if isinstance(source, dict) and "partitions" in source and "topic" in source:
+        raise AqiError(
+            f"the checkpoint {checkpoint_dir} was written by the retired Python Kafka source "
+            "(kafka_py) and cannot be resumed by Spark's Kafka source: move it and the Bronze "
+            f"folder aside (mv {checkpoint_dir} {checkpoint_dir}.kafka_py; mv {bronze_path} "
+            f"{bronze_path}.kafka_py) and run aqi stream again; rows already in raw stay and "
+            "are not loaded twice"
+        )
 
 
-def _batch_end_offsets(table: pa.Table, previous: dict) -> dict:
+def _batch_end_offsets(summary: list, previous: dict) -> dict:
     """Next offset per topic/partition after this batch (earlier batches fill the gaps)."""
     ends = {topic: dict(parts) for topic, parts in previous.items()}
-    if table.num_rows:
-        grouped = table.group_by(["kafka_topic", "kafka_partition"]).aggregate(
-            [("kafka_offset", "max")]
-        )
-        for topic, partition, offset in zip(
-            *(grouped.column(i).to_pylist() for i in range(3)), strict=True
-        ):
-            ends.setdefault(topic, {})[str(partition)] = offset + 1
+    for row in summary:
+        if row["rows"]:
+            parts = ends.setdefault(row["kafka_topic"], {})
+            key = str(row["kafka_partition"])
+            parts[key] = max(int(parts.get(key, 0)), row["max_offset"] + 1)
     return ends
 
 
 def _lag(options: StreamOptions, batch_ends: dict) -> int | None:
-    """Records on the topic not yet read (true end offsets, probed)."""
+    """Records on the topic not yet read after this batch."""
     try:
         latest = end_offsets(options.bootstrap_servers, options.topic)
     except Exception as exc:  # noqa: BLE001 - a metric must not stop the stream
@@ -264,10 +329,6 @@ def _lag(options: StreamOptions, batch_ends: dict) -> int | None:
         return None
     done = batch_ends.get(options.topic, {})
     return sum(max(0, end - int(done.get(str(p), 0))) for p, end in latest.items())
-
-
-def _empty() -> pa.Table:
-    return ARROW_SCHEMA.empty_table()
 
 
 def _stop_on_signals(query, echo: Callable[[str], None]) -> list[threading.Thread]:

@@ -1,221 +1,297 @@
-"""Parse Kafka records into typed events, or say exactly why a record is not one.
+"""Parse Kafka records into typed events in the JVM, or say exactly why a record is not one.
 
-The stream must never stop for bad data, and must never let a malformed event into the
-warehouse: every record becomes either a typed row (explicit Spark schema below, the event
-contract of ``ingestion/schemas/measurement_event.v1.json``) or a quarantine row with a
-reason (not JSON, wrong type, missing field, unknown ``schema_version``...).
+The stream must never stop for bad data and never let a malformed event into the warehouse:
+every record becomes either a typed row (the event contract of
+``ingestion/schemas/measurement_event.v1.json``) or a quarantine row with a reason (not JSON,
+wrong type, missing field, unknown ``schema_version``...). A test holds the result to the
+published JSON Schema on every mutation of a valid event (tests/integration/test_parse.py).
 
-The checks are written out by hand rather than run through ``jsonschema``: they run on every
-record inside Spark's Python workers, where a generic validator costs several times more. A
-unit test proves they accept exactly what the published schema accepts.
+Why column expressions and not Python: the records never leave the JVM, so parsing costs
+what Spark's JSON reader costs (~10x the Python parser this replaced). How:
 
-Public surface: :data:`KAFKA_COLUMNS`, :data:`EVENT_FIELDS`, :data:`PARSED_SCHEMA`,
-:func:`check_event`, :func:`parse_batches` (for ``DataFrame.mapInArrow``).
+- one ``from_json`` with the contract's fields typed for checking: integers as ``double``
+  (JSON Schema's integer admits ``5.0``; integrality and range are checked, then cast),
+  numbers as ``double``, booleans as ``boolean``, everything else as ``string``. Spark's
+  reader leaves a field null when its JSON type does not fit (``"12"`` for a number), and
+  turns a number into its text when the field is a string; a string field whose text could
+  be a number, literal, object or array is therefore re-checked (rarely: a name like
+  "13 DTU") with a second parse of that field as a ``variant``, whose cast to ``binary``
+  succeeds for JSON strings only;
+- ``json_object_keys`` for missing, duplicated and unexpected fields (a null field and a
+  missing one read the same in the typed parse);
+- one ``CASE`` whose first failing check names the reason, in the contract's field order;
+  the raw text of the offending field (``get_json_object``) is evaluated for bad rows only.
+
+Public surface: :data:`SCHEMA_VERSION`, :data:`EVENT_FIELDS`, :data:`KAFKA_COLUMNS`,
+:func:`parse_records`.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import re
-from collections.abc import Iterator
-from datetime import UTC, datetime
-from typing import Any
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
 
-import pyarrow as pa
-from pyspark.sql.types import (
-    BooleanType,
-    DoubleType,
-    IntegerType,
-    LongType,
-    ShortType,
-    StringType,
-    StructField,
-    StructType,
-    TimestampType,
-)
-
-__all__ = [
-    "ARROW_SCHEMA",
-    "EVENT_FIELDS",
-    "KAFKA_COLUMNS",
-    "PARSED_SCHEMA",
-    "SCHEMA_VERSION",
-    "check_event",
-    "parse_batches",
-]
+__all__ = ["EVENT_FIELDS", "KAFKA_COLUMNS", "SCHEMA_VERSION", "parse_records"]
 
 SCHEMA_VERSION = 1
-INGEST_MODES = frozenset({"live", "backfill", "replay", "simulate"})
+INGEST_MODES = ("live", "backfill", "replay", "simulate")
+#: the largest integer a double holds exactly: ids beyond it could not be checked exactly
+_MAX_ID = 2**53 - 1
+_MAX_INT32 = 2**31 - 1
+_TIMESTAMP = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$"
 
-# kind per contract field: how it is checked and typed
-_ID, _INT, _NUM, _STR, _OPT_STR, _BOOL, _TS = "id", "int", "num", "str", "ostr", "bool", "ts"
-_FIELDS: list[tuple[str, str, Any]] = [
-    ("schema_version", _INT, ShortType()),
-    ("source", _STR, StringType()),
-    ("ingest_mode", _STR, StringType()),
-    ("ingested_at", _TS, TimestampType()),
-    ("location_id", _ID, LongType()),
-    ("location_name", _OPT_STR, StringType()),
-    ("sensor_id", _ID, LongType()),
-    ("parameter_id", _ID, IntegerType()),
-    ("parameter", _STR, StringType()),
-    ("units", _STR, StringType()),
-    ("value", _NUM, DoubleType()),
-    ("period_start", _TS, TimestampType()),
-    ("period_end", _TS, TimestampType()),
-    ("timezone", _STR, StringType()),
-    ("latitude", _NUM, DoubleType()),
-    ("longitude", _NUM, DoubleType()),
-    ("country_code", _OPT_STR, StringType()),
-    ("provider", _OPT_STR, StringType()),
-    ("is_mobile", _BOOL, BooleanType()),
-    ("is_monitor", _BOOL, BooleanType()),
-    ("flagged", _BOOL, BooleanType()),
-    ("coverage_percent", _NUM, DoubleType()),
-]
+# kind per contract field: how it is checked and typed (in the contract's order)
+_VERSION, _ID, _INT32, _NUM, _STR, _OPT_STR, _BOOL, _TS = (
+    "version", "id", "int32", "num", "str", "ostr", "bool", "ts",
+)  # fmt: skip
+_FIELDS: tuple[tuple[str, str, str], ...] = (
+    # name, kind, output type (the raw table's)
+    ("schema_version", _VERSION, "smallint"),
+    ("source", _STR, "string"),
+    ("ingest_mode", _STR, "string"),
+    ("ingested_at", _TS, "timestamp"),
+    ("location_id", _ID, "bigint"),
+    ("location_name", _OPT_STR, "string"),
+    ("sensor_id", _ID, "bigint"),
+    ("parameter_id", _INT32, "int"),
+    ("parameter", _STR, "string"),
+    ("units", _STR, "string"),
+    ("value", _NUM, "double"),
+    ("period_start", _TS, "timestamp"),
+    ("period_end", _TS, "timestamp"),
+    ("timezone", _STR, "string"),
+    ("latitude", _NUM, "double"),
+    ("longitude", _NUM, "double"),
+    ("country_code", _OPT_STR, "string"),
+    ("provider", _OPT_STR, "string"),
+    ("is_mobile", _BOOL, "boolean"),
+    ("is_monitor", _BOOL, "boolean"),
+    ("flagged", _BOOL, "boolean"),
+    ("coverage_percent", _NUM, "double"),
+)
 EVENT_FIELDS: tuple[str, ...] = tuple(name for name, _, _ in _FIELDS)
-_NAMES = frozenset(EVENT_FIELDS)
+#: the Kafka coordinates every parsed row carries (raw's key), after the event fields
+KAFKA_COLUMNS: tuple[str, ...] = (
+    "kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "kafka_key",
+)  # fmt: skip
+_READ_AS = {_VERSION: "double", _ID: "double", _INT32: "double", _NUM: "double",
+            _STR: "string", _OPT_STR: "string", _BOOL: "boolean", _TS: "string"}  # fmt: skip
+_RANGES = {"latitude": (-90.0, 90.0), "longitude": (-180.0, 180.0)}
 
-KAFKA_COLUMNS = StructType(
-    [
-        StructField("kafka_topic", StringType(), False),
-        StructField("kafka_partition", IntegerType(), False),
-        StructField("kafka_offset", LongType(), False),
-        StructField("kafka_timestamp", TimestampType(), True),
-        StructField("kafka_key", StringType(), True),
+
+def parse_records(records: DataFrame) -> DataFrame:
+    """Kafka rows (``key, value, topic, partition, offset, timestamp``) -> parsed rows.
+
+    Output: the event fields typed as in ``raw.openaq_measurements`` (meaningful when
+    ``reason`` is null), :data:`KAFKA_COLUMNS`, ``payload`` (the record's text, for the
+    quarantine) and ``reason`` (null for a valid event).
+    """
+    schema = ", ".join(f"`{name}` {_READ_AS[kind]}" for name, kind, _ in _FIELDS)
+    read = records.select(
+        F.col("value").cast("string").alias("_raw"),
+        F.col("topic").alias("kafka_topic"),
+        F.col("partition").alias("kafka_partition"),
+        F.col("offset").alias("kafka_offset"),
+        F.col("timestamp").alias("kafka_timestamp"),
+        F.col("key"),
+    ).select(
+        "*",
+        F.from_json("_raw", schema).alias("_e"),
+        F.expr("json_object_keys(_raw)").alias("_keys"),
+        (F.instr("_raw", "\\u0000") > 0).alias("_maybe_nul"),
+    )
+    # each timestamp is parsed once, for its check and its value
+    read = read.select(
+        "*",
+        *[
+            F.col(f"_e.{name}").try_cast("timestamp").alias(f"_ts_{name}")
+            for name, kind, _ in _FIELDS
+            if kind == _TS
+        ],
+    )
+    reason = _reason()
+    typed = [
+        F.when(F.col("_reason").isNull(), _typed(name, kind, out)).alias(name)
+        for name, kind, out in _FIELDS
     ]
-)
-#: the output of :func:`parse_batches`: event fields (null when invalid), Kafka coordinates,
-#: and for invalid records the raw payload and the reason
-PARSED_SCHEMA = StructType(
-    [StructField(name, spark_type, True) for name, _, spark_type in _FIELDS]
-    + list(KAFKA_COLUMNS.fields)
-    + [StructField("payload", StringType(), True), StructField("error", StringType(), True)]
-)
-
-_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
-
-
-def check_event(raw: bytes | str | None) -> tuple[dict[str, Any] | None, str | None]:
-    """(typed event, None) for a valid event, else (None, reason). Never raises."""
-    if raw is None:
-        return None, "empty message (no value)"
-    try:
-        event = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return None, f"not JSON: {str(exc)[:120]}"
-    if not isinstance(event, dict):
-        return None, f"not a JSON object but {type(event).__name__}"
-    version = event.get("schema_version")
-    if version != SCHEMA_VERSION or isinstance(version, bool):
-        return None, f"unknown schema_version {version!r}"
-    missing = [name for name in EVENT_FIELDS if name not in event]
-    if missing:
-        return None, "missing field(s): " + ", ".join(missing)
-    extra = sorted(set(event) - _NAMES)
-    if extra:
-        return None, "unexpected field(s): " + ", ".join(extra)
-    typed: dict[str, Any] = {}
-    for name, kind, _ in _FIELDS:
-        value = event[name]
-        ok, converted = _convert(kind, value)
-        if not ok:
-            return None, f"{name}: {converted} (got {json.dumps(value)[:60]})"
-        typed[name] = converted
-    if typed["source"] != "openaq":
-        return None, f"source: expected 'openaq' (got {typed['source']!r})"
-    if typed["ingest_mode"] not in INGEST_MODES:
-        return None, f"ingest_mode: unknown {typed['ingest_mode']!r}"
-    for name in ("parameter", "units", "timezone"):
-        if not typed[name]:
-            return None, f"{name}: empty string"
-    lat, lon, cov = typed["latitude"], typed["longitude"], typed["coverage_percent"]
-    if lat is not None and not -90 <= lat <= 90:
-        return None, f"latitude: out of range ({lat})"
-    if lon is not None and not -180 <= lon <= 180:
-        return None, f"longitude: out of range ({lon})"
-    if cov is not None and cov < 0:
-        return None, f"coverage_percent: negative ({cov})"
-    return typed, None
+    # the key and the text are kept for the quarantine only (raw has neither)
+    invalid = F.col("_reason").isNotNull()
+    return read.withColumn("_reason", reason).select(
+        *typed,
+        "kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp",
+        F.when(invalid, _text(F.col("key").cast("string"))).alias("kafka_key"),
+        F.when(invalid, _text(F.col("_raw"))).alias("payload"),
+        F.col("_reason").alias("reason"),
+    )  # fmt: skip
 
 
-def parse_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """``mapInArrow`` function: Kafka columns in, :data:`PARSED_SCHEMA` rows out."""
-    names = [f.name for f in PARSED_SCHEMA.fields]
-    for batch in batches:
-        columns: dict[str, list[Any]] = {name: [] for name in names}
-        data = batch.to_pydict()
-        for key, value, topic, partition, offset, timestamp in zip(
-            data["key"], data["value"], data["topic"], data["partition"], data["offset"],
-            data["timestamp"], strict=True,
-        ):  # fmt: skip
-            event, error = check_event(value)
-            row = event or dict.fromkeys(EVENT_FIELDS)
-            for name in EVENT_FIELDS:
-                columns[name].append(row[name])
-            columns["kafka_topic"].append(topic)
-            columns["kafka_partition"].append(partition)
-            columns["kafka_offset"].append(offset)
-            columns["kafka_timestamp"].append(timestamp)
-            columns["kafka_key"].append(_text(key))
-            columns["payload"].append(_text(value) if error else None)
-            columns["error"].append(error)
-        yield pa.RecordBatch.from_pydict(columns, schema=ARROW_SCHEMA)
+# --- the checks ---------------------------------------------------------------------------
 
 
-def _convert(kind: str, value: Any) -> tuple[bool, Any]:
-    """(True, typed value) or (False, what is wrong)."""
-    if kind in (_ID, _INT):
-        # JSON Schema's "integer" admits 5.0 as well as 5
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            return False, "expected an integer"
-        if kind == _ID and value < 0:
-            return False, "expected a non-negative integer"
-        return True, value
-    if kind == _NUM:
-        if value is None:
-            return True, None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return False, "expected a number or null"
-        value = float(value)
-        return (True, value) if math.isfinite(value) else (False, "expected a finite number")
-    if kind == _STR:
-        return (True, value) if isinstance(value, str) else (False, "expected a string")
-    if kind == _OPT_STR:
-        return (
-            (True, value)
-            if value is None or isinstance(value, str)
-            else (False, "expected a string or null")
+def _reason() -> Column:
+    """The first problem of a record, or null.
+
+    Every record pays for one cheap predicate (all checks hold); only a failing record runs
+    the ordered chain that names its first problem and quotes the offending text.
+    """
+    keys = F.col("_keys")
+    names = F.array(*[F.lit(n) for n in EVENT_FIELDS])
+    version = F.col("_e.schema_version")
+    checks = [(name, problem, failed) for name, kind, _ in _FIELDS if kind != _VERSION
+              for failed, problem in _field_checks(name, kind)]  # fmt: skip
+    # exactly the contract's fields, by counting: 22 keys, each field present (a value that
+    # is not null was there; a null one is looked up), so no other key and none twice
+    present = [
+        F.col(f"_e.{name}").isNotNull() | F.array_contains(keys, name)
+        for name, kind, _ in _FIELDS
+        if kind in (_NUM, _OPT_STR)
+    ]
+    shape_ok = (
+        F.col("_raw").isNotNull()
+        & (F.size(keys) == len(EVENT_FIELDS))
+        & (version == SCHEMA_VERSION)
+    )
+    for field_present in present:
+        shape_ok = shape_ok & field_present
+    ok = shape_ok
+    for _, _, failed in checks:
+        ok = ok & ~F.coalesce(failed, F.lit(False))
+    # null (a missing piece) is not ok: only a record every check vouched for passes
+    return F.when(~F.coalesce(ok, F.lit(False)), _first_problem(keys, names, version, checks))
+
+
+def _first_problem(
+    keys: Column, names: Column, version: Column, checks: list[tuple[str, str, Column]]
+) -> Column:
+    """The ordered chain: what is wrong with a record that failed some check."""
+    missing = F.array_except(names, keys)
+    unexpected = F.array_sort(F.array_except(keys, names))
+    duplicated = F.array_distinct(
+        F.filter(keys, lambda k: F.size(F.filter(keys, lambda j: j == k)) > 1)
+    )
+    unknown_version = (
+        ~F.array_contains(keys, "schema_version")
+        | version.isNull()
+        | (version != SCHEMA_VERSION)
+    )
+    chain = (
+        F.when(F.col("_raw").isNull(), F.lit("empty message (no value)"))
+        .when(keys.isNull(), _not_an_object())
+        .when(unknown_version, _says("unknown schema_version ",
+                                     F.coalesce(_got("schema_version"), F.lit("(missing)"))))
+        .when(F.size(missing) > 0, _says("missing field(s): ", F.array_join(missing, ", ")))
+        .when(F.size(keys) != F.size(F.array_distinct(keys)),
+              _says("duplicate field(s): ", F.array_join(duplicated, ", ")))
+        .when(F.size(unexpected) > 0,
+              _says("unexpected field(s): ", F.array_join(unexpected, ", ")))
+    )  # fmt: skip
+    for name, problem, failed in checks:
+        chain = chain.when(
+            F.coalesce(failed, F.lit(False)),
+            F.concat(
+                F.lit(f"{name}: {problem} (got "),
+                F.substring(F.coalesce(_got(name), F.lit("null")), 1, 60),
+                F.lit(")"),
+            ),
         )
+    # a check this chain forgot would otherwise let an invalid record pass as valid
+    return chain.otherwise(F.lit("invalid event"))
+
+
+def _field_checks(name: str, kind: str) -> list[tuple[Column, str]]:
+    """(fails, what is wrong) for one field, in the order they are tried."""
+    value = F.col(f"_e.{name}")
+    if kind in (_ID, _INT32):
+        top = _MAX_ID if kind == _ID else _MAX_INT32
+        return [
+            # NaN passes x = floor(x) in Spark but fails any range: it is "out of range"
+            (value.isNull() | (value != F.floor(value)), "expected an integer"),
+            (value < 0, "expected a non-negative integer"),
+            (~value.between(0, top), f"out of range (at most {top})"),
+        ]
+    if kind == _NUM:
+        checks = [
+            # null in the typed parse but not in the JSON: a string, boolean, object, array
+            (value.isNull() & F.get_json_object("_raw", f"$.{name}").isNotNull(),
+             "expected a number or null"),
+            (F.isnan(value) | (F.abs(value) == float("inf")), "expected a finite number"),
+        ]  # fmt: skip
+        if name in _RANGES:
+            low, high = _RANGES[name]
+            checks.append(((value < low) | (value > high), f"out of range ({low:g}..{high:g})"))
+        if name == "coverage_percent":
+            checks.append((value < 0, "negative"))
+        return checks
     if kind == _BOOL:
-        return (True, value) if isinstance(value, bool) else (False, "expected true or false")
+        return [(value.isNull(), "expected true or false")]
     if kind == _TS:
-        if not isinstance(value, str) or not _TIMESTAMP.match(value):
-            return False, "expected a UTC timestamp like 2024-01-02T03:04:05Z"
-        try:
-            return True, datetime.fromisoformat(value).astimezone(UTC)
-        except ValueError:
-            return False, "not a valid date-time"
-    raise AssertionError(kind)  # pragma: no cover
+        return [
+            (value.isNull() | ~value.rlike(_TIMESTAMP),
+             "expected a UTC timestamp like 2024-01-02T03:04:05Z"),
+            (F.col(f"_ts_{name}").isNull(), "not a valid date-time"),
+        ]  # fmt: skip
+    # the text of a number, literal, object or array starts with - 0-9 [ { or is true/false;
+    # only then is the JSON re-read to tell a string such as "13 DTU" from the number 13
+    first = F.ascii(value)
+    looks_other = first.between(48, 57) | first.isin(45, 91, 123) | value.isin("true", "false")
+    not_a_string = looks_other & ~_is_json_string(name)
+    # a NUL can only come as the escape \u0000: the raw text is searched once per record
+    nul = F.col("_maybe_nul") & (F.instr(value, "\u0000") > 0)
+    if kind == _OPT_STR:
+        return [
+            (value.isNotNull() & not_a_string, "expected a string or null"),
+            (value.isNotNull() & nul, "contains a NUL character"),
+        ]
+    # a number's text is never 'openaq' nor an ingest mode: those two need no string test
+    if name == "source":
+        return [(value.isNull() | (value != "openaq"), "expected 'openaq'")]
+    if name == "ingest_mode":
+        return [(value.isNull() | ~value.isin(*INGEST_MODES),
+                 f"expected one of {', '.join(INGEST_MODES)}")]  # fmt: skip
+    return [
+        (value.isNull() | not_a_string, "expected a string"),
+        (nul, "contains a NUL character"),
+        (value == "", "empty string"),
+    ]
 
 
-def _text(raw: bytes | None) -> str | None:
-    if raw is None:
-        return None
-    text = raw.decode("utf-8", errors="replace")
-    return text.replace("\x00", "\ufffd")  # PostgreSQL text cannot hold NUL
+def _is_json_string(name: str) -> Column:
+    """True when the field's JSON value is a string (a second, one-field parse as variant)."""
+    field = F.from_json("_raw", f"`{name}` variant").getField(name)
+    return field.try_cast("binary").isNotNull()
 
 
-def _arrow_schema() -> pa.Schema:
-    mapping = {
-        ShortType: pa.int16(), IntegerType: pa.int32(), LongType: pa.int64(),
-        DoubleType: pa.float64(), StringType: pa.string(), BooleanType: pa.bool_(),
-        TimestampType: pa.timestamp("us", tz="UTC"),
-    }  # fmt: skip
-    return pa.schema([pa.field(f.name, mapping[type(f.dataType)]) for f in PARSED_SCHEMA.fields])
+def _not_an_object() -> Column:
+    parsed = F.expr("try_parse_json(_raw)")
+    kind = F.expr("schema_of_variant(try_parse_json(_raw))")
+    return (
+        F.when(parsed.isNull(), F.lit("not JSON"))
+        .when(kind.startswith("ARRAY"), F.lit("not a JSON object but an array"))
+        .when(kind == "STRING", F.lit("not a JSON object but a string"))
+        .when(kind == "BOOLEAN", F.lit("not a JSON object but true or false"))
+        .when(kind == "VOID", F.lit("not a JSON object but null"))
+        .otherwise(F.lit("not a JSON object but a number"))
+    )
 
 
-ARROW_SCHEMA = _arrow_schema()
+def _says(prefix: str, detail: Column) -> Column:
+    return F.concat(F.lit(prefix), detail)
+
+
+def _got(name: str) -> Column:
+    """The field's JSON text as found (strings unquoted), for the reason."""
+    return F.get_json_object("_raw", f"$.{name}")
+
+
+def _typed(name: str, kind: str, out: str) -> Column:
+    value = F.col(f"_e.{name}")
+    if kind == _TS:
+        return F.col(f"_ts_{name}")
+    if kind in (_VERSION, _ID, _INT32):
+        return value.try_cast(out)
+    return value
+
+
+def _text(column: Column) -> Column:
+    """Text PostgreSQL can store: NUL (which ``text`` cannot hold) becomes U+FFFD."""
+    return F.translate(column, "\u0000", "\ufffd")

@@ -4,14 +4,20 @@ Why these settings: the embedded default runs ``local[*]`` on a small machine, s
 use few partitions and the driver binds to 127.0.0.1; Python workers must run this
 environment's interpreter (or they miss pyarrow, see the field notes); Parquet output uses
 dynamic partition overwrite so that re-running a micro-batch replaces exactly its own files.
+
+Spark's Kafka source is loaded from the jars ``make jvm`` installed (``spark.jars``: on a
+cluster Spark ships them to the executors), never fetched when a stream starts.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 from pyspark.sql import SparkSession
+
+from aqi.environments import jvm_jars
 
 __all__ = ["DEFAULT_MASTER", "get_spark"]
 
@@ -20,6 +26,8 @@ DEFAULT_MASTER = "local[*]"
 
 def get_spark(master: str | None = None, app_name: str = "aqi-stream", **conf: str) -> SparkSession:
     """Create (or reuse) the session. Extra ``conf`` entries override the defaults."""
+    # pyspark warns about pandas 3 at start; the stream does not use pandas
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     defaults = {
@@ -33,10 +41,10 @@ def get_spark(master: str | None = None, app_name: str = "aqi-stream", **conf: s
         "spark.python.worker.reuse": "true",
         "spark.driver.memory": "2g",
         "spark.sql.debug.maxToStringFields": "200",
+        "spark.jars": ",".join(str(jar) for jar in jvm_jars("spark")),
     }
     # a deployment may set any of these through PYSPARK_SUBMIT_ARGS (docker-compose binds the
-    # driver to 0.0.0.0 and adds the Kafka connector through spark.jars.packages): it wins over
-    # the defaults
+    # driver to 0.0.0.0): it wins over the defaults
     submitted = os.environ.get("PYSPARK_SUBMIT_ARGS", "")
     builder = SparkSession.builder.master(master or DEFAULT_MASTER).appName(app_name)
     for key, value in defaults.items():

@@ -104,7 +104,7 @@ class EmbeddedKafka:
         for node in layout.nodes:
             record = self._pidfile(node).live()
             if record is not None:
-                echo(f"kafka: {self._label(node)} already running (pid {record.pid}, "
+                echo(f"kafka: {self._label(node, 'already running')} (pid {record.pid}, "
                      f"{HOST}:{self._broker_port(node)})")  # fmt: skip
                 continue
             starting.append(node)
@@ -116,7 +116,7 @@ class EmbeddedKafka:
                 self._pidfile(node).remove()
                 self._check_ports(node)
                 self._format(layout, node, classpath, echo)
-                echo(f"kafka: starting Apache Kafka {version} {self._label(node)} on "
+                echo(f"kafka: starting Apache Kafka {version}{self._label(node, '')} on "
                      f"{HOST}:{self._broker_port(node)} ...")  # fmt: skip
                 children[node.node_id] = self._start(node, classpath)
             self._wait_ready(layout, starting, children)
@@ -145,7 +145,7 @@ class EmbeddedKafka:
             if record is None:
                 self._pidfile(node).remove()
                 continue
-            echo(f"kafka: stopping {self._label(node)} (pid {record.pid}) ...")
+            echo(f"kafka: {self._label(node, 'stopping', before=True)} (pid {record.pid}) ...")
             os.kill(record.pid, signal.SIGTERM)
             running.append((node, record))
         if not running:
@@ -246,9 +246,15 @@ class EmbeddedKafka:
         return KafkaLayout(cluster_id=_new_cluster_id(), nodes=tuple(nodes))
 
     # --- one node -------------------------------------------------------------------------
-    def _label(self, node: KafkaNode) -> str:
+    def _label(self, node: KafkaNode, what: str, *, before: bool = False) -> str:
+        """``what`` said of the broker: plain for one node, naming the node in a cluster."""
         layout = read_kafka_layout(self.settings)
-        return "broker" if layout is None or len(layout.nodes) == 1 else f"node {node.node_id}"
+        if layout is None or len(layout.nodes) == 1:
+            return what
+        name = f"node {node.node_id}"
+        if not what:
+            return f" {name}"
+        return f"{what} {name}" if before else f"{name} {what}"
 
     def _broker_port(self, node: KafkaNode) -> int:
         return self.port if node.node_id == 1 else node.broker_port
@@ -378,7 +384,7 @@ class EmbeddedKafka:
                 if proc.poll() is None:
                     proc.kill()
                 raise ServiceError(
-                    f"kafka: {self._label(node)} did not start, see {self._log_path(node)}"
+                    f"kafka: {self._label(node, 'did not start')}, see {self._log_path(node)}"
                 )
         servers = kafka_bootstrap_servers(self.settings)
         try:

@@ -16,9 +16,10 @@ from pathlib import Path
 import psycopg
 import pyarrow.dataset as ds
 import pytest
+from confluent_kafka import Producer
 from conftest import AQI, isolated_env, recreate_topic, run_aqi
-from kafka import KafkaProducer
 
+from aqi.topics import client_config
 from ingestion.events import validate_event
 from ingestion.producer import EventProducer
 from ingestion.simulator import SimulationConfig, simulate
@@ -67,18 +68,17 @@ def test_valid_events_land_once_poison_is_quarantined(
     poison = _poison(events, max(1, len(events) // 100))
     with EventProducer(bootstrap, topic, partitions=3) as producer:
         producer.send(events[: len(events) // 2])
-    raw = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    raw = Producer(client_config(bootstrap, "tests", acks="all"))
     for key, value in poison:
-        raw.send(topic, key=key, value=value)
-    raw.flush()
-    raw.close()
+        raw.produce(topic, value=value, key=key)
+    assert raw.flush(30) == 0
     with EventProducer(bootstrap, topic, partitions=3) as producer:
         producer.send(events[len(events) // 2 :])
 
     result = run_aqi(["stream", "--available-now", "--max-offsets-per-trigger", "700"], env,
                      tmp_path, timeout=600)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "source kafka_py" in result.stdout
+    assert "source kafka on" in result.stdout
 
     with psycopg.connect(fresh_database) as conn:
         rows = conn.execute(
@@ -215,19 +215,25 @@ def test_continuous_stream_stops_cleanly_on_sigterm(
     assert "Traceback" not in err
 
 
-def test_recreated_topic_reusing_offsets_loses_nothing_with_no_fail_on_data_loss(
+#: added to the sensor ids of a second stream of events (real OpenAQ sensor ids are < 1e9)
+SHIFT = 10**12
+
+
+def test_recreated_topic_stops_the_stream_with_one_line_and_the_way_on(
     tmp_path: Path, services, fresh_database
 ) -> None:
-    """The embedded broker keeps its log in memory: after a restart offsets start again at 0.
+    """A recreated topic starts its offsets again at 0, below the checkpoint's.
 
-    The stream fails by default (records may be lost); with --no-fail-on-data-loss it resumes
-    from the new log, and the new records land although old rows have the same offsets.
+    Spark's source reports possible data loss: `aqi stream` fails (failOnDataLoss) with one
+    line that names the way on; with --no-fail-on-data-loss it goes on from the new log, and
+    records that reuse offsets of rows already in raw still land (raw's key includes the
+    record timestamp).
     """
     env = _env(tmp_path, services, fresh_database)
     bootstrap, topic = env["KAFKA_BOOTSTRAP_SERVERS"], env["AQ_KAFKA_TOPIC"]
     old = list(simulate(SimulationConfig(locations=2, days=0.5, seed=21)))
-    new = list(simulate(SimulationConfig(locations=2, days=0.5, seed=22)))
-    new = [{**e, "sensor_id": e["sensor_id"] + 10_000_000} for e in new]
+    new = list(simulate(SimulationConfig(locations=2, days=1, seed=22, duplicate_share=0)))
+    new = [{**e, "sensor_id": e["sensor_id"] + SHIFT} for e in new]
     with EventProducer(bootstrap, topic, partitions=3) as producer:
         producer.send(old)
     first = run_aqi(["stream", "--available-now"], env, tmp_path, timeout=600)
@@ -235,20 +241,32 @@ def test_recreated_topic_reusing_offsets_loses_nothing_with_no_fail_on_data_loss
 
     recreate_topic(bootstrap, topic, 3)
     with EventProducer(bootstrap, topic, partitions=3) as producer:
-        producer.send(new)
+        producer.send(new[:10])  # below the checkpointed offsets: Spark cannot tell them apart
 
     refused = run_aqi(["stream", "--available-now"], env, tmp_path, timeout=600)
-    assert refused.returncode != 0
+    assert refused.returncode == 1
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last.startswith("aqi: error: ") and "--no-fail-on-data-loss" in last, last
+    assert "Traceback" not in refused.stderr
+
     resumed = run_aqi(["stream", "--available-now", "--no-fail-on-data-loss"], env, tmp_path,
                       timeout=600)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
+    with EventProducer(bootstrap, topic, partitions=3) as producer:
+        producer.send(new[10:])
+    again = run_aqi(["stream", "--available-now"], env, tmp_path, timeout=600)
+    assert again.returncode == 0, again.stderr
     with psycopg.connect(fresh_database) as conn:
         rows = conn.execute(
             "select sensor_id, period_end, kafka_partition, kafka_offset "
             "from raw.openaq_measurements"
         ).fetchall()
-    assert len(rows) == len(old) + len(new)
-    reused = {(r[2], r[3]) for r in rows if r[0] >= 10_000_000} & {
-        (r[2], r[3]) for r in rows if r[0] < 10_000_000
-    }
+    olds = [r for r in rows if r[0] < SHIFT]
+    news = [r for r in rows if r[0] >= SHIFT]
+    assert len(olds) == len(old)
+    # every record produced after the stream went on is there, once
+    landed = Counter((r[0], r[1].strftime("%Y-%m-%dT%H:%M:%SZ")) for r in news)
+    assert set(landed) >= {(e["sensor_id"], e["period_end"]) for e in new[10:]}
+    assert set(landed.values()) == {1}
+    reused = {(r[2], r[3]) for r in news} & {(r[2], r[3]) for r in olds}
     assert reused, "the new log should reuse offsets of the old one"
