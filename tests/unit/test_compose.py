@@ -578,31 +578,47 @@ def embedded_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **env: st
     return load_settings({"AQ_HOME": str(tmp_path), **env}, dotenv=None)
 
 
-SPARK_PACKAGES = re.compile(r"--conf[ =]spark\.jars\.packages=(\S+)")
+def test_spark_runners_carry_the_kafka_connector_of_the_projects_pom():
+    """Every container that may run `aqi stream` (the spark service, Airflow's drain_stream)
+    reads Kafka with Spark's own source, whose jars its image resolved from jvm/pom.xml at
+    build time: the same pinned jars as `make jvm`, and none fetched when a stream starts."""
+    from jvm_support import pom_properties
 
-
-def test_spark_loads_the_kafka_connector_of_the_locked_pyspark():
-    """`aqi stream` in the spark service reads Kafka with Spark's own source, through the
-    connector spark.jars.packages fetches for the Spark that runs: uv.lock's pyspark."""
-    pyspark = locked_version("pyspark")
     (spark,) = services_with_image("apache/spark")
-    svc = services()[spark]
-    assert command_text(svc).split() == ["aqi", "stream"], "the spark service runs `aqi stream`"
+    assert command_text(services()[spark]).split() == ["aqi", "stream"]
     # SPARK_HOME is the venv's pyspark: the jars, and so the connector's version, are uv.lock's
-    assert re.search(r"/site-packages/pyspark$", dockerfile_env(dockerfile(svc))["SPARK_HOME"])
+    spark_file = dockerfile(services()[spark])
+    assert re.search(r"/site-packages/pyspark$", dockerfile_env(spark_file)["SPARK_HOME"])
+    assert pom_properties()["spark.version"] == locked_version("pyspark")
 
-    # every container that may run `aqi stream` (Airflow's drain_stream too) loads the same
-    runners = [spark, *services_with_image("apache/airflow")]
-    for name in runners:
-        args = environment(services()[name]).get("PYSPARK_SUBMIT_ARGS", "")
-        assert "--packages" not in args.split(), f"{name}: use --conf spark.jars.packages="
-        assert args.split()[-1:] == ["pyspark-shell"], f"{name}: PYSPARK_SUBMIT_ARGS"
-        (packages,) = SPARK_PACKAGES.findall(args) or [None]
-        assert packages is not None, f"{name}: no spark.jars.packages in PYSPARK_SUBMIT_ARGS"
-        coordinates = packages.split(",")
-        # Spark 4 is built for Scala 2.13 only
-        wanted = f"org.apache.spark:spark-sql-kafka-0-10_2.13:{pyspark}"
-        assert wanted in coordinates, f"{name}: {coordinates} lacks {wanted}"
+    for name in [spark, *services_with_image("apache/airflow")]:
+        svc = services()[name]
+        args = environment(svc).get("PYSPARK_SUBMIT_ARGS", "")
+        assert "packages" not in args and "spark.jars" not in args, f"{name}: {args}"
+        steps = dockerfile_instructions(dockerfile(svc))
+        runs = " ".join(rest for ins, rest in steps if ins == "RUN")
+        assert re.search(r"mvn .*--file \S*jvm/pom\.xml .*dependency:copy-dependencies", runs), (
+            f"{name}: its image does not resolve jvm/pom.xml"
+        )
+        copies = [rest for ins, rest in steps if ins == "COPY"]
+        assert any(rest.split()[0] == "jvm" for rest in copies), f"{name}: jvm/ is not copied"
+        venv = app_dir(dockerfile(svc)).rstrip("/") + "/.venv"
+        assert any(
+            rest.startswith("--from=") and rest.endswith(f"{venv}/share/aq-jvm/spark")
+            for rest in copies
+        ), f"{name}: the connector jars do not reach {venv}/share/aq-jvm/spark: {copies}"
+        ignored = (dockerfile(svc).parent / f"{dockerfile(svc).name}.dockerignore").read_text()
+        assert "!jvm/" in ignored.split(), f"{name}: the build context leaves jvm/ out"
+
+
+def test_kafka_runs_the_version_of_the_embedded_path():
+    from jvm_support import pom_properties
+
+    (kafka,) = services_with_image("apache/kafka")
+    assert split_image(services()[kafka]["image"])[1] == pom_properties()["kafka.version"]
+    (spark,) = services_with_image("apache/spark")
+    spark_tag = split_image(final_base_image(dockerfile(services()[spark])))[1]
+    assert spark_tag.split("-")[0] == pom_properties()["spark.version"]
 
 
 def test_spark_and_airflow_share_the_checkpoint_and_its_lock():
