@@ -269,7 +269,7 @@ def backfill_cmd(locations, more_locations, since, until) -> None:
     Reads every measurement with since < period end <= until, in windows of at most a year
     and all pages, and puts them on AQ_KAFKA_TOPIC. The checkpoint moves only after Kafka
     acknowledged a page: after a crash or Ctrl-C, run the same command again and it
-    continues where it stopped (at most the page in flight is sent twice).
+    continues where it stopped (at most the pages in flight are sent twice).
 
     Example: aqi backfill --location 2178 17 --since 2024-01-01 --until 2024-02-01
     """
@@ -474,9 +474,10 @@ def stream_cmd(
     live in AQ_HOME/checkpoints: a restart after a crash neither loses nor duplicates
     anything. Stops cleanly on SIGTERM / Ctrl-C.
     """
-    from spark_streaming.job import QUERY_NAME, StreamOptions, run_stream
+    from spark_streaming.job import QUERY_NAME, StreamOptions, check_starting_offsets, run_stream
 
     s = settings()
+    check_starting_offsets(starting_offsets, s.kafka_topic)
     _migrate(s)
     options = StreamOptions(
         bootstrap_servers=kafka_bootstrap_servers(s),

@@ -1,10 +1,11 @@
 """``aqi backfill``: every measurement of every sensor of some locations, resumably.
 
 For each sensor the time range is cut into windows of at most a year (the API's limit on
-one query), each window read page by page. After Kafka acknowledged a page, the sensor's
-checkpoint moves to the period end of the page's last measurement; a rerun with the same
-arguments asks for ``datetime_from = checkpoint`` (the API filters ``from < period end``),
-so a crash costs at most the page that was in flight, sent again.
+one query), each window read page by page. Pages are sent pipelined (the next one is read
+while Kafka acknowledges the last); once Kafka acknowledged a page and every one before it,
+the sensor's checkpoint moves to the period end of the page's last measurement; a rerun with
+the same arguments asks for ``datetime_from = checkpoint`` (the API filters ``from < period
+end``), so a crash costs at most the pages that were in flight, sent again.
 
 Public surface: :func:`run_backfill`, :func:`year_windows`, :class:`BackfillResult`.
 """

@@ -270,3 +270,35 @@ def test_recreated_topic_stops_the_stream_with_one_line_and_the_way_on(
     assert set(landed.values()) == {1}
     reused = {(r[2], r[3]) for r in news} & {(r[2], r[3]) for r in olds}
     assert reused, "the new log should reuse offsets of the old one"
+
+
+def test_checkpoint_of_the_retired_python_source_gets_one_line(
+    tmp_path: Path, services, fresh_database
+) -> None:
+    """A checkpoint written by `kafka_py` (before Apache Kafka) says what to move aside."""
+    env = _env(tmp_path, services, fresh_database)
+    checkpoint = Path(env["AQ_HOME"]) / "checkpoints" / "openaq_raw"
+    (checkpoint / "offsets").mkdir(parents=True)
+    (checkpoint / "offsets" / "3").write_text(
+        'v1\n{"batchWatermarkMs":0,"batchTimestampMs":1,"conf":{}}\n'
+        '{"topic":"openaq.measurements","partitions":{"0":{"offset":42,"fp":"1:2"}}}\n'
+    )
+    result = run_aqi(["stream", "--available-now"], env, tmp_path, timeout=300)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("aqi: error: the checkpoint ") and "kafka_py" in line
+    assert f"mv {checkpoint} {checkpoint}.kafka_py" in line
+
+
+@pytest.mark.parametrize("value", ["earliest-ish", '{"other.topic": {"0": 1}}', '{"t": [1]}'])
+def test_invalid_starting_offsets_are_one_line_before_anything_starts(
+    tmp_path: Path, value: str
+) -> None:
+    # nothing answers at these addresses: the option is refused before they are tried
+    env = isolated_env(tmp_path / "aq", AQ_KAFKA_TOPIC="t", KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9",
+                       AQ_DATABASE_URL="postgresql://u:p@127.0.0.1:9/db")  # fmt: skip
+    result = run_aqi(["stream", "--starting-offsets", value], env, tmp_path, timeout=120)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("aqi: error: --starting-offsets: expected earliest, latest or JSON")
