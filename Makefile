@@ -79,10 +79,11 @@ lint: env ## ruff
 clean: services-down ## stop services and remove environments and AQ_HOME (./.aq)
 	rm -rf .venv superset/.venv .tools .aq superset/screenshot/node_modules
 
-bench: env jvm java-check ## benchmarks (results go to docs/benchmarks.md by hand, with machine and date)
+bench: env jvm java-check ## benchmarks, ~20 min (results go to docs/benchmarks.md by hand, with machine and date)
 	@$(VENV)/bin/python benchmarks/bench_services.py
 	@$(VENV)/bin/python benchmarks/bench_ingestion.py
 	@$(VENV)/bin/python benchmarks/bench_stream.py
+	@$(VENV)/bin/python benchmarks/bench_latency.py
 
 bench-warehouse: env jvm ## dbt full vs incremental at 1M and 10M raw rows (~30 min; run on a quiet machine)
 	@$(VENV)/bin/python benchmarks/bench_warehouse.py --rows 1000000

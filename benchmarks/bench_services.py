@@ -1,4 +1,4 @@
-"""Benchmark the embedded services: start-up times, broker produce/read rates, end-offset probe.
+"""Benchmark the embedded services: start-up times, broker memory, produce/read rates.
 
 Run with `make bench` (writes a Markdown table to stdout; copy it into docs/benchmarks.md
 with the machine and date). Uses a throw-away AQ_HOME and free ports, so it never touches
@@ -12,12 +12,13 @@ import platform
 import statistics
 import sys
 import time
+from pathlib import Path
 
 from _services import temporary_settings
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
-from aqi.services import services_down, services_up
-from aqi.topics import end_offsets, ensure_topic
+from aqi.services import services_down, services_status, services_up
+from aqi.topics import client_config, end_offsets, ensure_topic
 
 MESSAGES = 50_000
 
@@ -33,7 +34,7 @@ def main() -> None:
     quiet = lambda line: None
     rows: list[tuple[str, str]] = []
     try:
-        rows.append(("services up, first time (initdb + start + topic)",
+        rows.append(("services up, first time (initdb, Kafka storage format, start, topic)",
                      f"{_timed(lambda: services_up(settings, quiet)):.2f} s"))  # fmt: skip
         rows.append(("services up, already running (no-op)",
                      f"{_timed(lambda: services_up(settings, quiet)):.2f} s"))  # fmt: skip
@@ -46,15 +47,25 @@ def main() -> None:
         bootstrap = f"127.0.0.1:{settings.kafka_port}"
         ensure_topic(bootstrap, "bench", 3)
         payload = b'{"sensor_id": 12345, "value": 12.3, "period_end": "2026-01-01T00:00:00Z"}' * 4
-        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+        producer = Producer(client_config(bootstrap, "bench", acks="all", **{
+            "enable.idempotence": True, "compression.type": "lz4", "linger.ms": 5}))  # fmt: skip
         start = time.perf_counter()
         for i in range(MESSAGES):
-            producer.send("bench", key=str(i % 500).encode(), value=payload)
-        producer.flush()
+            while True:
+                try:
+                    producer.produce("bench", value=payload, key=str(i % 500).encode())
+                    break
+                except BufferError:
+                    producer.poll(0.01)
+        assert producer.flush(60) == 0
         produce_s = time.perf_counter() - start
-        producer.close()
-        rows.append((f"produce {MESSAGES:,} msgs of {len(payload)} B (kafka-python, acks=all)",
+        rows.append((f"produce {MESSAGES:,} msgs of {len(payload)} B (confluent-kafka, acks=all)",
                      f"{MESSAGES / produce_s:,.0f} msg/s"))  # fmt: skip
+        pid = services_status(settings)["kafka"]["pid"]
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+        rss_kb = int(next(line for line in status if line.startswith("VmRSS")).split()[1])
+        rows.append(("Kafka broker resident memory after that (heap capped at 512 MiB)",
+                     f"{rss_kb / 1024:,.0f} MiB"))  # fmt: skip
 
         probes = []
         for _ in range(5):
@@ -65,13 +76,12 @@ def main() -> None:
         rows.append(("aqi.topics.end_offsets, 3 partitions (median of 5)",
                      f"{statistics.median(probes) * 1000:.0f} ms"))  # fmt: skip
 
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-        tps = [TopicPartition("bench", p) for p in ends]
-        consumer.assign(tps)
-        consumer.seek_to_beginning()
+        consumer = Consumer(client_config(bootstrap, "bench", **{"group.id": "bench",
+                                                                 "enable.auto.commit": False}))
+        consumer.assign([TopicPartition("bench", p, 0) for p in ends])
         start, read = time.perf_counter(), 0
         while read < MESSAGES:
-            read += sum(len(v) for v in consumer.poll(timeout_ms=2000).values())
+            read += sum(1 for m in consumer.consume(10_000, timeout=2.0) if m.error() is None)
         read_s = time.perf_counter() - start
         consumer.close()
         rows.append(
