@@ -336,9 +336,9 @@ def replay_cmd(fixtures_dir, simulate, locations, days, rate, seed) -> None:
     pollution episodes, hourly and 15-minute sensors, nulls, flags, -9999 sentinels, ppb and
     µg/m³, and a few late and duplicate events; the same --seed gives the same data.
     """
-    from ingestion.producer import producer_from_settings
+    from ingestion.producer import encode_records, producer_from_settings
     from ingestion.progress import Progress
-    from ingestion.replay import fixture_events, send_paced
+    from ingestion.replay import fixture_events, send_paced, simulated_records
 
     if bool(fixtures_dir) == bool(simulate):
         raise click.UsageError("choose one of --fixtures DIR or --simulate")
@@ -347,7 +347,7 @@ def replay_cmd(fixtures_dir, simulate, locations, days, rate, seed) -> None:
         if fixtures_dir:
             events, report = fixture_events(fixtures_dir)
             with Progress("replay", unit="events") as progress:
-                send_paced(events, producer, progress)
+                send_paced(encode_records(events), producer, progress)
             click.echo(
                 f"replay: {report.events} events from {len(report.files)} files "
                 f"({report.responses} responses; {report.duplicates} repeated readings sent once; "
@@ -355,11 +355,10 @@ def replay_cmd(fixtures_dir, simulate, locations, days, rate, seed) -> None:
             )
             return
         from ingestion.simulator import SimulationConfig
-        from ingestion.simulator import simulate as simulated
 
         config = SimulationConfig(locations=locations, days=days, seed=seed)
         with Progress("simulate", unit="events") as progress:
-            send_paced(simulated(config), producer, progress, rate_per_s=rate)
+            send_paced(simulated_records(config), producer, progress, rate_per_s=rate)
         click.echo(f"replay --simulate: {progress.summary()}")
 
 
@@ -446,7 +445,7 @@ def _migrate(s: Settings) -> list[str]:
     default="earliest",
     show_default=True,
     metavar="earliest|latest|JSON",
-    help='Where a new checkpoint starts reading (Spark\'s startingOffsets), e.g. '
+    help="Where a new checkpoint starts reading (Spark's startingOffsets), e.g. "
     '\'{"openaq.measurements": {"0": 0, "1": 42, "2": -2}}\'.',
 )
 @click.option(

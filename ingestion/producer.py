@@ -13,14 +13,14 @@ batch and every earlier one were acknowledged, and never after a failure. A fail
 last checkpoint: a gap is never silent.
 
 Public surface: :class:`EventProducer`, :func:`producer_from_settings`, :class:`ProducerError`,
-:func:`encode_event`.
+:func:`encode_event`, :func:`encode_records`.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -33,7 +33,13 @@ from aqi.errors import AqiError
 from aqi.topics import KafkaUnavailable, client_config, ensure_topic
 from ingestion.events import event_key
 
-__all__ = ["EventProducer", "ProducerError", "encode_event", "producer_from_settings"]
+__all__ = [
+    "EventProducer",
+    "ProducerError",
+    "encode_event",
+    "encode_records",
+    "producer_from_settings",
+]
 
 #: how long a record may wait for its acknowledgement (librdkafka retries inside it)
 DELIVERY_TIMEOUT_MS = 120_000
@@ -51,6 +57,12 @@ def encode_event(event: dict[str, Any]) -> bytes:
     project builds) would become ``null`` rather than the invalid JSON ``json`` writes.
     """
     return orjson.dumps(event)
+
+
+def encode_records(events: Iterable[dict[str, Any]]) -> Iterator[tuple[bytes, bytes]]:
+    """The Kafka (key, value) of each event: its sensor id and its JSON."""
+    for event in events:
+        yield event_key(event), orjson.dumps(event)
 
 
 @dataclass
@@ -114,12 +126,21 @@ class EventProducer:
         during a later :meth:`send`, at the latest in :meth:`flush`). An empty batch with a
         ``then`` is a barrier: it runs once everything sent before it was acknowledged.
         """
+        return self.send_records(encode_records(events), then)
+
+    def send_records(
+        self, records: Iterable[tuple[bytes, bytes]], then: Callable[[], None] | None = None
+    ) -> int:
+        """:meth:`send` for events already encoded by :func:`encode_records` (key, value).
+
+        For a producer fed by another process (``aqi replay --simulate`` simulates and
+        encodes in a child process, so that this one only sends).
+        """
         self._raise_if_failed()
         batch = _Batch(size=0, then=then)
         self._pending.append(batch)
         produce, topic = self._producer.produce, self.topic
-        for event in events:
-            key, value = event_key(event), encode_event(event)
+        for key, value in records:
             batch.size += 1
             batch.waiting += 1
             while True:
