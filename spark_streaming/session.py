@@ -1,7 +1,8 @@
 """The SparkSession every streaming job and test uses, configured in one place.
 
 Why these settings: the embedded default runs ``local[*]`` on a small machine, so shuffles
-use few partitions and the driver binds to 127.0.0.1; Python workers must run this
+use few partitions and the driver binds to 127.0.0.1 (its UI too, through ``SPARK_LOCAL_IP``:
+``spark.driver.bindAddress`` does not reach it); Python workers must run this
 environment's interpreter (or they miss pyarrow, see the field notes); Parquet output uses
 dynamic partition overwrite so that re-running a micro-batch replaces exactly its own files.
 
@@ -46,6 +47,9 @@ def get_spark(master: str | None = None, app_name: str = "aqi-stream", **conf: s
     # a deployment may set any of these through PYSPARK_SUBMIT_ARGS (docker-compose binds the
     # driver to 0.0.0.0): it wins over the defaults
     submitted = os.environ.get("PYSPARK_SUBMIT_ARGS", "")
+    if "spark.driver.bindAddress" not in submitted:
+        # the driver's UI (port 4040) binds to SPARK_LOCAL_IP, or to every interface without it
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder.master(master or DEFAULT_MASTER).appName(app_name)
     for key, value in defaults.items():
         if key not in submitted:

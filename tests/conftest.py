@@ -7,12 +7,13 @@ checkout is not read (subprocesses run with a temporary working directory).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -44,6 +45,46 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def listening_sockets(pids: Iterable[int]) -> list[tuple[str, int, str, int]]:
+    """What these processes and their descendants listen on: (process name, pid, address,
+    port) per TCP listener or unconnected UDP socket, IPv4-mapped addresses unmapped."""
+    import psutil
+
+    tree: dict[int, str] = {}
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            for proc in (root, *root.children(recursive=True)):
+                tree[proc.pid] = proc.name()
+        except psutil.NoSuchProcess:
+            continue
+    found = set()
+    for conn in psutil.net_connections(kind="inet"):
+        if conn.pid not in tree or not conn.laddr:
+            continue
+        if conn.type == socket.SOCK_STREAM and conn.status != psutil.CONN_LISTEN:
+            continue
+        if conn.type == socket.SOCK_DGRAM and conn.raddr:
+            continue  # a connected UDP socket (a DNS lookup) listens for nobody
+        address = conn.laddr.ip.removeprefix("::ffff:")
+        found.add((tree[conn.pid], conn.pid, address, conn.laddr.port))
+    return sorted(found)
+
+
+def project_pids(settings: Settings) -> list[int]:
+    """Every live process the project started in this AQ_HOME (one pid file each in
+    ``AQ_HOME/run``: PostgreSQL, Kafka nodes, Airflow, Superset, the demo's workers)."""
+    from aqi.services.process import PidFile
+
+    records = (PidFile(path).live() for path in sorted(settings.run_dir.glob("*.pid")))
+    return [record.pid for record in records if record is not None]
+
+
+def off_loopback(sockets: Iterable[tuple[str, int, str, int]]) -> list[tuple[str, int, str, int]]:
+    """The sockets of :func:`listening_sockets` that another machine could reach."""
+    return [s for s in sockets if not ipaddress.ip_address(s[2]).is_loopback]
 
 
 def isolated_env(aq_home: Path, **overrides: str) -> dict[str, str]:

@@ -45,6 +45,9 @@ ELT_DAG_ID = "openaq_elt"
 DAGS_DIR = REPO_ROOT / "dags"
 #: the daemons of ``up``, in start order (stopped in reverse)
 COMPONENTS = ("api-server", "scheduler", "dag-processor")
+#: the scheduler's log server listens on every interface (Airflow has no setting for its
+#: host); with the LocalExecutor the API server reads task logs from AIRFLOW_HOME/logs itself
+COMPONENT_ARGS = {"scheduler": ("--skip-serve-logs",)}
 START_TIMEOUT_S = 180.0
 _ADMIN_SECRET = "airflow_admin_password"
 _PASSWORDS_FILE = "airflow_passwords.json"
@@ -199,7 +202,7 @@ class EmbeddedAirflow:
             self.pidfile(component).remove()
             echo(f"airflow: starting {component} ...")
             proc = spawn_daemon(
-                [_airflow(), component],
+                [_airflow(), component, *COMPONENT_ARGS.get(component, ())],
                 log_path=self.log_path(component),
                 env=env,
                 cwd=self.settings.airflow_home,

@@ -12,13 +12,21 @@ import json
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import REPO_ROOT, private_stack, run_aqi
+from conftest import (
+    REPO_ROOT,
+    listening_sockets,
+    off_loopback,
+    private_stack,
+    project_pids,
+    run_aqi,
+)
 
 from aqi.config import load_settings
 from aqi.exports import EXPORTED_TABLES
@@ -231,6 +239,19 @@ def test_embedded_airflow_answers_health_and_runs_a_rest_triggered_dag(stack: di
                        token)  # fmt: skip
             failed = [t["task_id"] for t in tis["task_instances"] if t["state"] != "success"]
             pytest.fail(f"REST-triggered run ended {state}; not successful: {failed}")
+        # the scheduler runs without its log server (it would listen on every interface):
+        # the API server reads a task's log from AIRFLOW_HOME/logs itself
+        runs = f"/api/v2/dags/openaq_elt/dagRuns/{run_id}/taskInstances"
+        ti = _api(base, "GET", runs, token)["task_instances"][0]
+        log = _api(base, "GET", f"{runs}/{ti['task_id']}/logs/{ti['try_number']}", token)
+        text = json.dumps(log["content"])
+        assert len(log["content"]) > 3 and "Could not read served logs" not in text, text[:2000]
+        # Airflow, PostgreSQL and Kafka, with every child process: loopback only
+        sockets = listening_sockets(project_pids(stack["settings"]))
+        ports = {port for *_, port in sockets}
+        assert {urllib.parse.urlsplit(base).port, stack["settings"].pg_port,
+                stack["settings"].kafka_port} <= ports, sockets  # fmt: skip
+        assert off_loopback(sockets) == []
     finally:
         down = run_aqi(["airflow", "down"], env, cwd, timeout=300)
         assert down.returncode == 0, down.stderr

@@ -13,13 +13,14 @@ import re
 import shutil
 import stat
 import subprocess
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 import yaml
-from conftest import private_stack, run_aqi
+from conftest import listening_sockets, off_loopback, private_stack, run_aqi
 from superset_support import Api, superset_api
 from warehouse_support import load_raw_events
 
@@ -90,6 +91,13 @@ def test_up_prints_where_and_the_generated_password_once(stack: dict) -> None:
     # bound to 127.0.0.1, no admin/admin
     with pytest.raises(PermissionError):
         Api(EmbeddedSuperset(settings).url, "admin", "admin")
+
+
+def test_superset_and_its_workers_listen_on_loopback_only(stack: dict) -> None:
+    superset = EmbeddedSuperset(stack["settings"])
+    sockets = listening_sockets([superset.status()["pid"]])
+    assert urllib.parse.urlsplit(superset.url).port in {port for *_, port in sockets}, sockets
+    assert off_loopback(sockets) == []
 
 
 def test_every_chart_of_the_dashboard_returns_rows(stack: dict) -> None:

@@ -14,7 +14,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import reference_aqi as ref
-from conftest import isolated_env, read_topic, run_aqi
+from conftest import (
+    isolated_env,
+    listening_sockets,
+    off_loopback,
+    project_pids,
+    read_topic,
+    run_aqi,
+)
 from superset_support import superset_api
 from warehouse_support import assert_gold_matches_reference
 
@@ -42,6 +49,12 @@ def test_demo_numbers_match_an_independent_computation(tmp_path: Path) -> None:
         assert "demo ready" in first.stdout and "superset_admin_password" in first.stdout
 
         settings = load_settings(env, dotenv=None)
+        # what the demo left running (PostgreSQL, Kafka, Superset and all their children)
+        # listens on loopback only
+        sockets = listening_sockets(project_pids(settings))
+        assert {settings.pg_port, settings.kafka_port, settings.superset_port} <= {
+            port for *_, port in sockets}, sockets  # fmt: skip
+        assert off_loopback(sockets) == []
         events = [r[3] for r in read_topic(kafka_bootstrap_servers(settings), settings.kafka_topic)]
         assert len({e["location_id"] for e in events}) == 3
         assert_gold_matches_reference(database_url(settings), events)
@@ -100,6 +113,12 @@ def test_live_demo_collects_from_the_api_and_keeps_collecting(tmp_path: Path) ->
                 ).fetchall()
                 latest = conn.execute("select count(*) from gold.latest").fetchone()[0]
             assert modes == [("live", 2178)] and latest > 0
+            # the live demo's collector and stream (Spark's JVM, its UI, its Python workers)
+            sockets = listening_sockets(project_pids(settings))
+            assert any(name == "java" and 4040 <= port < 4100 for name, _, _, port in sockets), (
+                sockets  # the stream's Spark UI
+            )
+            assert off_loopback(sockets) == []
         finally:
             down = run_aqi(["demo", "--down"], env, tmp_path, timeout=600)
         assert down.returncode == 0, down.stdout + down.stderr

@@ -17,7 +17,7 @@ import psycopg
 import pyarrow.dataset as ds
 import pytest
 from confluent_kafka import Producer
-from conftest import AQI, isolated_env, recreate_topic, run_aqi
+from conftest import AQI, isolated_env, listening_sockets, off_loopback, recreate_topic, run_aqi
 
 from aqi.topics import client_config
 from ingestion.events import validate_event
@@ -201,6 +201,10 @@ def test_continuous_stream_stops_cleanly_on_sigterm(
                     ).fetchone()[0]
         assert inserted == len(events), "the continuous stream did not drain the topic"
         assert proc.poll() is None, "without --available-now the stream keeps running"
+        # the driver, its JVM (Spark UI, block manager) and Python workers: loopback only
+        sockets = listening_sockets([proc.pid])
+        assert any(name == "java" and 4040 <= port < 4100 for name, _, _, port in sockets), sockets  # the UI
+        assert off_loopback(sockets) == []
         # a second stream on the same checkpoint is refused, not raced
         second = run_aqi(["stream", "--available-now"], env, tmp_path, timeout=120)
         assert second.returncode == 1
