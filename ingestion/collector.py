@@ -7,6 +7,12 @@ the readings to events, drops those already sent (same sensor and period end, re
 The latest endpoint gives a reading's period end but not its length; a sensor's period length
 is learned once from one page of its measurements and remembered (hourly if it has none).
 
+A cycle does not end on one location: a location whose requests fail (after the client's own
+retries) is logged, counted and tried again next cycle, and a reading that is not shaped as
+the API documents is logged, counted and skipped. What concerns every location ends the
+command with one line: a rejected key (401), a gone API version (410), Kafka not
+acknowledging.
+
 Public surface: :class:`Targets`, :func:`resolve_locations`, :func:`collect_cycle`,
 :func:`run_collector`, :class:`CycleResult`.
 """
@@ -21,9 +27,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
+from typing import Any
 
 from ingestion.events import Location, event_from_latest, location_from_api, parse_utc
-from ingestion.openaq_client import OpenAQClient
+from ingestion.openaq_client import OpenAQAuthError, OpenAQClient, OpenAQError, OpenAQGoneError
 from ingestion.producer import EventProducer
 from ingestion.state import IngestionState
 
@@ -53,6 +60,19 @@ class CycleResult:
     readings: int
     sent: int
     already_sent: int
+    #: locations whose requests failed this cycle (tried again next cycle)
+    failed_locations: int = 0
+    #: readings not shaped as the API documents, skipped
+    malformed: int = 0
+
+    def problems(self) -> str:
+        """``", 1 location failed, 2 malformed readings skipped"`` or ``""``."""
+        parts = []
+        if self.failed_locations:
+            parts.append(f"{self.failed_locations} location(s) failed")
+        if self.malformed:
+            parts.append(f"{self.malformed} malformed reading(s) skipped")
+        return "".join(f", {part}" for part in parts)
 
 
 def resolve_locations(client: OpenAQClient, targets: Targets) -> list[Location]:
@@ -75,15 +95,31 @@ def collect_cycle(
     state: IngestionState,
 ) -> CycleResult:
     """One polling cycle over ``locations``."""
-    readings = sent = already = 0
+    readings = sent = already = failed = malformed = 0
     for location in locations:
+        try:
+            results = client.latest_for_location(location.id)
+        except (OpenAQAuthError, OpenAQGoneError):
+            raise
+        except OpenAQError as exc:
+            log.warning("collect: location %s skipped this cycle: %s", location.id, exc)
+            failed += 1
+            continue
         events = []
-        for result in client.latest_for_location(location.id):
-            sensor_id = int(result["sensorsId"])
-            if sensor_id not in location.sensors:
-                continue  # a sensor added after the metadata was cached: picked up on refresh
-            interval = _interval(sensor_id, parse_utc(result["datetime"]["utc"]), client, state)
-            event = event_from_latest(result, location, "live", interval)
+        for result in results:
+            try:
+                event = _event(result, location, client, state)
+            except (OpenAQAuthError, OpenAQGoneError):
+                raise
+            except OpenAQError as exc:  # learning a sensor's period length failed
+                log.warning("collect: a reading of location %s skipped: %s", location.id, exc)
+                malformed += 1
+                continue
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                log.warning("collect: a malformed reading of location %s skipped (%s: %s): %.200r",
+                            location.id, type(exc).__name__, exc, result)  # fmt: skip
+                malformed += 1
+                continue
             if event is not None:
                 events.append(event)
         readings += len(events)
@@ -98,7 +134,18 @@ def collect_cycle(
             producer.send(unique, then=partial(state.mark_sent, new_keys))
             sent += len(unique)
     producer.flush()
-    return CycleResult(len(locations), readings, sent, already)
+    return CycleResult(len(locations), readings, sent, already, failed, malformed)
+
+
+def _event(
+    result: Any, location: Location, client: OpenAQClient, state: IngestionState
+) -> dict[str, Any] | None:
+    """The event of one latest reading, or None (no value, or a sensor not yet known)."""
+    sensor_id = int(result["sensorsId"])
+    if sensor_id not in location.sensors:
+        return None  # a sensor added after the metadata was cached: picked up on refresh
+    interval = _interval(sensor_id, parse_utc(result["datetime"]["utc"]), client, state)
+    return event_from_latest(result, location, "live", interval)
 
 
 def run_collector(
@@ -121,7 +168,14 @@ def run_collector(
     total = 0
     while True:
         if not locations or time.monotonic() - looked_up > LOCATIONS_REFRESH_S:
-            locations = resolve_locations(client, targets)
+            try:
+                locations = resolve_locations(client, targets)
+            except (OpenAQAuthError, OpenAQGoneError):
+                raise
+            except OpenAQError as exc:
+                if not locations:
+                    raise  # the first look-up: an unknown location id is the user's to fix
+                log.warning("collect: keeping the %d known locations: %s", len(locations), exc)
             looked_up = time.monotonic()
             echo(f"collect: polling {len(locations)} locations")
         started = time.monotonic()
@@ -129,7 +183,7 @@ def run_collector(
         total += result.sent
         echo(
             f"collect: {result.readings} readings from {result.locations} locations, "
-            f"{result.sent} new sent, {result.already_sent} already sent "
+            f"{result.sent} new sent, {result.already_sent} already sent{result.problems()} "
             f"({time.monotonic() - started:.1f} s)"
         )
         if once or stop.wait(interval_s):

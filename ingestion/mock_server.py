@@ -243,6 +243,7 @@ class MockOpenAQ:
         headers: Mapping[str, str] | None = None,
         delay: float = 0.0,
         malformed: bool = False,
+        cut: bool = False,
         path: str | None = None,
         on_request: int | None = None,
         times: int = 1,
@@ -251,16 +252,19 @@ class MockOpenAQ:
 
         ``status`` answers with that code and ``body`` (default ``{"detail": <reason>}``);
         ``delay`` holds the response that many seconds (to make a client time out);
-        ``malformed`` sends the real body truncated, with 200; they combine. ``path``
+        ``malformed`` sends the real body truncated, with 200; ``cut`` announces the whole
+        body, sends half of it and closes the connection (a connection lost mid-body); they
+        combine. ``path``
         restricts the fault to paths containing that substring, ``on_request`` to the
         k-th request the server receives (1-based); ``times`` repeats it. Faults apply
         after the key check and the rate limiter, in the order they were queued.
         """
-        if status is None and not delay and not malformed:
-            raise ValueError("a fault needs a status, a delay or malformed=True")
+        if status is None and not delay and not malformed and not cut:
+            raise ValueError("a fault needs a status, a delay, malformed=True or cut=True")
         if times < 1:
             raise ValueError("times must be >= 1")
-        fault = _Fault(status, body, dict(headers or {}), delay, malformed, path, on_request, times)
+        fault = _Fault(status, body, dict(headers or {}), delay, malformed, path, on_request,
+                       times, cut)  # fmt: skip
         with self._lock:
             self._faults.append(fault)
 
@@ -491,6 +495,7 @@ class _Fault:
     path: str | None
     on_request: int | None
     times: int
+    cut: bool = False
 
     def matches(self, path: str, number: int) -> bool:
         if self.path is not None and self.path not in path:
@@ -504,7 +509,7 @@ class _Fault:
         if self.malformed:
             body = body[: max(1, len(body) // 2)]
             status = self.status if self.status is not None else 200
-        return _Reply(status, headers, body, self.delay)
+        return _Reply(status, headers, body, self.delay, self.cut)
 
 
 @dataclass
@@ -513,6 +518,8 @@ class _Reply:
     headers: dict[str, str]
     body: bytes
     delay: float = 0.0
+    #: send the Content-Length of the whole body, then half of it, then close
+    cut: bool = False
 
     @classmethod
     def json(
@@ -1203,6 +1210,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(reply.body)))
             self.end_headers()
+            if reply.cut:
+                self.wfile.write(reply.body[: len(reply.body) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                return
             self.wfile.write(reply.body)
         except (ConnectionError, TimeoutError):
             self.close_connection = True

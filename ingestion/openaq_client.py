@@ -12,7 +12,9 @@ How this client behaves:
 - 429 -> pause everyone until ``x-ratelimit-reset`` has passed, then retry;
   ``x-ratelimit-remaining: 0`` -> the same pause before the next request;
 - 403 rate-limit policy -> a long pause (``policy_pause_s``, default 10 min), then retry;
-- 5xx, timeouts, connection errors, malformed JSON -> exponential backoff with jitter;
+- 5xx, timeouts, connection errors (a reset, a body cut mid-way), malformed JSON ->
+  exponential backoff with jitter, ``max_retries`` times;
+- ``x-ratelimit-reset`` that is no finite number is ignored, and no pause exceeds an hour;
 - 401 -> :class:`OpenAQAuthError` at once (names ``OPENAQ_API_KEY``), 410 -> :class:`OpenAQGoneError`;
 - the key travels only in the ``X-API-Key`` header and never appears in logs or errors.
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -36,7 +39,7 @@ import requests
 from aqi.config import Settings
 from aqi.errors import AqiError
 from ingestion.events import format_utc
-from ingestion.rate_limit import RateLimiter
+from ingestion.rate_limit import MAX_PAUSE_S, RateLimiter
 
 __all__ = [
     "MAX_LIMIT",
@@ -227,7 +230,7 @@ class OpenAQClient:
             self.limiter.acquire()
             try:
                 response = self._session.get(url, params=params, timeout=self.timeout_s)
-            except (requests.Timeout, requests.ConnectionError) as exc:
+            except _TRANSIENT as exc:
                 failures = self._backoff(failures, path, type(exc).__name__)
                 continue
             self._note_rate_headers(response)
@@ -336,12 +339,30 @@ def client_from_settings(
     )
 
 
+#: failures worth another try: no answer, a timeout, a connection reset or cut mid-body
+_TRANSIENT = (
+    requests.Timeout,
+    requests.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
+
+
 def _reset_seconds(response: requests.Response) -> float | None:
+    """``x-ratelimit-reset`` in seconds, at most :data:`MAX_PAUSE_S`; None if absent or not
+    a finite number (a header that says wait forever must not stop every process on the key)."""
     raw = response.headers.get("x-ratelimit-reset")
     try:
-        return max(0.0, float(raw)) if raw is not None else None
+        seconds = float(raw) if raw is not None else math.nan
     except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds):
+        if raw is not None:
+            log.warning("ignoring an x-ratelimit-reset header that is no number: %.40r", raw)
         return None
+    if seconds > MAX_PAUSE_S:
+        log.warning("x-ratelimit-reset of %.0f s capped at %.0f s", seconds, MAX_PAUSE_S)
+    return min(max(0.0, seconds), MAX_PAUSE_S)
 
 
 def _detail(response: requests.Response) -> str:

@@ -7,9 +7,11 @@ any server-imposed pause ("wait until the window resets") are kept in a small JS
 under ``AQ_HOME/state``, read and updated under an exclusive ``flock``. A request is sent
 only when fewer than ``per_minute`` requests were sent in the past 60 s and fewer than
 ``per_hour`` in the past hour (sliding windows, stricter than the server's fixed windows),
-and never before a pause set after a 429 has passed.
+and never before a pause set after a 429 has passed. A pause is at most :data:`MAX_PAUSE_S`
+(OpenAQ's longest window is an hour): an absurd reset from a server, or a state file edited by
+hand, cannot stop every process on the key for longer.
 
-Public surface: :class:`RateLimiter`.
+Public surface: :class:`RateLimiter`, :data:`MAX_PAUSE_S`.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["RateLimiter"]
+__all__ = ["MAX_PAUSE_S", "RateLimiter"]
 
 MINUTE = 60.0
 HOUR = 3600.0
+#: the longest pause any answer can impose (OpenAQ's longest rate-limit window)
+MAX_PAUSE_S = HOUR
 
 
 class RateLimiter:
@@ -69,6 +73,7 @@ class RateLimiter:
     def pause_until(self, wall_time: float) -> None:
         """Send nothing before ``wall_time`` (after a 429, a 403, or remaining == 0)."""
         with self._locked() as state:
+            wall_time = min(wall_time, self._clock() + MAX_PAUSE_S)
             state["blocked_until"] = max(float(state.get("blocked_until", 0.0)), wall_time)
 
     def pause_for(self, seconds: float) -> None:
@@ -84,6 +89,9 @@ class RateLimiter:
     def _delay(self, state: dict, now: float) -> tuple[float, str]:
         sent: list[float] = state["sent"]
         blocked = float(state.get("blocked_until", 0.0)) - now
+        if not blocked <= MAX_PAUSE_S:  # NaN or further than any pause we set: capped
+            blocked = MAX_PAUSE_S
+            state["blocked_until"] = now + MAX_PAUSE_S
         if blocked > 0:
             return blocked, "the API asked to wait for its rate-limit window to reset"
         last_minute = [t for t in sent if now - t < MINUTE]

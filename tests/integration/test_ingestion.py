@@ -135,6 +135,31 @@ def test_collect_once_twice_sends_nothing_the_second_time(tmp_path: Path, servic
         )
 
 
+def test_collect_skips_a_failing_location_and_a_malformed_reading(
+    tmp_path: Path, services: dict
+) -> None:
+    """One location answering 404 and one malformed reading: the cycle goes on, counted."""
+    import requests
+
+    with MockOpenAQ(api_key=KEY) as mock:
+        mock.add_location(_one_sensor_location())
+        env = _env(tmp_path, services, mock)
+        real = requests.get(f"{mock.base_url}/locations/2178/latest", headers={"X-API-Key": KEY},
+                            timeout=10).json()  # fmt: skip
+        bad = {**real["results"][0], "sensorsId": "not-a-number"}
+        body = {**real, "results": [*real["results"], bad, None]}
+        mock.inject(200, body=body, path="/locations/2178/latest")
+        mock.inject(404, path=f"/locations/{LOCATION_ID}/latest")
+        result = run_aqi(["collect", "--once", "--location", f"2178,{LOCATION_ID}"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    records = read_topic(env["KAFKA_BOOTSTRAP_SERVERS"], env["AQ_KAFKA_TOPIC"])
+    sent = {(v["sensor_id"], v["period_end"]) for *_, v in records}
+    assert len(records) == len(sent) == len(real["results"]) >= 4
+    assert {v["location_id"] for *_, v in records} == {2178}
+    assert "1 location(s) failed, 2 malformed reading(s) skipped" in result.stdout
+
+
 @pytest.mark.parametrize(
     "args",
     [

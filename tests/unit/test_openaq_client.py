@@ -368,22 +368,25 @@ def test_giving_up_on_a_429_still_records_its_reset(tmp_path: Path) -> None:
 # -- 7. transient failures ----------------------------------------------------------------
 
 
-def test_a_500_a_timeout_and_malformed_json_are_retried(mock: MockOpenAQ, tmp_path: Path) -> None:
+def test_a_500_a_timeout_malformed_json_and_a_cut_body_are_retried(mock: MockOpenAQ, tmp_path: Path) -> None:
     waits: list[str] = []
     client = make_client(mock, tmp_path, timeout_s=0.3, on_wait=lambda s, why: waits.append(why))
     mock.inject(500)
     mock.inject(delay=1.5)
     mock.inject(malformed=True)
+    mock.inject(cut=True)
 
     body = client.get("/locations/2178")
 
     assert body["results"][0]["name"] == "Del Norte"
     log = mock.requests
-    assert len(log) == 4, "three retries"
-    assert [r.path for r in log] == ["/v3/locations/2178"] * 4
-    assert [r.status for r in log] == [500, 200, 200, 200]  # a delayed and a truncated 200
-    assert len(waits) == 3
+    assert len(log) == 5, "four retries"
+    assert [r.path for r in log] == ["/v3/locations/2178"] * 5
+    # a delayed, a truncated and a cut 200
+    assert [r.status for r in log] == [500, 200, 200, 200, 200]
+    assert len(waits) == 4
     assert "500" in waits[0] and "Timeout" in waits[1] and "malformed JSON" in waits[2]
+    assert "ChunkedEncodingError" in waits[3]
 
 
 @pytest.mark.parametrize(
@@ -393,6 +396,7 @@ def test_a_500_a_timeout_and_malformed_json_are_retried(mock: MockOpenAQ, tmp_pa
         pytest.param({"status": 503}, id="503"),
         pytest.param({"delay": 0.5}, id="timeout"),
         pytest.param({"malformed": True}, id="malformed-json"),
+        pytest.param({"cut": True}, id="body-cut-mid-way"),
         pytest.param({"status": 200, "body": [1, 2]}, id="json-not-an-object"),
     ],
 )
@@ -491,6 +495,26 @@ def test_remaining_zero_makes_the_next_request_wait_for_the_reset(
     assert [r.status for r in log] == [200, 200]
     assert log[1].monotonic_time - log[0].monotonic_time >= 1.0
     assert len(waits) == 1 and "reset" in waits[0]
+
+
+@pytest.mark.parametrize(("reset", "expected"), [
+    ("30", 30.0), ("1e12", 3600.0), ("inf", None), ("nan", None), ("soon", None), ("-5", None),
+])  # fmt: skip
+def test_a_reset_header_pauses_at_most_an_hour_and_only_if_it_is_a_number(
+    mock: MockOpenAQ, tmp_path: Path, reset: str, expected: float | None
+) -> None:
+    clock = FakeClock()
+    waits: list[float] = []
+    limiter = RateLimiter(tmp_path, "id", clock=clock, sleep=clock.sleep,
+                          on_wait=lambda s, why: waits.append(s))  # fmt: skip
+    client = make_client(mock, tmp_path, limiter=limiter)
+    mock.inject(delay=0.01, headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": reset})
+    client.get("/locations/2178")
+    client.get("/locations/2178")
+    if expected is None:  # nothing to wait for (a negative reset has passed already)
+        assert waits == []
+    else:
+        assert waits == [pytest.approx(expected)]
 
 
 def test_the_mocks_own_quota_is_never_exceeded(tmp_path: Path) -> None:

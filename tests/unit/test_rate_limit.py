@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import FakeClock
 
-from ingestion.rate_limit import RateLimiter
+from ingestion.rate_limit import MAX_PAUSE_S, RateLimiter
 
 pytestmark = pytest.mark.unit
 
@@ -79,3 +79,23 @@ def test_key_is_not_in_the_state_file_name_or_content(tmp_path: Path) -> None:
     for file in files:
         assert "super-secret-key" not in file.name
         assert "super-secret-key" not in file.read_text()
+
+
+@pytest.mark.parametrize("seconds", [1e12, float("inf")])
+def test_no_pause_is_longer_than_an_hour(tmp_path: Path, seconds: float) -> None:
+    clock = FakeClock()
+    limiter = _limiter(tmp_path, clock)
+    limiter.pause_for(seconds)
+    start = clock.now
+    limiter.acquire()
+    assert clock.now - start == pytest.approx(MAX_PAUSE_S) and MAX_PAUSE_S == 3600
+
+
+@pytest.mark.parametrize("blocked_until", ["1e300", "NaN"])
+def test_a_state_file_blocking_for_ever_is_capped(tmp_path: Path, blocked_until: str) -> None:
+    clock = FakeClock()
+    limiter = _limiter(tmp_path, clock)
+    limiter.path.write_text(f'{{"sent": [], "blocked_until": {blocked_until}}}')
+    start = clock.now
+    limiter.acquire()
+    assert clock.now - start == pytest.approx(MAX_PAUSE_S)
