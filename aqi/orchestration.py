@@ -94,13 +94,23 @@ def drain_stream(settings: Settings | None = None, echo: Echo = print) -> str:
 
 
 def run_backfill(
-    locations: Sequence[int | str], since: str, until: str | None, echo: Echo = print
+    locations: Sequence[int | str],
+    since: str,
+    until: str | None,
+    echo: Echo = print,
+    *,
+    triggered_at: datetime | None = None,
 ) -> None:
-    """``aqi backfill --location ... --since ... --until ...`` (until defaults to now)."""
+    """``aqi backfill --location ... --since ... --until ...``.
+
+    An empty ``until`` means when the DAG run was triggered (``triggered_at``; now without
+    it): every attempt of the run then names the same span, so a retry resumes the job the
+    failed attempt started instead of starting a new one (the job id hashes the span).
+    """
     ids = [str(int(x)) for x in locations]
     if not ids:
         raise AqiError("openaq_backfill: the `locations` param needs at least one location id")
-    end = until or datetime.now().astimezone().isoformat(timespec="seconds")
+    end = until or (triggered_at or datetime.now().astimezone()).isoformat(timespec="seconds")
     run_aqi_command(["backfill", "--location", *ids, "--since", since, "--until", end], echo)
 
 

@@ -38,7 +38,8 @@ from aqi import orchestration
         "until": Param(
             None,
             type=["null", "string"],
-            description="End (inclusive), same formats; empty = now.",
+            description="End (inclusive), same formats; empty = when the run was triggered "
+            "(a retry resumes the same job).",
         ),
     },
     tags=["openaq", "backfill"],
@@ -46,9 +47,12 @@ from aqi import orchestration
 )
 def openaq_backfill() -> None:
     @task
-    def backfill(params: dict | None = None) -> None:
+    def backfill(params: dict | None = None, dag_run=None) -> None:
         p = params or {}
-        orchestration.run_backfill(p["locations"], p["since"], p.get("until") or None)
+        orchestration.run_backfill(
+            p["locations"], p["since"], p.get("until") or None,
+            triggered_at=dag_run.run_after if dag_run is not None else None,
+        )  # fmt: skip
 
     backfill()
 

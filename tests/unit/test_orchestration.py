@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,27 @@ def test_backfill_params_need_locations() -> None:
         run_backfill([], "2025-01-01", None, echo=lambda line: None)
     with pytest.raises(ValueError):
         run_backfill(["abc"], "2025-01-01", None, echo=lambda line: None)
+
+
+def test_an_empty_until_is_the_run_s_trigger_time_so_a_retry_resumes_the_job(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aqi import orchestration
+
+    commands: list[list[str]] = []
+    monkeypatch.setattr(orchestration, "run_aqi_command", lambda args, echo: commands.append(args))
+    triggered = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+    for _attempt in range(2):
+        run_backfill([2178], "2026-01-01", None, triggered_at=triggered)
+    run_backfill([2178], "2026-01-01", "2026-02-01")
+    run_backfill([2178], "2026-01-01", None)
+    assert commands[0] == commands[1] == [
+        "backfill", "--location", "2178", "--since", "2026-01-01",
+        "--until", "2026-03-04T05:06:07+00:00",
+    ]  # fmt: skip
+    assert commands[2][-2:] == ["--until", "2026-02-01"]
+    now = datetime.fromisoformat(commands[3][-1])
+    assert abs((now - datetime.now(UTC)).total_seconds()) < 60
 
 
 def test_one_stream_per_checkpoint(tmp_path: Path) -> None:
