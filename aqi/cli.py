@@ -381,6 +381,27 @@ def mock_api_cmd(port, fixtures_dir) -> None:
     sys.exit(mock_main(args))
 
 
+@cli.command(
+    "supervise", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False}
+)
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED, metavar="COMMAND...")
+def supervise_cmd(command) -> None:
+    """Run an aqi COMMAND and start it again whenever it dies.
+
+    For long-running workers nobody watches (the live demo runs `aqi supervise collect` and
+    `aqi supervise stream`): after a death it waits 1 s, then twice as long after every
+    quick death, up to 5 minutes (back to 1 s once a run lasted 10 minutes), and logs each
+    exit. Exit 0 (finished) and 2 (a usage error) are final. SIGTERM/Ctrl-C stops the
+    command (SIGTERM, SIGKILL after 60 s), then the supervisor.
+    """
+    from aqi.services.supervise import supervise
+
+    if command[0] not in cli.commands or command[0] == "supervise":
+        raise click.UsageError(f"not an aqi command to supervise: {command[0]!r}")
+    executable = str(Path(sys.executable).with_name("aqi"))
+    sys.exit(supervise([executable, *command], echo=lambda line: click.echo(line)))
+
+
 # --- streaming: aqi db migrate / aqi stream ------------------------------------------------
 
 

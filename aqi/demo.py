@@ -18,7 +18,8 @@ everything the demo started.
 ``aqi demo --live`` does the same from the OpenAQ API (OPENAQ_API_KEY; locations from
 AQ_COLLECT_LOCATIONS, AQ_COLLECT_BBOX or AQ_COLLECT_COUNTRY): a first ``aqi collect --once``
 instead of the simulator, and afterwards ``aqi collect`` and ``aqi stream`` keep running in
-the background (pid files under AQ_HOME/run, logs under AQ_HOME/logs), so the scheduled
+the background, each under ``aqi supervise`` (started again when it dies; pid files under
+AQ_HOME/run, logs under AQ_HOME/logs), so the scheduled
 openaq_elt finds new readings every 15 minutes.
 
 Public surface: :class:`DemoOptions`, :func:`run_demo`, :func:`stop_demo`.
@@ -159,8 +160,9 @@ def _start_workers(settings: Settings, echo: Echo) -> None:
             echo(f"    aqi {name}: already running (pid {record.pid})")
             continue
         log = settings.logs_dir / f"demo-{name}.log"
-        proc = spawn_daemon([executable, *args], log_path=log)
-        pidfile.write(proc.pid, f"aqi {' '.join(args)}", "")
+        # restarted when it dies (a network cut longer than its retries, PostgreSQL restarted)
+        proc = spawn_daemon([executable, "supervise", *args], log_path=log)
+        pidfile.write(proc.pid, f"aqi supervise {' '.join(args)}", "")
         if wait_until(lambda p=proc: p.poll() is not None, timeout=5):
             pidfile.remove()
             raise AqiError(f"aqi {name} stopped right after it started: see {log}")

@@ -9,6 +9,7 @@ computes from them independently.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -85,6 +86,7 @@ def test_demo_numbers_match_an_independent_computation(tmp_path: Path) -> None:
 
 def test_live_demo_collects_from_the_api_and_keeps_collecting(tmp_path: Path) -> None:
     """`aqi demo --live` against the local mock of the OpenAQ API (the real one is offline)."""
+    import psutil
     import psycopg
 
     from aqi.services.process import PidFile
@@ -119,8 +121,21 @@ def test_live_demo_collects_from_the_api_and_keeps_collecting(tmp_path: Path) ->
                 sockets  # the stream's Spark UI
             )
             assert off_loopback(sockets) == []
+            # a worker that dies (kill -9) is started again by its `aqi supervise`
+            (collector,) = psutil.Process(workers["collect"].pid).children()
+            collector.kill()
+            deadline = time.monotonic() + 60
+            restarted: list = []
+            while not restarted and time.monotonic() < deadline:
+                time.sleep(0.5)
+                restarted = [p for p in psutil.Process(workers["collect"].pid).children()
+                             if p.pid != collector.pid]  # fmt: skip
+            assert restarted, "the collector was not restarted"
+            log = (settings.logs_dir / "demo-collect.log").read_text()
+            assert "died (killed by SIGKILL)" in log
         finally:
             down = run_aqi(["demo", "--down"], env, tmp_path, timeout=600)
         assert down.returncode == 0, down.stdout + down.stderr
         assert not any(PidFile(settings.run_dir / f"demo-{n}.pid").live() for n in
                        ("collect", "stream"))  # fmt: skip
+        assert not any(p.is_running() for p in restarted), "down stops the supervised workers"
