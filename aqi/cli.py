@@ -1,15 +1,18 @@
 """The ``aqi`` command: the single entry point for people.
 
 Each sub-command is a thin shell around a module that does the work, so that DAGs and tests
-call the same code. Errors a user can act on (:class:`~aqi.errors.AqiError`,
-:class:`~aqi.config.ConfigError`) end the command with one line on stderr, never a traceback.
+call the same code. Every failure ends the command with one line on stderr and an exit code
+of :mod:`aqi.errors`, never a traceback (unless asked: ``--debug`` / ``AQ_DEBUG=1``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+import traceback
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -24,34 +27,54 @@ from aqi.config import (
     mask_url,
 )
 from aqi.connections import database_url, kafka_bootstrap_servers
-from aqi.errors import AqiError
+from aqi.errors import (
+    EXIT_DOWN,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_UNEXPECTED,
+    EXIT_USAGE,
+    AqiError,
+)
 from aqi.secrets import show_once
 
 __all__ = ["cli", "main"]
 
-#: exit status for invalid configuration (like a usage error)
-EXIT_CONFIG = 2
-
-
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: every failure ends with one line on stderr and an exit code
+    (:mod:`aqi.errors`); ``--debug`` or ``AQ_DEBUG=1`` prints the trace before that line."""
     try:
         cli.main(prog_name="aqi", standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("aqi: aborted", err=True)
-        sys.exit(130)
+        _fail("aqi: aborted", EXIT_INTERRUPTED)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except ConfigError as exc:
-        click.echo(f"aqi: configuration error: {exc}", err=True)
-        sys.exit(EXIT_CONFIG)
+        _fail(f"aqi: configuration error: {exc}", EXIT_USAGE)
     except AqiError as exc:
-        click.echo(f"aqi: error: {exc}", err=True)
-        sys.exit(1)
+        _fail(f"aqi: error: {exc}", EXIT_ERROR)
     except KeyboardInterrupt:
-        click.echo("aqi: interrupted", err=True)
-        sys.exit(130)
+        _fail("aqi: interrupted", EXIT_INTERRUPTED)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a trace
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+        _fail(f"aqi: unexpected error: {type(exc).__name__}: {first[:300]} "
+              "(AQ_DEBUG=1 shows the trace)", EXIT_UNEXPECTED)  # fmt: skip
+
+
+def _fail(line: str, code: int) -> NoReturn:
+    if _debug():
+        traceback.print_exc()
+    click.echo(line, err=True)
+    sys.exit(code)
+
+
+def _debug() -> bool:
+    return os.environ.get("AQ_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _set_debug(_ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        os.environ["AQ_DEBUG"] = "1"  # the commands this one runs inherit it
 
 
 def settings() -> Settings:
@@ -61,6 +84,9 @@ def settings() -> Settings:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="openaq-platform", prog_name="aqi")
+@click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_debug,
+              help="On a failure, print the Python trace before the one-line error "
+              "(same as AQ_DEBUG=1).")  # fmt: skip
 def cli() -> None:
     """Air-quality data platform: OpenAQ -> Kafka -> Spark -> PostgreSQL -> dbt -> dashboards.
 
@@ -497,7 +523,11 @@ def stream_cmd(
     from spark_streaming.job import QUERY_NAME, StreamOptions, check_starting_offsets, run_stream
 
     s = settings()
-    check_starting_offsets(starting_offsets, s.kafka_topic)
+    try:
+        check_starting_offsets(starting_offsets, s.kafka_topic)
+    except AqiError as exc:  # a bad option value: a usage error, like click's own
+        message = str(exc).removeprefix("--starting-offsets: ")
+        raise click.BadParameter(message, param_hint="'--starting-offsets'") from None
     _migrate(s)
     options = StreamOptions(
         bootstrap_servers=kafka_bootstrap_servers(s),
@@ -660,7 +690,7 @@ def airflow_status_cmd(as_json: bool) -> None:
         for component, pid in status["pids"].items():
             click.echo(f"  {component:<13} pid {pid or '-'}  log {status['logs'][component]}")
     if not status["running"]:
-        sys.exit(3)
+        sys.exit(EXIT_DOWN)
 
 
 @airflow_group.command("run-once")
@@ -794,7 +824,7 @@ def services_status_cmd(as_json: bool) -> None:
     else:
         _print_status(status)
     if not (status["postgres"]["running"] and status["kafka"]["running"]):
-        sys.exit(3)
+        sys.exit(EXIT_DOWN)
 
 
 def _print_status(status: dict) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import click
 
 from aqi.config import load_settings
+from aqi.errors import EXIT_DOWN
 from aqi.secrets import show_once
 
 __all__ = ["dashboards_group"]
@@ -90,7 +91,7 @@ def status_cmd(as_json: bool) -> None:
         click.echo(f"  warehouse role {status['reader_role']} (reads schema gold only)")
         click.echo(f"  log       {status['log']}")
     if not status["running"]:
-        sys.exit(3)
+        sys.exit(EXIT_DOWN)
 
 
 @dashboards_group.command("screenshot")

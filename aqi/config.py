@@ -96,6 +96,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
             "(s3a://bucket/prefix); unset = AQ_HOME/bronze/openaq."
         ),
     ),
+    "AQ_DEBUG": ("", "1: on a failure, print the Python trace before the one-line error."),
 }
 
 #: Variables whose values are never printed or logged in clear.

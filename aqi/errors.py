@@ -1,8 +1,28 @@
-"""Errors that end an `aqi` command with one readable line instead of a traceback."""
+"""Errors that end an `aqi` command with one readable line instead of a traceback, and the
+exit codes of `aqi` (documented in the README's "Exit codes")."""
 
 from __future__ import annotations
 
-__all__ = ["AqiError", "ServiceError"]
+__all__ = [
+    "EXIT_DOWN",
+    "EXIT_ERROR",
+    "EXIT_INTERRUPTED",
+    "EXIT_UNEXPECTED",
+    "EXIT_USAGE",
+    "AqiError",
+    "ServiceError",
+]
+
+#: a failure the user can act on (an :class:`AqiError`): one line names the cause
+EXIT_ERROR = 1
+#: a bad option, argument or configuration variable
+EXIT_USAGE = 2
+#: ``status`` commands: a service is down
+EXIT_DOWN = 3
+#: a failure the project did not foresee (a bug): one line, the trace with AQ_DEBUG=1
+EXIT_UNEXPECTED = 70
+#: Ctrl-C
+EXIT_INTERRUPTED = 130
 
 
 class AqiError(Exception):

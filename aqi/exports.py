@@ -54,7 +54,8 @@ def export_marts(
                 counts[table] = _export(conn, table, keys, target / f"{table}.csv")
                 echo(f"export: {SCHEMA}.{table}: {counts[table]:,} rows -> {target / table}.csv")
     except psycopg.OperationalError as exc:
-        raise AqiError(f"export: cannot reach the warehouse database: {exc}") from None
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), repr(exc))
+        raise AqiError(f"export: cannot reach the warehouse database: {first}") from None
     return counts
 
 

@@ -303,6 +303,9 @@ def test_invalid_starting_offsets_are_one_line_before_anything_starts(
     env = isolated_env(tmp_path / "aq", AQ_KAFKA_TOPIC="t", KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9",
                        AQ_DATABASE_URL="postgresql://u:p@127.0.0.1:9/db")  # fmt: skip
     result = run_aqi(["stream", "--starting-offsets", value], env, tmp_path, timeout=120)
-    assert result.returncode == 1
-    (line,) = result.stderr.strip().splitlines()
-    assert line.startswith("aqi: error: --starting-offsets: expected earliest, latest or JSON")
+    assert result.returncode == 2  # a usage error
+    assert "Traceback" not in result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("Error:")]
+    assert line.startswith(
+        "Error: Invalid value for '--starting-offsets': expected earliest, latest or JSON"
+    ), line

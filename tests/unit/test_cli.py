@@ -70,3 +70,28 @@ def test_unknown_command_is_a_usage_error(tmp_path: Path) -> None:
     result = run_aqi(["servics"], isolated_env(tmp_path / "home"), tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "No such command" in result.stderr
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_an_unforeseen_failure_is_one_line_and_exit_70(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], debug: bool
+) -> None:
+    from aqi import cli as cli_module
+    from aqi.errors import EXIT_UNEXPECTED
+
+    def broken(**_kwargs) -> None:
+        raise RuntimeError("boom\nmore detail on a second line")
+
+    monkeypatch.setattr(cli_module.cli, "main", broken)
+    if debug:
+        monkeypatch.setenv("AQ_DEBUG", "1")
+    else:
+        monkeypatch.delenv("AQ_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exited:
+        cli_module.main()
+    assert exited.value.code == EXIT_UNEXPECTED == 70
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == (
+        "aqi: unexpected error: RuntimeError: boom (AQ_DEBUG=1 shows the trace)"
+    )
+    assert ("Traceback" in err) is debug
