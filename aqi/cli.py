@@ -445,6 +445,18 @@ def db_migrate_cmd() -> None:
     click.echo(f"db: {len(applied)} migration(s) applied" if applied else "db: up to date")
 
 
+def _require_kafka(s: Settings) -> None:
+    """One line at once when no broker answers (Spark's source would retry for minutes, then
+    fail with a Java trace)."""
+    from aqi.topics import KafkaUnavailable, wait_for_broker
+
+    bootstrap = kafka_bootstrap_servers(s)
+    try:
+        wait_for_broker(bootstrap, timeout=15)
+    except KafkaUnavailable as exc:
+        raise AqiError(f"cannot reach Kafka: {exc}; is it running (aqi services up)?") from None
+
+
 def _migrate(s: Settings) -> list[str]:
     import psycopg
 
@@ -529,6 +541,7 @@ def stream_cmd(
         message = str(exc).removeprefix("--starting-offsets: ")
         raise click.BadParameter(message, param_hint="'--starting-offsets'") from None
     _migrate(s)
+    _require_kafka(s)
     options = StreamOptions(
         bootstrap_servers=kafka_bootstrap_servers(s),
         topic=s.kafka_topic,
@@ -541,6 +554,7 @@ def stream_cmd(
         max_offsets_per_trigger=max_offsets_per_trigger,
         starting_offsets=starting_offsets,
         fail_on_data_loss=fail_on_data_loss,
+        spark_log=s.logs_dir / "spark-stream.log",
     )
     batches = run_stream(options, echo=click.echo)
     click.echo(f"stream: stopped after {batches} batch(es)")

@@ -71,6 +71,8 @@ class StreamOptions:
     starting_offsets: str = "earliest"
     fail_on_data_loss: bool = True
     query_name: str = QUERY_NAME
+    #: Spark's own log (its Java traces), instead of the terminal; None = the terminal
+    spark_log: Path | None = None
 
 
 def run_stream(options: StreamOptions, echo: Callable[[str], None] = print) -> int:
@@ -163,7 +165,7 @@ def _lock_path(checkpoint_dir: Path) -> Path:
 def _run_stream(options: StreamOptions, echo: Callable[[str], None]) -> int:
     from spark_streaming.session import get_spark
 
-    spark = get_spark(options.master)
+    spark = get_spark(options.master, log_file=options.spark_log)
     sink = PostgresSink(options.database_url)
     batches = {"count": 0}
     try:
@@ -194,7 +196,8 @@ def _run_stream(options: StreamOptions, echo: Callable[[str], None]) -> int:
         try:
             query.awaitTermination()
         except StreamingQueryException as exc:
-            raise AqiError(_one_line(exc)) from None
+            where = f" (Spark's log: {options.spark_log})" if options.spark_log else ""
+            raise AqiError(_one_line(exc) + where) from None
         # awaitTermination returns once the stream thread ends, while query.stop() may still
         # be cancelling its jobs; stopping Spark under it makes that call raise.
         for thread in stopping:

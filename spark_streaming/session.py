@@ -6,6 +6,8 @@ use few partitions and the driver binds to 127.0.0.1 (its UI too, through ``SPAR
 environment's interpreter (or they miss pyarrow, see the field notes); Parquet output uses
 dynamic partition overwrite so that re-running a micro-batch replaces exactly its own files.
 
+Spark's own log goes to a file when asked (``aqi stream``: ``AQ_HOME/logs/spark-stream.log``).
+
 Spark's Kafka source is loaded from the jars ``make jvm`` installed (``spark.jars``: on a
 cluster Spark ships them to the executors), never fetched when a stream starts.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
@@ -25,8 +28,18 @@ __all__ = ["DEFAULT_MASTER", "get_spark"]
 DEFAULT_MASTER = "local[*]"
 
 
-def get_spark(master: str | None = None, app_name: str = "aqi-stream", **conf: str) -> SparkSession:
-    """Create (or reuse) the session. Extra ``conf`` entries override the defaults."""
+def get_spark(
+    master: str | None = None,
+    app_name: str = "aqi-stream",
+    *,
+    log_file: Path | None = None,
+    **conf: str,
+) -> SparkSession:
+    """Create (or reuse) the session. Extra ``conf`` entries override the defaults.
+
+    ``log_file``: Spark's own log (the driver JVM's log4j) goes there instead of the
+    terminal, where its Java traces would bury the stream's one-line messages.
+    """
     # pyspark warns about pandas 3 at start; the stream does not use pandas
     warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -47,6 +60,10 @@ def get_spark(master: str | None = None, app_name: str = "aqi-stream", **conf: s
     # a deployment may set any of these through PYSPARK_SUBMIT_ARGS (docker-compose binds the
     # driver to 0.0.0.0): it wins over the defaults
     submitted = os.environ.get("PYSPARK_SUBMIT_ARGS", "")
+    if log_file is not None and "log4j2.configurationFile" not in submitted:
+        defaults["spark.driver.extraJavaOptions"] = (
+            f"-Dlog4j2.configurationFile={_log_config(log_file)}"
+        )
     if "spark.driver.bindAddress" not in submitted:
         # the driver's UI (port 4040) binds to SPARK_LOCAL_IP, or to every interface without it
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -59,3 +76,20 @@ def get_spark(master: str | None = None, app_name: str = "aqi-stream", **conf: s
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+def _log_config(log_file: Path) -> Path:
+    """A log4j2 configuration that appends Spark's log (WARN and up) to ``log_file``."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    config = log_file.with_name(log_file.name + ".log4j2.properties")
+    config.write_text(
+        "rootLogger.level = warn\n"
+        "rootLogger.appenderRef.file.ref = file\n"
+        "appender.file.type = File\n"
+        "appender.file.name = file\n"
+        f"appender.file.fileName = {log_file}\n"
+        "appender.file.append = true\n"
+        "appender.file.layout.type = PatternLayout\n"
+        "appender.file.layout.pattern = %d{yyyy-MM-dd HH:mm:ss} %p %c{1}: %m%n%ex\n"
+    )
+    return config

@@ -217,6 +217,9 @@ def test_continuous_stream_stops_cleanly_on_sigterm(
     assert proc.returncode == 0, err
     assert "SIGTERM received, stopping" in out and "stream: stopped after" in out
     assert "Traceback" not in err
+    # Spark's own log goes to a file, not between the stream's lines
+    assert (tmp_path / "aq" / "logs" / "spark-stream.log").is_file()
+    assert "log4j" not in err and " WARN " not in err, err[-2000:]
 
 
 #: added to the sensor ids of a second stream of events (real OpenAQ sensor ids are < 1e9)
