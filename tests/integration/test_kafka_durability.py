@@ -14,46 +14,22 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import psycopg
-import pyarrow.dataset as ds
 import pytest
 from conftest import AQI, private_stack, run_aqi
+from stream_support import bronze_count, raw_keys, unique_events
 
 from aqi.connections import kafka_bootstrap_servers
 from aqi.services.kafka import EmbeddedKafka
 from aqi.topics import end_offsets
 from ingestion.producer import EventProducer
-from ingestion.simulator import SimulationConfig, simulate
 
 pytestmark = pytest.mark.integration
-
-
-def _unique_events(count: int, seed: int) -> list[dict]:
-    """Simulated events, each (sensor, period end) once: a duplicate in raw is then an error."""
-    config = SimulationConfig(locations=60, days=30, seed=seed, duplicate_share=0)
-    events = []
-    for event in simulate(config):
-        events.append(event)
-        if len(events) == count:
-            break
-    return events
-
-
-def _raw_keys(url: str) -> Counter:
-    with psycopg.connect(url) as conn:
-        rows = conn.execute("select sensor_id, period_end from raw.openaq_measurements").fetchall()
-    return Counter((sensor, end.strftime("%Y-%m-%dT%H:%M:%SZ")) for sensor, end in rows)
-
-
-def _bronze_count(aq_home: Path) -> int:
-    folder = aq_home / "bronze" / "openaq"
-    return ds.dataset(folder, format="parquet", partitioning="hive").count_rows()
 
 
 def test_killed_broker_loses_no_acknowledged_event(tmp_path: Path) -> None:
     with private_stack(tmp_path) as stack:
         env, settings, url = stack["env"], stack["settings"], stack["url"]
-        events = _unique_events(30_000, seed=31)
+        events = unique_events(30_000, seed=31)
         bootstrap = kafka_bootstrap_servers(settings)
         with EventProducer(bootstrap, settings.kafka_topic) as producer:
             producer.send(events)
@@ -67,9 +43,9 @@ def test_killed_broker_loses_no_acknowledged_event(tmp_path: Path) -> None:
 
         streamed = run_aqi(["stream", "--available-now"], env, tmp_path, timeout=900)
         assert streamed.returncode == 0, streamed.stdout + streamed.stderr
-        keys = _raw_keys(url)
+        keys = raw_keys(url)
         assert keys == Counter((e["sensor_id"], e["period_end"]) for e in events)
-        assert _bronze_count(settings.aq_home) == len(events)
+        assert bronze_count(settings.aq_home) == len(events)
 
 
 def test_three_brokers_one_killed_while_producing_and_streaming(tmp_path: Path) -> None:
@@ -78,7 +54,7 @@ def test_three_brokers_one_killed_while_producing_and_streaming(tmp_path: Path) 
         env, settings, url = stack["env"], stack["settings"], stack["url"]
         bootstrap = kafka_bootstrap_servers(settings)
         assert len(bootstrap.split(",")) == 3
-        events = _unique_events(120_000, seed=32)
+        events = unique_events(120_000, seed=32)
         stream = subprocess.Popen(
             [AQI, "stream", "--trigger-seconds", "1"], env=env, cwd=tmp_path,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
@@ -100,7 +76,7 @@ def test_three_brokers_one_killed_while_producing_and_streaming(tmp_path: Path) 
 
             deadline = time.monotonic() + 600
             while time.monotonic() < deadline and stream.poll() is None:
-                if sum(_raw_keys(url).values()) >= len(events):
+                if sum(raw_keys(url).values()) >= len(events):
                     break
                 time.sleep(2)
             assert stream.poll() is None, "".join(output)
@@ -108,10 +84,10 @@ def test_three_brokers_one_killed_while_producing_and_streaming(tmp_path: Path) 
         finally:
             os.killpg(stream.pid, signal.SIGTERM)
             stream.wait(timeout=120)
-        keys = _raw_keys(url)
+        keys = raw_keys(url)
         assert sum(keys.values()) == len(events), "".join(output[-20:])  # 0 doubled
         assert keys == Counter((e["sensor_id"], e["period_end"]) for e in events)  # 0 lost
-        assert _bronze_count(settings.aq_home) == len(events)
+        assert bronze_count(settings.aq_home) == len(events)
         # the dead node comes back and the cluster is whole again
         up = run_aqi(["services", "up"], env, tmp_path, timeout=300)
         assert up.returncode == 0, up.stdout + up.stderr
