@@ -34,7 +34,14 @@ from aqi.connections import database_url, kafka_bootstrap_servers
 from aqi.environments import REPO_ROOT
 from aqi.errors import ServiceError
 from aqi.secrets import get_or_create_secret, secret_path
-from aqi.services.process import PidFile, port_is_open, spawn_daemon, stop_process, wait_until
+from aqi.services.process import (
+    PidFile,
+    kill_leftovers,
+    port_is_open,
+    spawn_daemon,
+    stop_process,
+    wait_until,
+)
 
 __all__ = ["ADMIN_USER", "ELT_DAG_ID", "EmbeddedAirflow", "airflow_env", "run_once"]
 
@@ -189,6 +196,9 @@ class EmbeddedAirflow:
         if all(running.values()):
             echo(f"airflow: already running ({self.url})")
             return self.status()
+        for component, record in running.items():
+            if record is None and kill_leftovers(self.pidfile(component)):
+                echo(f"airflow: killed what was left of a {component} that died")
         if running["api-server"] is None and port_is_open(HOST, self.port):
             raise ServiceError(
                 f"AQ_AIRFLOW_PORT: {HOST}:{self.port} is already in use by another program; "

@@ -4,7 +4,9 @@ Why not plain pid files: after a ``kill -9`` (or a reboot) a pid file outlives i
 and the pid may be reused by something else. A :class:`PidFile` therefore records the
 process start time from ``/proc`` next to the pid, and a process counts as ours only when
 both match. ``down`` signals only such processes; ``up`` treats anything else as stale and
-removes it.
+removes it, after killing what is left of the dead daemon's process group
+(:func:`kill_leftovers`: the workers of a gunicorn or an Airflow scheduler killed with -9
+would otherwise hold its port and its memory).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ __all__ = [
     "PidFile",
     "ProcessRecord",
     "as_user",
+    "kill_leftovers",
     "port_is_open",
     "spawn_daemon",
     "stop_process",
@@ -179,6 +182,41 @@ def port_is_open(host: str, port: int, timeout: float = 0.5) -> bool:
             return True
     except OSError:
         return False
+
+
+def kill_leftovers(pidfile: PidFile, timeout: float = 10) -> int:
+    """SIGKILL what is left of a dead daemon's process group; how many processes that was.
+
+    A daemon started by :func:`spawn_daemon` leads its own process group, so the group id is
+    the recorded pid; its members are found in ``/proc`` (a live daemon is left alone).
+    """
+    record = pidfile.read()
+    if record is None or record.is_alive():
+        return 0
+    members = _group_members(record.pid)
+    for pid in members:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    wait_until(lambda: not _group_members(record.pid), timeout=timeout)
+    return len(members)
+
+
+def _group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group ``pgid``."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry))
+    return members
 
 
 def _proc_stat(pid: int) -> tuple[str, int] | None:

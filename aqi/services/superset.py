@@ -46,7 +46,14 @@ from aqi.connections import APP_ROLE, DATABASES, SUPERUSER, database_url, superu
 from aqi.environments import REPO_ROOT, superset_env_dir
 from aqi.errors import ServiceError
 from aqi.secrets import get_or_create_secret, secret_path
-from aqi.services.process import PidFile, port_is_open, spawn_daemon, stop_process, wait_until
+from aqi.services.process import (
+    PidFile,
+    kill_leftovers,
+    port_is_open,
+    spawn_daemon,
+    stop_process,
+    wait_until,
+)
 
 __all__ = [
     "ADMIN_USER",
@@ -385,6 +392,8 @@ class EmbeddedSuperset:
     def up(self, echo: Echo = print, *, bundle: Path = BUNDLE_DIR) -> dict:
         """Role, metadata, provisioning, then gunicorn (if not running) until /health answers."""
         record = self.pidfile.live()
+        if record is None and kill_leftovers(self.pidfile):
+            echo("superset: killed the workers of a gunicorn that died")
         if record is None and port_is_open(HOST, self.port):
             raise ServiceError(
                 f"AQ_SUPERSET_PORT: {HOST}:{self.port} is already in use by another program; "

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from aqi.secrets import get_or_create_secret, show_once
-from aqi.services.process import PidFile, ProcessRecord, stop_process
+from aqi.services.process import (
+    PidFile,
+    ProcessRecord,
+    _group_members,
+    kill_leftovers,
+    spawn_daemon,
+    stop_process,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -79,3 +89,29 @@ def test_pidfile_of_dead_process_and_garbage(tmp_path: Path) -> None:
     assert pidfile.read() is None
     assert not os.path.exists(tmp_path / "missing.pid")
     assert PidFile(tmp_path / "missing.pid").live() is None
+
+
+def test_leftovers_of_a_dead_daemon_are_killed_and_a_live_one_is_left_alone(
+    tmp_path: Path,
+) -> None:
+    """A daemon killed with -9 leaves its workers (same process group): up kills them."""
+    code = ("import subprocess, sys, time\n"
+            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+            "time.sleep(600)\n")  # fmt: skip
+    daemon = spawn_daemon([sys.executable, "-c", code], log_path=tmp_path / "d.log")
+    pidfile = PidFile(tmp_path / "d.pid")
+    pidfile.write(daemon.pid, "test daemon", "")
+    deadline = time.monotonic() + 10
+    while len(_group(daemon.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(_group(daemon.pid)) == 2
+    assert kill_leftovers(pidfile) == 0, "a live daemon is not touched"
+    daemon.send_signal(signal.SIGKILL)
+    daemon.wait()
+    (worker,) = _group(daemon.pid)
+    assert kill_leftovers(pidfile) == 1
+    assert _group(daemon.pid) == [] and worker not in _group(daemon.pid)
+
+
+def _group(pgid: int) -> list[int]:
+    return _group_members(pgid)
