@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["get_or_create_secret", "secret_path", "show_once"]
+__all__ = ["get_or_create_secret", "secret_path", "show_once", "write_private"]
 
 
 def secret_path(secrets_dir: Path, name: str) -> Path:
@@ -37,11 +37,18 @@ def get_or_create_secret(
         if value:
             return value
     value = factory() if factory is not None else secrets.token_urlsafe(nbytes)
-    fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(value + "\n")
+    write_private(path.with_suffix(".tmp"), value + "\n")
     os.replace(path.with_suffix(".tmp"), path)
     return value
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a file that is 0600 from its creation (never readable by others,
+    not even for the moment between a write and a chmod)."""
+    path.unlink(missing_ok=True)  # an existing file would keep its mode
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
 
 
 def show_once(secret: str, marker: Path, show: Callable[[str], None]) -> bool:

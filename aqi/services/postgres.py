@@ -36,6 +36,7 @@ from aqi.connections import (
     superuser_password,
 )
 from aqi.errors import ServiceError
+from aqi.secrets import write_private
 from aqi.services.process import (
     PidFile,
     as_user,
@@ -177,7 +178,7 @@ class EmbeddedPostgres:
         echo(f"postgres: creating a new database cluster in {self.data_dir}")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         pwfile = self.data_dir.parent / "initdb.pw"
-        pwfile.write_text(superuser_password(self.settings) + "\n")
+        write_private(pwfile, superuser_password(self.settings) + "\n")
         try:
             if user is not None:
                 _make_reachable(bin_dir, user)

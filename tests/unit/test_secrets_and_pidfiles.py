@@ -115,3 +115,21 @@ def test_leftovers_of_a_dead_daemon_are_killed_and_a_live_one_is_left_alone(
 
 def _group(pgid: int) -> list[int]:
     return _group_members(pgid)
+
+
+def test_private_files_are_0600_from_their_creation(tmp_path: Path) -> None:
+    from aqi.secrets import write_private
+
+    old = os.umask(0)  # the most permissive umask: the mode must not come from it
+    try:
+        fresh = tmp_path / "fresh.pw"
+        write_private(fresh, "s3cret\n")
+        existing = tmp_path / "existing.pw"
+        existing.write_text("readable")
+        existing.chmod(0o644)
+        write_private(existing, "s3cret\n")
+    finally:
+        os.umask(old)
+    for path in (fresh, existing):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        assert path.read_text() == "s3cret\n"
