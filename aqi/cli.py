@@ -34,6 +34,7 @@ from aqi.errors import (
     EXIT_UNEXPECTED,
     EXIT_USAGE,
     AqiError,
+    first_line,
 )
 from aqi.secrets import show_once
 
@@ -56,8 +57,7 @@ def main() -> None:
     except KeyboardInterrupt:
         _fail("aqi: interrupted", EXIT_INTERRUPTED)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a trace
-        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
-        _fail(f"aqi: unexpected error: {type(exc).__name__}: {first[:300]} "
+        _fail(f"aqi: unexpected error: {type(exc).__name__}: {first_line(exc)[:300]} "
               "(AQ_DEBUG=1 shows the trace)", EXIT_UNEXPECTED)  # fmt: skip
 
 
@@ -465,9 +465,8 @@ def _migrate(s: Settings) -> list[str]:
     try:
         return migrate(database_url(s), echo=click.echo)
     except psycopg.OperationalError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise AqiError(
-            f"cannot reach PostgreSQL ({mask_url(database_url(s))}): {first}; "
+            f"cannot reach PostgreSQL ({mask_url(database_url(s))}): {first_line(exc)}; "
             "is it running (aqi services up)?"
         ) from None
 

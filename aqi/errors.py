@@ -11,6 +11,7 @@ __all__ = [
     "EXIT_USAGE",
     "AqiError",
     "ServiceError",
+    "first_line",
 ]
 
 #: a failure the user can act on (an :class:`AqiError`): one line names the cause
@@ -31,3 +32,11 @@ class AqiError(Exception):
 
 class ServiceError(AqiError):
     """An embedded or external service could not be started, reached or stopped."""
+
+
+def first_line(error: BaseException | str) -> str:
+    """The first non-empty line of an error's text (database drivers add hints on more
+    lines); the error's type name when it has no text."""
+    text = str(error)
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
+    return line or (type(error).__name__ if isinstance(error, BaseException) else "")

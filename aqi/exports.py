@@ -19,7 +19,7 @@ from psycopg import sql
 
 from aqi.config import Settings
 from aqi.connections import database_url
-from aqi.errors import AqiError
+from aqi.errors import AqiError, first_line
 
 __all__ = ["EXPORTED_TABLES", "export_marts"]
 
@@ -54,8 +54,7 @@ def export_marts(
                 counts[table] = _export(conn, table, keys, target / f"{table}.csv")
                 echo(f"export: {SCHEMA}.{table}: {counts[table]:,} rows -> {target / table}.csv")
     except psycopg.OperationalError as exc:
-        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), repr(exc))
-        raise AqiError(f"export: cannot reach the warehouse database: {first}") from None
+        raise AqiError(f"export: cannot reach the warehouse database: {first_line(exc)}") from None
     return counts
 
 

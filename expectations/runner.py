@@ -39,7 +39,7 @@ from psycopg.rows import dict_row
 
 from aqi.config import Settings, mask_url
 from aqi.connections import database_url
-from aqi.errors import AqiError
+from aqi.errors import AqiError, first_line
 from expectations.reference import GROUPS, checked_tables
 from expectations.report import CheckReport, ExpectationsFailed, Outcome, outcome_from_result
 
@@ -178,7 +178,7 @@ def _require_tables(url: str, tables: list[tuple[str, str, str]]) -> None:
                 is None
             ]
     except psycopg.Error as err:
-        first = _scrub(str(err).strip().splitlines()[0] if str(err).strip() else repr(err), url)
+        first = _scrub(first_line(err), url)
         raise ChecksUnavailable(f"cannot reach the warehouse at {mask_url(url)}: {first}") from None
     if missing:
         names = ", ".join(name for _, name in missing)

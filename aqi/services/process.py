@@ -25,6 +25,7 @@ __all__ = [
     "PidFile",
     "ProcessRecord",
     "as_user",
+    "kill_group",
     "kill_leftovers",
     "port_is_open",
     "spawn_daemon",
@@ -143,6 +144,11 @@ def stop_process(
     return wait_until(lambda: not record.is_alive(), timeout=10, reap=record.pid)
 
 
+def kill_group(pgid: int) -> None:
+    """SIGKILL every process of group ``pgid`` (none left is fine)."""
+    _signal(pgid, signal.SIGKILL, group=True)
+
+
 def _signal(pid: int, sig: int, *, group: bool) -> None:
     try:
         if group:
@@ -207,24 +213,23 @@ def _group_members(pgid: int) -> list[int]:
     """The live (not zombie) processes of process group ``pgid``."""
     members = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            raw = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = raw[raw.rindex(")") + 2 :].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
+        fields = _stat_fields(int(entry)) if entry.isdigit() else None
+        if fields is not None and int(fields[2]) == pgid and fields[0] != "Z":
             members.append(int(entry))
     return members
 
 
 def _proc_stat(pid: int) -> tuple[str, int] | None:
     """(state, start time in clock ticks since boot) of a pid, from /proc; None if gone."""
+    fields = _stat_fields(pid)
+    return None if fields is None else (fields[0], int(fields[19]))
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """``/proc/PID/stat`` from its third field (state, ppid, pgrp, ...); None if gone."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # the command name (field 2) may contain spaces and parentheses: split after the last ')'
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return fields[0], int(fields[19])
+    return raw[raw.rindex(")") + 2 :].split()

@@ -44,7 +44,7 @@ from psycopg import sql
 from aqi.config import SECRET_VARS, Settings
 from aqi.connections import APP_ROLE, DATABASES, SUPERUSER, database_url, superuser_password
 from aqi.environments import REPO_ROOT, superset_env_dir
-from aqi.errors import ServiceError
+from aqi.errors import ServiceError, first_line
 from aqi.secrets import get_or_create_secret, secret_path
 from aqi.services.process import (
     PidFile,
@@ -270,7 +270,7 @@ def _reader_problem(settings: Settings) -> str | None:
             if not ok or not ok[0]:
                 return f"no USAGE on schema {READER_SCHEMA}"
     except psycopg.Error as exc:
-        return str(exc).strip().splitlines()[0]
+        return first_line(exc)
     return None
 
 

@@ -16,7 +16,6 @@ Public surface: :func:`supervise`, :class:`Backoff`.
 
 from __future__ import annotations
 
-import os
 import shlex
 import signal
 import subprocess
@@ -24,6 +23,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+from aqi.services.process import kill_group
 
 __all__ = ["Backoff", "supervise"]
 
@@ -95,17 +96,10 @@ def _wait(child: subprocess.Popen, stop: threading.Event, grace_s: float) -> int
                 try:
                     return child.wait(timeout=grace_s)
                 except subprocess.TimeoutExpired:
-                    _kill_group(child.pid)
+                    kill_group(child.pid)
                     return child.wait()
     finally:
-        _kill_group(child.pid)  # what the command left behind (a JVM whose parent died)
-
-
-def _kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+        kill_group(child.pid)  # what the command left behind (a JVM whose parent died)
 
 
 def _describe(code: int) -> str:

@@ -95,3 +95,13 @@ def test_an_unforeseen_failure_is_one_line_and_exit_70(
         "aqi: unexpected error: RuntimeError: boom (AQ_DEBUG=1 shows the trace)"
     )
     assert ("Traceback" in err) is debug
+
+
+def test_first_line_of_an_error() -> None:
+    from aqi.errors import first_line
+
+    assert first_line(OSError("\n  connection refused  \n\tIs the server running?")) == (
+        "connection refused"
+    )
+    assert first_line(KeyError()) == "KeyError"
+    assert first_line("") == ""
