@@ -197,7 +197,8 @@ class EmbeddedAirflow:
             echo(f"airflow: already running ({self.url})")
             return self.status()
         for component, record in running.items():
-            if record is None and kill_leftovers(self.pidfile(component)):
+            port = self.port if component == "api-server" else None
+            if record is None and kill_leftovers(self.pidfile(component), port=port):
                 echo(f"airflow: killed what was left of a {component} that died")
         if running["api-server"] is None and port_is_open(HOST, self.port):
             raise ServiceError(

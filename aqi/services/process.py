@@ -190,11 +190,15 @@ def port_is_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-def kill_leftovers(pidfile: PidFile, timeout: float = 10) -> int:
+def kill_leftovers(
+    pidfile: PidFile, *, port: int | None = None, host: str = "127.0.0.1", timeout: float = 15
+) -> int:
     """SIGKILL what is left of a dead daemon's process group; how many processes that was.
 
     A daemon started by :func:`spawn_daemon` leads its own process group, so the group id is
     the recorded pid; its members are found in ``/proc`` (a live daemon is left alone).
+    ``port``: the daemon's port, waited for until nothing accepts on it any more (the kernel
+    may close a killed worker's listening socket a moment after the process is gone).
     """
     record = pidfile.read()
     if record is None or record.is_alive():
@@ -206,6 +210,8 @@ def kill_leftovers(pidfile: PidFile, timeout: float = 10) -> int:
         except (ProcessLookupError, PermissionError):
             pass
     wait_until(lambda: not _group_members(record.pid), timeout=timeout)
+    if members and port is not None:
+        wait_until(lambda: not port_is_open(host, port), timeout=timeout)
     return len(members)
 
 

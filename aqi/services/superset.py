@@ -392,7 +392,7 @@ class EmbeddedSuperset:
     def up(self, echo: Echo = print, *, bundle: Path = BUNDLE_DIR) -> dict:
         """Role, metadata, provisioning, then gunicorn (if not running) until /health answers."""
         record = self.pidfile.live()
-        if record is None and kill_leftovers(self.pidfile):
+        if record is None and kill_leftovers(self.pidfile, port=self.port):
             echo("superset: killed the workers of a gunicorn that died")
         if record is None and port_is_open(HOST, self.port):
             raise ServiceError(
@@ -484,5 +484,8 @@ class EmbeddedSuperset:
             "--limit-request-line", "0",
             "--limit-request-field_size", "0",
             "--access-logfile", "-",
+            # gunicorn's control socket is one path per user ($HOME/.gunicorn/gunicorn.ctl):
+            # every Superset of every AQ_HOME would share it, and the project does not use it
+            "--no-control-socket",
             "superset.app:create_app()",
         ]  # fmt: skip
