@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aqi.errors import AqiError
+from aqi.errors import AqiError, first_line
 
 __all__ = ["CheckReport", "ExpectationsFailed", "Outcome", "outcome_from_result"]
 
@@ -142,7 +142,7 @@ def outcome_from_result(
     info = result.get("exception_info") or {}
     error = None
     if info.get("raised_exception"):
-        error = _first_line(str(info.get("exception_message") or "raised an exception"))
+        error = first_line(str(info.get("exception_message") or "raised an exception"))
 
     mostly = kwargs.get("mostly")
     unexpected = details.get("unexpected_count")
@@ -205,7 +205,7 @@ def describe_rule(kind: str, kwargs: Mapping[str, Any], config: Mapping[str, Any
         exact = "exactly " if kwargs.get("exact_match", True) else ""
         rule = f"{exact}the {len(kwargs.get('column_set') or [])} expected columns"
     elif kind == "unexpected_rows_expectation":
-        rule = _first_line(str(config.get("description") or "custom SQL"))
+        rule = first_line(str(config.get("description") or "custom SQL"))
     else:
         rule = str(column or "")
     if kwargs.get("row_condition"):
@@ -260,7 +260,3 @@ def _examples(values: Iterable[Any]) -> tuple[str, ...]:
         if len(shown) == MAX_EXAMPLES:
             break
     return tuple(shown)
-
-
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else text
