@@ -631,22 +631,26 @@ _SECOND = timedelta(seconds=1)
 _MICROSECOND = timedelta(microseconds=1)
 
 
-def simulate(config: SimulationConfig) -> Iterator[dict[str, Any]]:
+def simulate(
+    config: SimulationConfig, *, now: datetime | None = None
+) -> Iterator[dict[str, Any]]:
     """Yield the simulated events in ingestion order (``ingested_at`` never decreases).
+
+    ``now`` is the clock a span without ``config.end`` ends at (floored to the hour) and is cut
+    at; it defaults to the wall clock and is a parameter so the cut can be tested at any minute.
 
     A generator with memory bounded by the delivery window, not by the span: each quarter hour
     of the span is simulated in turn and its events wait, by the quarter hour of their delivery,
     until the simulated clock passes it (late events wait there for hours to days). Delivery
     times are whole seconds, kept as integer seconds since the epoch.
     """
-    end = (config.end or datetime.now(UTC).replace(minute=0, second=0, microsecond=0)).astimezone(
-        UTC
-    )
+    clock = (now or datetime.now(UTC)).astimezone(UTC)
+    end = (config.end or clock.replace(minute=0, second=0, microsecond=0)).astimezone(UTC)
     start = end - timedelta(days=config.days)
     horizon = end + _MAX_LATENCY
     # a span ending now holds what a collector has received so far, nothing from the future;
     # the cut is applied to the deterministic stream of `end` (the draws never depend on it)
-    cutoff = horizon if config.end is not None else min(horizon, datetime.now(UTC))
+    cutoff = horizon if config.end is not None else min(horizon, clock)
     cutoff_s = (cutoff - _EPOCH) // _SECOND  # floored: deliveries are whole seconds
     sites = _sites(config.locations)
     first = _ceil_quarter(start - _WARM_UP)

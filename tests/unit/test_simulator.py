@@ -138,11 +138,30 @@ def test_stream_is_in_ingestion_order(big_events) -> None:
 
 
 def test_default_end_is_now_floored_to_the_hour() -> None:
-    before = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    events = list(simulate(SimulationConfig(locations=1, days=0.5)))
-    after = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    last = max(parse_utc(e["period_end"]) for e in events)
-    assert last in (before, after)
+    # 50 minutes past: the 17:00 periods have been delivered (latency is at most 45 minutes)
+    now = datetime(2026, 12, 3, 17, 50, tzinfo=UTC)
+    events = list(simulate(SimulationConfig(locations=3, days=0.5), now=now))
+    assert max(parse_utc(e["period_end"]) for e in events) == now.replace(minute=0)
+    assert max(parse_utc(e["ingested_at"]) for e in events) <= now
+
+
+def test_a_span_ending_now_holds_nothing_from_the_future() -> None:
+    # seconds past the hour: the periods ending on the hour are not delivered yet
+    now = datetime(2026, 12, 3, 17, 0, 30, tzinfo=UTC)
+    events = list(simulate(SimulationConfig(locations=3, days=0.5), now=now))
+    assert events
+    assert max(parse_utc(e["ingested_at"]) for e in events) <= now
+    assert max(parse_utc(e["period_end"]) for e in events) < now.replace(second=0)
+
+
+def test_the_wall_clock_is_the_default_now() -> None:
+    events = list(simulate(SimulationConfig(locations=3, days=0.5)))
+    after = datetime.now(UTC)
+    assert events
+    assert max(parse_utc(e["ingested_at"]) for e in events) <= after
+    assert max(parse_utc(e["period_end"]) for e in events) <= after.replace(
+        minute=0, second=0, microsecond=0
+    )
 
 
 @pytest.mark.parametrize(
