@@ -19,6 +19,7 @@ from aqi.secrets import get_or_create_secret
 __all__ = [
     "APP_ROLE",
     "DATABASES",
+    "DATABASE_OWNERS",
     "SUPERUSER",
     "KafkaLayout",
     "KafkaNode",
@@ -28,16 +29,26 @@ __all__ = [
     "kafka_bootstrap_servers",
     "kafka_layout_path",
     "read_kafka_layout",
+    "role_password",
     "superuser_password",
     "write_kafka_layout",
 ]
 
-#: role that owns the project's databases in the embedded server
+#: role that owns the warehouse in the embedded server (the stream, dbt and the checks use it)
 APP_ROLE = "aq"
 #: superuser of the embedded server (used only by `aqi services` to provision)
 SUPERUSER = "postgres"
 #: databases the embedded server provides: the warehouse first, then Airflow's and Superset's metadata
 DATABASES = ("aq", "airflow", "superset")
+#: the role that owns each database, as in docker-compose: Airflow and Superset hold their own
+#: metadata's password, never the warehouse owner's
+DATABASE_OWNERS = {"aq": APP_ROLE, "airflow": "airflow", "superset": "superset"}
+#: file under AQ_HOME/secrets of each owner role's password (the names predate the roles)
+_ROLE_SECRETS = {
+    APP_ROLE: "postgres_aq_password",
+    "airflow": "postgres_airflow_metadata_password",
+    "superset": "postgres_superset_metadata_password",
+}
 EMBEDDED_HOST = "127.0.0.1"
 
 
@@ -53,11 +64,15 @@ def database_url(settings: Settings, database: str | None = None) -> str:
 
 
 def embedded_database_url(settings: Settings, database: str | None = None) -> str:
-    password = quote(app_password(settings), safe="")
-    return (
-        f"postgresql://{APP_ROLE}:{password}@{EMBEDDED_HOST}:{settings.pg_port}/"
-        f"{database or DATABASES[0]}"
-    )
+    """URL of ``database`` (default the warehouse) on the embedded server, as its owner role.
+
+    A database that is not one of :data:`DATABASES` (a test's scratch database) belongs to
+    :data:`APP_ROLE`.
+    """
+    database = database or DATABASES[0]
+    role = DATABASE_OWNERS.get(database, APP_ROLE)
+    password = quote(role_password(settings, role), safe="")
+    return f"postgresql://{role}:{password}@{EMBEDDED_HOST}:{settings.pg_port}/{database}"
 
 
 def kafka_bootstrap_servers(settings: Settings) -> str:
@@ -122,7 +137,13 @@ def write_kafka_layout(settings: Settings, layout: KafkaLayout) -> None:
 
 
 def app_password(settings: Settings) -> str:
-    return get_or_create_secret(settings.secrets_dir, "postgres_aq_password")
+    """The warehouse owner's password (role :data:`APP_ROLE`)."""
+    return role_password(settings, APP_ROLE)
+
+
+def role_password(settings: Settings, role: str) -> str:
+    """The password of one of the owner roles of :data:`DATABASE_OWNERS` (generated once)."""
+    return get_or_create_secret(settings.secrets_dir, _ROLE_SECRETS[role])
 
 
 def superuser_password(settings: Settings) -> str:

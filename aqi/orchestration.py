@@ -10,7 +10,8 @@ the tests run exactly the same code:
   readable report when an expectation fails, so the task (and the run) fails there;
 - :func:`refresh_exports` - CSV files of the gold marts (:mod:`aqi.exports`);
 - :func:`cosmos_configs` / :func:`dbt_manifest_path` - how Cosmos renders and runs the dbt
-  project (one task per model, its tests right after it).
+  project (one task per model, its tests right after it);
+- :func:`warehouse_env` - the callback that gives a dbt task the warehouse's URL.
 
 Public surface: the functions above and :data:`DBT_PROFILE`.
 """
@@ -18,6 +19,7 @@ Public surface: the functions above and :data:`DBT_PROFILE`.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -41,6 +43,7 @@ __all__ = [
     "refresh_exports",
     "run_aqi_command",
     "run_backfill",
+    "warehouse_env",
 ]
 
 Echo = Callable[[str], None]
@@ -150,8 +153,9 @@ def cosmos_configs() -> dict[str, Any]:
     The DAG is rendered from the manifest (no dbt call while Airflow parses DAG files, so
     parsing stays fast); dbt runs in the worker through dbtRunner, in this environment;
     each model becomes a task followed by a task with its tests. The connection is the
-    project's own (dbt_project/profiles.yml reads AQ_DATABASE_URL from the environment of
-    the Airflow processes), so no password lands in Airflow's metadata or rendered fields.
+    project's own (dbt_project/profiles.yml reads AQ_DATABASE_URL from the task's
+    environment, which :func:`warehouse_env` fills in), so no password lands in Airflow's
+    metadata or rendered fields.
     """
     from cosmos import ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
     from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, TestBehavior
@@ -183,6 +187,22 @@ def cosmos_configs() -> dict[str, Any]:
             emit_datasets=False,
         ),
     }
+
+
+def warehouse_env(context: Any = None) -> None:
+    """``on_execute_callback`` of the dbt tasks: AQ_DATABASE_URL in this task's environment.
+
+    dbt (run in the task's process by Cosmos) reads its connection from AQ_DATABASE_URL. With
+    the embedded server the Airflow daemons do not carry the warehouse owner's password
+    (aqi/services/airflow.py), so the task resolves it just before dbt runs, from
+    ``AQ_HOME/secrets``; an external AQ_DATABASE_URL is already there and kept. Only the dbt
+    tasks get it: the other tasks resolve the URL themselves, and their ``aqi`` children must
+    not take the embedded server for an external one.
+    """
+    if not os.environ.get("AQ_DATABASE_URL"):
+        from aqi.connections import database_url
+
+        os.environ["AQ_DATABASE_URL"] = database_url(load_settings())
 
 
 def _wait_for_running_stream(settings: Settings, echo: Echo) -> None:

@@ -48,7 +48,11 @@ def openaq_elt() -> None:
 
     warehouse = DbtTaskGroup(
         group_id="dbt",
-        operator_args={"full_refresh": "{{ params.full_refresh }}"},
+        operator_args={
+            "full_refresh": "{{ params.full_refresh }}",
+            # the warehouse's URL, resolved in the task: the Airflow daemons do not hold it
+            "on_execute_callback": orchestration.warehouse_env,
+        },
         **orchestration.cosmos_configs(),
     )
 

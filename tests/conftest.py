@@ -23,6 +23,56 @@ from aqi.config import ENV_VARS, Settings, load_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 AQI = str(Path(sys.executable).parent / "aqi")
+#: as root the embedded PostgreSQL runs as user aqpostgres, which must enter every folder
+#: above its AQ_HOME; `aqi` never widens a folder outside AQ_HOME, so the tests make theirs so
+AS_ROOT = os.geteuid() == 0
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """As root without --basetemp: temporary folders in a fresh /tmp/aq-pytest-*, not under
+    pytest's per-user root (/tmp/pytest-of-root), which is 0700 and reset to 0700 by every
+    session (docs/field-notes.md), so no AQ_HOME under it is reachable."""
+    if AS_ROOT and config.option.basetemp is None:
+        import tempfile
+
+        config.option.basetemp = tempfile.mkdtemp(prefix="aq-pytest-")
+        config.stash[_OWN_BASETEMP] = Path(config.option.basetemp)
+
+
+_OWN_BASETEMP = pytest.StashKey[Path]()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the folder of pytest_configure after a passing session; keep it for a failing
+    one (its logs), saying where."""
+    own = session.config.stash.get(_OWN_BASETEMP, None)
+    if own is None:
+        return
+    if exitstatus == 0:
+        import shutil
+
+        shutil.rmtree(own, ignore_errors=True)
+    else:
+        print(f"\ntemporary folders of this session: {own}", file=sys.stderr)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def reachable_tmp(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """As root: the base temporary folder and every folder made in it 0711 (pytest makes them
+    0700), so that a test's AQ_HOME there is reachable by the server's system user. These
+    folders are the tests' own; nothing above the base folder changes."""
+    if not AS_ROOT:
+        return
+    tmp_path_factory.getbasetemp().chmod(0o711)
+    mktemp = tmp_path_factory.mktemp
+
+    def reachable_mktemp(basename: str, numbered: bool = True) -> Path:
+        path = mktemp(basename, numbered)
+        path.chmod(0o711)
+        return path
+
+    tmp_path_factory.mktemp = reachable_mktemp  # type: ignore[method-assign]
 
 
 class FakeClock:

@@ -61,15 +61,25 @@ _PASSWORDS_FILE = "airflow_passwords.json"
 
 
 def airflow_env(settings: Settings) -> dict[str, str]:
-    """The environment of every Airflow process of the project (configuration in one place)."""
+    """The environment of every Airflow process of the project (configuration in one place).
+
+    With the embedded PostgreSQL it holds the password of role ``airflow`` (its metadata) but
+    not the warehouse owner's: the tasks that need the warehouse (the stream, dbt, the checks)
+    read it from ``AQ_HOME/secrets`` when they run (:func:`aqi.orchestration.warehouse_env`),
+    so the API server, scheduler and DAG processor never carry it. An external
+    ``AQ_DATABASE_URL`` is passed on: it is the only way the tasks can learn it.
+    """
     port = settings.airflow_port
     secrets = settings.secrets_dir
     _write_passwords_file(settings)
     metadata = database_url(settings, "airflow").replace(
         "postgresql://", "postgresql+psycopg2://", 1
     )
+    inherited = {k: v for k, v in os.environ.items() if k != "AQ_DATABASE_URL"}
+    if settings.database_url is not None:
+        inherited["AQ_DATABASE_URL"] = settings.database_url
     return {
-        **os.environ,
+        **inherited,
         "AIRFLOW_HOME": str(settings.airflow_home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_DIR),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -101,7 +111,6 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "GX_ANALYTICS_ENABLED": "false",
         # what the tasks need: this project's settings, absolute, whatever their cwd
         "AQ_HOME": str(settings.aq_home),
-        "AQ_DATABASE_URL": database_url(settings),
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap_servers(settings),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }

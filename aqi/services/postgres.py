@@ -8,11 +8,18 @@ lifecycle ties the server to the Python process that asked for it, while ours mu
 It listens on 127.0.0.1 TCP only (no Unix socket: socket paths have a 107-byte limit that
 deep ``AQ_HOME`` paths exceed), password-authenticated with generated passwords, and keeps
 its data under ``AQ_HOME/postgres/data``. As root it runs under a system user of its own,
-since PostgreSQL refuses to run as root.
+since PostgreSQL refuses to run as root; that user then runs a copy of the server's files
+inside ``AQ_HOME`` (the wheel's folder in the virtualenv may be private), and nothing outside
+``AQ_HOME`` changes mode: a folder above it that the user cannot enter is an error.
+
+Each database has its own owner role, as in docker-compose (:data:`DATABASE_OWNERS`): ``aq``
+the warehouse, ``airflow`` and ``superset`` their metadata; only the owner (and Superset's
+reader, on the warehouse) may connect to a database.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import pwd
@@ -29,10 +36,11 @@ from psycopg import sql
 from aqi.config import Settings
 from aqi.connections import (
     APP_ROLE,
+    DATABASE_OWNERS,
     DATABASES,
     SUPERUSER,
-    app_password,
     embedded_database_url,
+    role_password,
     superuser_password,
 )
 from aqi.errors import ServiceError
@@ -102,8 +110,8 @@ class EmbeddedPostgres:
             echo(f"postgres: already running (pid {record.pid}, {HOST}:{self.port})")
         else:
             self.pidfile.remove()
-            bin_dir = find_postgres_bin()
             user = self._system_user()
+            bin_dir = self._server_bin(user)
             self._init_data_dir(bin_dir, user, echo)
             self._clear_stale_lock()
             if port_is_open(HOST, self.port):
@@ -164,11 +172,27 @@ class EmbeddedPostgres:
             entry = pwd.getpwnam(SYSTEM_USER)
         return entry.pw_uid, entry.pw_gid
 
+    def _server_bin(self, user: tuple[int, int] | None) -> Path:
+        """The ``bin`` folder to run the server from.
+
+        As ourselves: the install as found. As root, the server runs as :data:`SYSTEM_USER`,
+        which must reach its files without our changing any mode outside ``AQ_HOME``: AQ_HOME
+        must be reachable as it is, and the wheel's install (a self-contained tree under the
+        virtualenv, which may be private) is copied into ``AQ_HOME/postgres``.
+        """
+        source = find_postgres_bin()
+        if user is None:
+            return source
+        _require_reachable(self.settings.aq_home, user)
+        postgres_dir = self.data_dir.parent
+        postgres_dir.mkdir(parents=True, exist_ok=True)
+        postgres_dir.chmod(postgres_dir.stat().st_mode | stat.S_IXOTH)  # inside AQ_HOME: ours
+        if not _relocatable(source):
+            return source  # a system install (Debian's): readable by every user already
+        return _private_install(source, postgres_dir)
+
     def _init_data_dir(self, bin_dir: Path, user: tuple[int, int] | None, echo) -> None:
         if (self.data_dir / "PG_VERSION").is_file():
-            if user is not None:
-                _make_reachable(bin_dir, user)
-                _make_reachable(self.data_dir.parent, user)
             return
         if self.data_dir.exists() and any(self.data_dir.iterdir()):
             raise ServiceError(
@@ -181,8 +205,6 @@ class EmbeddedPostgres:
         write_private(pwfile, superuser_password(self.settings) + "\n")
         try:
             if user is not None:
-                _make_reachable(bin_dir, user)
-                _make_reachable(self.data_dir.parent, user)
                 os.chown(self.data_dir, *user)
                 os.chown(pwfile, *user)
             os.chmod(self.data_dir, 0o700)
@@ -263,26 +285,79 @@ class EmbeddedPostgres:
             return False
 
     def _provision(self) -> None:
-        """Create the application role and databases; safe to run again (idempotent)."""
+        """Create the owner roles and their databases; safe to run again (idempotent).
+
+        Each database is private to its owner (CONNECT revoked from PUBLIC, as in
+        docker/postgres/create-databases.sh). A database an older version made (all three
+        were owned by ``aq``) is handed over to its own role here.
+        """
         with psycopg.connect(self._superuser_conninfo("postgres"), autocommit=True) as conn:
-            exists = conn.execute(
-                "select 1 from pg_roles where rolname = %s", (APP_ROLE,)
-            ).fetchone()
-            verb = "alter" if exists else "create"
-            conn.execute(
-                sql.SQL(verb + " role {} with login password {}").format(
-                    sql.Identifier(APP_ROLE), sql.Literal(app_password(self.settings))
+            for role in dict.fromkeys(DATABASE_OWNERS.values()):
+                exists = conn.execute(
+                    "select 1 from pg_roles where rolname = %s", (role,)
+                ).fetchone()
+                verb = "alter" if exists else "create"
+                conn.execute(
+                    sql.SQL(verb + " role {} with login password {}").format(
+                        sql.Identifier(role), sql.Literal(role_password(self.settings, role))
+                    )
                 )
+            owners = dict(
+                conn.execute(
+                    "select datname, pg_get_userbyid(datdba) from pg_database "
+                    "where datname = any(%s)",
+                    (list(DATABASES),),
+                ).fetchall()
             )
-            for database in DATABASES:
-                if not conn.execute(
-                    "select 1 from pg_database where datname = %s", (database,)
-                ).fetchone():
+            for database, owner in DATABASE_OWNERS.items():
+                if database not in owners:
                     conn.execute(
                         sql.SQL("create database {} owner {}").format(
-                            sql.Identifier(database), sql.Identifier(APP_ROLE)
+                            sql.Identifier(database), sql.Identifier(owner)
                         )
                     )
+            for database in (*DATABASES, "postgres"):
+                conn.execute(
+                    sql.SQL("revoke connect, temporary on database {} from public").format(
+                        sql.Identifier(database)
+                    )
+                )
+        for database, owner in DATABASE_OWNERS.items():
+            if owners.get(database, owner) != owner:
+                self._hand_over(database, owners[database], owner)
+
+    def _hand_over(self, database: str, previous: str, owner: str) -> None:
+        """Give ``database`` and every object in it from ``previous`` to ``owner``, atomically.
+
+        ``REASSIGN OWNED`` acts on the objects of the database it runs in, but also on the
+        shared objects of the role, its other databases included (PostgreSQL docs,
+        REASSIGN OWNED): those are given back to ``previous`` in the same transaction.
+        """
+        with psycopg.connect(self._superuser_conninfo(database)) as conn, conn.transaction():
+            others = [
+                row[0]
+                for row in conn.execute(
+                    "select datname from pg_database where datdba = %s::regrole and datname <> %s",
+                    (previous, database),
+                )
+            ]
+            conn.execute(
+                sql.SQL("alter database {} owner to {}").format(
+                    sql.Identifier(database), sql.Identifier(owner)
+                )
+            )
+            if previous == APP_ROLE:  # never a superuser: it owns the system catalogs
+                conn.execute(
+                    sql.SQL("reassign owned by {} to {}").format(
+                        sql.Identifier(previous), sql.Identifier(owner)
+                    )
+                )
+            for other in others:
+                conn.execute(
+                    sql.SQL("alter database {} owner to {}").format(
+                        sql.Identifier(other), sql.Identifier(previous)
+                    )
+                )
 
     def _superuser_conninfo(self, database: str) -> str:
         return psycopg.conninfo.make_conninfo(
@@ -299,22 +374,71 @@ class EmbeddedPostgres:
         return f"PostgreSQL {match.group(0)}" if match else "PostgreSQL"
 
 
-def _make_reachable(path: Path, user: tuple[int, int]) -> None:
-    """Let the server's system user traverse every parent of ``path`` (adds o+x only).
+def _require_reachable(path: Path, user: tuple[int, int]) -> None:
+    """Stop unless ``user`` may enter ``path`` and every folder above it (by their modes).
 
-    Also gives it read access to the files of ``path`` when they are the binaries' folder.
+    We never add the permission ourselves: those folders are not ours (a home directory,
+    pytest's private temporary root), and widening them would outlive the project.
     """
-    for parent in [path, *path.parents]:
-        mode = parent.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            os.chmod(parent, mode | stat.S_IXOTH)
-    if path.name == "bin":
-        for root in (path, path.parent / "lib", path.parent / "share"):
-            for dirpath, _dirs, files in os.walk(root):
-                os.chmod(dirpath, os.stat(dirpath).st_mode | 0o005)
-                for name in files:
-                    file = Path(dirpath, name)
-                    file.chmod(file.stat().st_mode | stat.S_IROTH)
+    folders = [path, *path.parents]
+    path.mkdir(parents=True, exist_ok=True)
+    for folder in reversed(folders):
+        info = folder.stat()
+        if info.st_uid == user[0]:
+            bit = stat.S_IXUSR
+        elif info.st_gid == user[1]:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not info.st_mode & bit:
+            raise ServiceError(
+                f"postgres: as root the server runs as user {SYSTEM_USER}, which cannot enter "
+                f"{folder} (mode {stat.S_IMODE(info.st_mode):o}); choose an AQ_HOME that "
+                f"{SYSTEM_USER} can reach, or run aqi as a non-root user"
+            )
+
+
+def _relocatable(bin_dir: Path) -> bool:
+    """Whether the install is one self-contained tree (the pgserver wheel's ``pginstall``),
+    which runs from a copy; Debian's spreads over /usr/lib and /usr/share and cannot."""
+    return (bin_dir.parent / "share" / "postgresql").is_dir() and (bin_dir.parent / "lib").is_dir()
+
+
+def _private_install(bin_dir: Path, postgres_dir: Path) -> Path:
+    """A copy of the install under ``postgres_dir``, readable by all; its ``bin`` folder.
+
+    The wheel's binaries load shared libraries from the wheel's ``pgserver.libs`` folder by
+    a relative path (``$ORIGIN/../../../pgserver.libs``, auditwheel's), so the copy keeps
+    that layout: ``install-KEY/pgserver/pginstall`` and ``install-KEY/pgserver.libs``. One
+    copy per source and build (the key), made under a temporary name and renamed when
+    complete, so an interrupted copy is never used; copies of other builds are removed.
+    """
+    install = bin_dir.parent
+    package = install.parent
+    libs = package.with_name(package.name + ".libs")
+    built = (bin_dir / "postgres").stat()
+    key = hashlib.sha256(f"{install}|{built.st_size}|{built.st_mtime_ns}".encode()).hexdigest()[:12]
+    target = postgres_dir / f"install-{key}"
+    copied_bin = target / package.name / install.name / "bin"
+    if not (copied_bin / "postgres").is_file():
+        partial = postgres_dir / f".install-{key}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(install, partial / package.name / install.name, symlinks=True)
+        if libs.is_dir():
+            shutil.copytree(libs, partial / libs.name, symlinks=True)
+        for dirpath, _dirs, files in os.walk(partial):
+            os.chmod(dirpath, 0o755)
+            for name in files:
+                file = Path(dirpath, name)
+                if not file.is_symlink():
+                    mode = file.stat().st_mode & 0o777
+                    file.chmod(mode | 0o444 | (0o111 if mode & stat.S_IXUSR else 0))
+        shutil.rmtree(target, ignore_errors=True)
+        partial.rename(target)
+    for old in postgres_dir.glob("install-*"):
+        if old != target:
+            shutil.rmtree(old, ignore_errors=True)
+    return copied_bin
 
 
 def _is_postgres_of(pid: int, data_dir: Path) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from aqi.connections import DATABASES, database_url
+from aqi.connections import DATABASE_OWNERS, DATABASES, database_url
 
 pytestmark = pytest.mark.integration
 
@@ -27,13 +27,14 @@ def test_query_over_tcp(services: dict, aq_settings) -> None:
         assert conn.execute("select v from t_tcp where id = 1").fetchone() == ("a",)
 
 
-def test_project_databases_exist_and_are_owned_by_the_app_role(services: dict, aq_settings) -> None:
+def test_each_project_database_is_owned_by_its_own_role(services: dict, aq_settings) -> None:
     for name in DATABASES:
         with psycopg.connect(database_url(aq_settings, name)) as conn:
-            owner = conn.execute(
-                "select pg_get_userbyid(datdba) from pg_database where datname = current_database()"
-            ).fetchone()[0]
-            assert owner == "aq"
+            owner, user = conn.execute(
+                "select pg_get_userbyid(datdba), current_user from pg_database "
+                "where datname = current_database()"
+            ).fetchone()
+            assert owner == user == DATABASE_OWNERS[name]
             conn.execute("create schema if not exists probe")
 
 

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from aqi.cli_dashboards import dashboards_group
 from aqi.config import load_settings
+from aqi.connections import app_password
 from aqi.dashboards_bundle import Bundle, load_bundle, validate_bundle
 from aqi.errors import AqiError
 from aqi.services.superset import (
@@ -212,7 +213,10 @@ def test_superset_runs_with_generated_secrets_and_no_admin_password(
     assert env["SUPERSET_SECRET_KEY"] == key_file.read_text().strip()
     assert len(env["SUPERSET_SECRET_KEY"]) >= 40
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-    assert env["SUPERSET_METADATA_URI"].startswith("postgresql+psycopg2://aq:")
+    # its metadata as its own role, as in docker-compose: the warehouse owner's password is
+    # nowhere in its environment
+    assert env["SUPERSET_METADATA_URI"].startswith("postgresql+psycopg2://superset:")
+    assert app_password(settings) not in "\n".join(env.values())
     assert env["SUPERSET_METADATA_URI"].endswith("@127.0.0.1:5999/superset")
     assert env["SUPERSET_CONFIG_PATH"] == str(CONFIG_PATH)
     assert not (tmp_path / "secrets" / "superset_admin_password").exists()
