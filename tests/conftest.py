@@ -132,6 +132,32 @@ def project_pids(settings: Settings) -> list[int]:
     return [record.pid for record in records if record is not None]
 
 
+def warehouse_owner_leaks(settings: Settings, pids: Iterable[int]) -> list[str]:
+    """Where these processes or their descendants hold the warehouse owner's credentials:
+    its password, or a URL as role ``aq``, in their environment or command line."""
+    import psutil
+
+    from aqi.connections import APP_ROLE, app_password
+
+    needles = (app_password(settings).encode(), f"://{APP_ROLE}:".encode())
+    leaks = []
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for proc in tree:
+            for part in ("environ", "cmdline"):
+                try:
+                    text = Path(f"/proc/{proc.pid}/{part}").read_bytes()
+                except OSError:
+                    continue
+                if any(needle in text for needle in needles):
+                    leaks.append(f"{proc.pid} {' '.join(proc.cmdline()[:3])}: {part}")
+    return leaks
+
+
 def off_loopback(sockets: Iterable[tuple[str, int, str, int]]) -> list[tuple[str, int, str, int]]:
     """The sockets of :func:`listening_sockets` that another machine could reach."""
     return [s for s in sockets if not ipaddress.ip_address(s[2]).is_loopback]

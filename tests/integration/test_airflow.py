@@ -26,6 +26,7 @@ from conftest import (
     private_stack,
     project_pids,
     run_aqi,
+    warehouse_owner_leaks,
 )
 
 from aqi.config import load_settings
@@ -246,6 +247,14 @@ def test_embedded_airflow_answers_health_and_runs_a_rest_triggered_dag(stack: di
         log = _api(base, "GET", f"{runs}/{ti['task_id']}/logs/{ti['try_number']}", token)
         text = json.dumps(log["content"])
         assert len(log["content"]) > 3 and "Could not read served logs" not in text, text[:2000]
+        # the run's dbt tasks reached the warehouse, yet no Airflow process (API server,
+        # scheduler, DAG processor, their children) holds the warehouse owner's password
+        from aqi.services.airflow import COMPONENTS, EmbeddedAirflow
+
+        airflow = EmbeddedAirflow(stack["settings"])
+        daemons = [r.pid for c in COMPONENTS if (r := airflow.pidfile(c).live())]
+        assert len(daemons) == len(COMPONENTS)
+        assert warehouse_owner_leaks(stack["settings"], daemons) == []
         # Airflow, PostgreSQL and Kafka, with every child process: loopback only
         sockets = listening_sockets(project_pids(stack["settings"]))
         ports = {port for *_, port in sockets}

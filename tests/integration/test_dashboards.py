@@ -21,7 +21,13 @@ from pathlib import Path
 import psycopg
 import pytest
 import yaml
-from conftest import listening_sockets, off_loopback, private_stack, run_aqi
+from conftest import (
+    listening_sockets,
+    off_loopback,
+    private_stack,
+    run_aqi,
+    warehouse_owner_leaks,
+)
 from superset_support import Api, superset_api
 from warehouse_support import load_raw_events
 
@@ -99,6 +105,14 @@ def test_superset_and_its_workers_listen_on_loopback_only(stack: dict) -> None:
     sockets = listening_sockets([superset.status()["pid"]])
     assert urllib.parse.urlsplit(superset.url).port in {port for *_, port in sockets}, sockets
     assert off_loopback(sockets) == []
+
+
+def test_superset_holds_no_credential_of_the_warehouse_owner(stack: dict) -> None:
+    """gunicorn and its workers: metadata as role superset, the warehouse as aq_superset."""
+    superset = EmbeddedSuperset(stack["settings"])
+    pid = superset.status()["pid"]
+    assert pid is not None
+    assert warehouse_owner_leaks(stack["settings"], [pid]) == []
 
 
 def test_every_chart_of_the_dashboard_returns_rows(stack: dict) -> None:
