@@ -20,7 +20,14 @@ what Spark's JSON reader costs (~10x the Python parser this replaced). How:
 - ``json_object_keys`` for missing, duplicated and unexpected fields (a null field and a
   missing one read the same in the typed parse);
 - one ``CASE`` whose first failing check names the reason, in the contract's field order;
-  the raw text of the offending field (``get_json_object``) is evaluated for bad rows only.
+  the raw text of the offending field (``get_json_object``) is evaluated for bad rows only;
+- then the events that are shaped right but impossible (a period that ends before it starts,
+  before 2000, or in the future of the record), judged on the record alone so that a
+  replayed batch goes to the same table as the first time.
+
+Bytes that are not UTF-8 are refused (JSON is UTF-8) and replaced in what is kept; what the
+JSON reader cannot read (also past its limits: nesting depth 1000, 1000-digit numbers) is
+"not JSON". docs/event-contract.md lists the rules and the reasons.
 
 Public surface: :data:`SCHEMA_VERSION`, :data:`EVENT_FIELDS`, :data:`KAFKA_COLUMNS`,
 :func:`parse_records`.
@@ -31,14 +38,29 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-__all__ = ["EVENT_FIELDS", "KAFKA_COLUMNS", "SCHEMA_VERSION", "parse_records"]
+__all__ = [
+    "EARLIEST",
+    "EVENT_FIELDS",
+    "FUTURE_TOLERANCE",
+    "KAFKA_COLUMNS",
+    "SCHEMA_VERSION",
+    "parse_records",
+]
 
 SCHEMA_VERSION = 1
 INGEST_MODES = ("live", "backfill", "replay", "simulate")
 #: the largest integer a double holds exactly: ids beyond it could not be checked exactly
 _MAX_ID = 2**53 - 1
 _MAX_INT32 = 2**31 - 1
-_TIMESTAMP = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$"
+#: RFC 3339 date-time: 'T' or 't', any fraction (kept to the microsecond), Z/z or +hh:mm
+_DATE_TIME = r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?"
+_TIMESTAMP = _DATE_TIME + r"([Zz]|[+-]\d{2}:\d{2})$"
+#: the same without an offset: a local time, which names no instant
+_LOCAL_TIME = _DATE_TIME + "$"
+#: no measurement period starts or ends before this (OpenAQ's oldest data are from 2015)
+EARLIEST = "2000-01-01T00:00:00Z"
+#: how far a period may end after the event was ingested or sent (clock skew, not time zones)
+FUTURE_TOLERANCE = "1 hour"
 
 # kind per contract field: how it is checked and typed (in the contract's order)
 _VERSION, _ID, _INT32, _NUM, _STR, _OPT_STR, _BOOL, _TS = (
@@ -88,7 +110,9 @@ def parse_records(records: DataFrame) -> DataFrame:
     """
     schema = ", ".join(f"`{name}` {_READ_AS[kind]}" for name, kind, _ in _FIELDS)
     read = records.select(
-        F.col("value").cast("string").alias("_raw"),
+        # JSON is UTF-8 (RFC 8259): other bytes are refused, and replaced in what is kept
+        F.make_valid_utf8(F.col("value").cast("string")).alias("_raw"),
+        F.is_valid_utf8(F.col("value").cast("string")).alias("_utf8"),
         F.col("topic").alias("kafka_topic"),
         F.col("partition").alias("kafka_partition"),
         F.col("offset").alias("kafka_offset"),
@@ -105,7 +129,8 @@ def parse_records(records: DataFrame) -> DataFrame:
     read = read.select(
         "*",
         *[
-            F.col(f"_e.{name}").try_cast("timestamp").alias(f"_ts_{name}")
+            # Spark's cast reads 't' only without an offset
+            F.upper(F.col(f"_e.{name}")).try_cast("timestamp").alias(f"_ts_{name}")
             for name, kind, _ in _FIELDS
             if kind == _TS
         ],
@@ -140,6 +165,7 @@ def _reason() -> Column:
     version = F.col("_e.schema_version")
     checks = [(name, problem, failed) for name, kind, _ in _FIELDS if kind != _VERSION
               for failed, problem in _field_checks(name, kind)]  # fmt: skip
+    checks += _impossible()
     # exactly the contract's fields, by counting: 22 keys, each field present (a value that
     # is not null was there; a null one is looked up), so no other key and none twice
     present = [
@@ -149,6 +175,7 @@ def _reason() -> Column:
     ]
     shape_ok = (
         F.col("_raw").isNotNull()
+        & F.col("_utf8")
         & (F.size(keys) == len(EVENT_FIELDS))
         & (version == SCHEMA_VERSION)
     )
@@ -177,7 +204,12 @@ def _first_problem(
     )
     chain = (
         F.when(F.col("_raw").isNull(), F.lit("empty message (no value)"))
+        .when(~F.col("_utf8"), F.lit("not valid UTF-8"))
         .when(keys.isNull(), _not_an_object())
+        # the key lister is lenient, the typed reader is not: an unescaped control
+        # character leaves every field null (a duplicate key also fails the variant reader)
+        .when(version.isNull() & F.expr("try_parse_json(_raw)").isNull()
+              & (F.size(keys) == F.size(F.array_distinct(keys))), F.lit(_NOT_JSON))
         .when(unknown_version, _says("unknown schema_version ",
                                      F.coalesce(_got("schema_version"), F.lit("(missing)"))))
         .when(F.size(missing) > 0, _says("missing field(s): ", F.array_join(missing, ", ")))
@@ -226,10 +258,15 @@ def _field_checks(name: str, kind: str) -> list[tuple[Column, str]]:
     if kind == _BOOL:
         return [(value.isNull(), "expected true or false")]
     if kind == _TS:
+        shaped, instant = value.rlike(_TIMESTAMP), F.col(f"_ts_{name}")
         return [
-            (value.isNull() | ~value.rlike(_TIMESTAMP),
-             "expected a UTC timestamp like 2024-01-02T03:04:05Z"),
-            (F.col(f"_ts_{name}").isNull(), "not a valid date-time"),
+            # checked on records that fail the shape only (And stops at its first false)
+            (~shaped & value.rlike(_LOCAL_TIME), "no UTC offset (add Z or +00:00)"),
+            (value.isNull() | ~shaped,
+             "expected an RFC 3339 timestamp like 2024-01-02T03:04:05Z"),
+            # a date that does not exist, a leap second, an offset past +-18:00
+            (instant.isNull(), "not a valid date-time"),
+            (instant < F.lit(EARLIEST).cast("timestamp"), f"before {EARLIEST[:10]}"),
         ]  # fmt: skip
     # the text of a number, literal, object or array starts with - 0-9 [ { or is true/false;
     # only then is the JSON re-read to tell a string such as "13 DTU" from the number 13
@@ -256,6 +293,26 @@ def _field_checks(name: str, kind: str) -> list[tuple[Column, str]]:
     ]
 
 
+def _impossible() -> list[tuple[str, str, Column]]:
+    """Events shaped right that cannot be true: (field, what is wrong, fails).
+
+    A period ends after it starts, and not in the future: not later than
+    :data:`FUTURE_TOLERANCE` after the event was ingested (``ingested_at``) or sent (the
+    Kafka record's timestamp); nor is an event ingested after it was sent. Both references
+    are in the record, so a replayed batch is judged as the first time.
+    """
+    start, end = F.col("_ts_period_start"), F.col("_ts_period_end")
+    ingested, sent = F.col("_ts_ingested_at"), F.col("kafka_timestamp")
+    tolerance = F.expr(f"interval {FUTURE_TOLERANCE}")
+    return [
+        ("ingested_at", f"more than {FUTURE_TOLERANCE} after the Kafka record was sent",
+         ingested > sent + tolerance),
+        ("period_start", "not before period_end", start >= end),
+        ("period_end", f"more than {FUTURE_TOLERANCE} after the event was ingested or sent",
+         end > F.least(ingested, sent) + tolerance),
+    ]  # fmt: skip
+
+
 def _is_json_string(name: str) -> Column:
     """True when the field's JSON value is a string (a second, one-field parse as variant)."""
     field = F.from_json("_raw", f"`{name}` variant").getField(name)
@@ -266,13 +323,17 @@ def _not_an_object() -> Column:
     parsed = F.expr("try_parse_json(_raw)")
     kind = F.expr("schema_of_variant(try_parse_json(_raw))")
     return (
-        F.when(parsed.isNull(), F.lit("not JSON"))
+        F.when(parsed.isNull(), F.lit(_NOT_JSON))
         .when(kind.startswith("ARRAY"), F.lit("not a JSON object but an array"))
         .when(kind == "STRING", F.lit("not a JSON object but a string"))
         .when(kind == "BOOLEAN", F.lit("not a JSON object but true or false"))
         .when(kind == "VOID", F.lit("not a JSON object but null"))
         .otherwise(F.lit("not a JSON object but a number"))
     )
+
+
+#: also what the reader says past its limits (nesting depth 1000, numbers of 1000 digits)
+_NOT_JSON = "not JSON"
 
 
 def _says(prefix: str, detail: Column) -> Column:
@@ -294,5 +355,6 @@ def _typed(name: str, kind: str, out: str) -> Column:
 
 
 def _text(column: Column) -> Column:
-    """Text PostgreSQL can store: NUL (which ``text`` cannot hold) becomes U+FFFD."""
-    return F.translate(column, "\u0000", "\ufffd")
+    """Text PostgreSQL can store: NUL (which ``text`` cannot hold) and bytes that are not
+    UTF-8 become U+FFFD."""
+    return F.translate(F.make_valid_utf8(column), "\u0000", "\ufffd")

@@ -1,21 +1,23 @@
-"""The stream's JVM parser accepts exactly what the published JSON Schema accepts.
+"""The stream's JVM parser accepts exactly what the event contract accepts.
 
 Real Spark (local), the parser of `aqi stream` (:func:`spark_streaming.parse.parse_records`),
-and the schema checked by the independent `jsonschema` library, on every valid recorded or
-simulated event and on mutations of one of them: each field missing, each field set to a
-value of every JSON type, unexpected and duplicated fields, not JSON at all.
+and the contract's independent judge (tests/event_fuzz.py: Python's JSON reader and the
+published JSON Schema checked by `jsonschema`, plus the rules on impossible events), on every
+valid recorded or simulated event and on mutations of one of them: each field missing, each
+field set to a value of every JSON type, timestamps in every RFC 3339 spelling, impossible
+periods, unexpected and duplicated fields, not JSON at all.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-import jsonschema
 import pytest
+from event_fuzz import judge
 
-from ingestion.events import EVENT_SCHEMA, validate_event
+from ingestion.events import validate_event
 from ingestion.fixtures import DEFAULT_FIXTURES_DIR
 from ingestion.replay import fixture_events
 from ingestion.simulator import SimulationConfig, simulate
@@ -38,9 +40,13 @@ def spark():
     session.stop()
 
 
+#: the Kafka timestamp of the parsed records (one reference of "the future")
+SENT = datetime.now(UTC).replace(microsecond=0)
+
+
 def _parse(spark, payloads: list[bytes | None], keys: list[bytes | None] | None = None) -> list:
     keys = keys or [None] * len(payloads)
-    rows = [(k, v, "t", i % 3, i, END.replace(tzinfo=None)) for i, (k, v) in
+    rows = [(k, v, "t", i % 3, i, SENT.replace(tzinfo=None)) for i, (k, v) in
             enumerate(zip(keys, payloads, strict=True))]  # fmt: skip
     frame = spark.createDataFrame(rows, KAFKA_SCHEMA)
     return sorted(parse_records(frame).collect(), key=lambda r: r["kafka_offset"])
@@ -59,7 +65,9 @@ def _mutations(event: dict) -> list[tuple[str, dict | bytes]]:
         del missing[name]
         out.append((f"missing {name}", missing))
         for bad in ("x", "", "12", 1.5, -1, 0, 5.0, 2**60, None, True, {"a": 1}, [], "true",
-                    "2024-01-01T00:00:00+01:00", "2024-02-30T00:00:00Z", 1e309, "NaN"):  # fmt: skip
+                    "2024-01-01T00:00:00+01:00", "2024-01-01t00:00:00.123456789z",
+                    "2024-01-01T00:00:00", "2024-01-01T00:00:00+19:00", "1999-12-31T23:00:00Z",
+                    "2024-02-30T00:00:00Z", 1e309, "NaN"):  # fmt: skip
             changed = copy.deepcopy(event)
             changed[name] = bad
             out.append((f"{name}={bad!r}", changed))
@@ -79,39 +87,6 @@ def _mutations(event: dict) -> list[tuple[str, dict | bytes]]:
         ("bad utf8", b"\xff\xfe"),
     ]  # fmt: skip
     return out
-
-
-def _unique_names(pairs: list[tuple[str, object]]) -> dict:
-    if len({name for name, _ in pairs}) != len(pairs):
-        raise ValueError("duplicate names")
-    return dict(pairs)
-
-
-def _schema_accepts(payload: dict | bytes) -> bool:
-    """Valid JSON that the published schema accepts, read as strictly as it is written.
-
-    RFC 8259 JSON: no NaN/Infinity, unique names (its $comment); timestamps that name a real
-    date-time (their ``format``, which jsonschema checks only with an optional package).
-    """
-    try:
-        text = json.dumps(payload, allow_nan=False) if isinstance(payload, dict) else payload
-        payload = json.loads(
-            text,
-            parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)),
-            object_pairs_hook=_unique_names,
-        )
-    except ValueError:
-        return False
-    try:
-        jsonschema.Draft202012Validator(EVENT_SCHEMA).validate(payload)
-    except jsonschema.ValidationError:
-        return False
-    try:
-        for name in ("ingested_at", "period_start", "period_end"):
-            datetime.fromisoformat(payload[name])
-    except ValueError:
-        return False
-    return True
 
 
 def _encode(payload: dict | bytes) -> bytes:
@@ -143,7 +118,7 @@ def test_parser_agrees_with_the_json_schema_on_every_mutation(spark) -> None:
     disagreements = []
     for (label, payload), row in zip(cases, rows, strict=True):
         accepted = row["reason"] is None
-        if accepted != _schema_accepts(payload):
+        if accepted != (judge(_encode(payload), SENT) is not None):
             disagreements.append((label, row["reason"]))
         if not accepted:
             assert row["payload"] is not None and all(row[f] is None for f in EVENT_FIELDS)
@@ -171,7 +146,7 @@ def test_field_reasons_name_the_field_and_quote_the_value(spark) -> None:
         "value": ({**event, "value": "twelve"}, "value: expected a number or null (got twelve)"),
         "units": ({**event, "units": 12}, "units: expected a string (got 12)"),
         "period_end": ({**event, "period_end": "yesterday"}, (
-            "period_end: expected a UTC timestamp like 2024-01-02T03:04:05Z (got yesterday)")),
+            "period_end: expected an RFC 3339 timestamp like 2024-01-02T03:04:05Z (got yesterday)")),
         "latitude": ({**event, "latitude": 91}, "latitude: out of range (-90..90) (got 91)"),
         "extra": ({**event, "x": 1, "a": 2}, "unexpected field(s): a, x"),
         "nul": ({**event, "provider": "a\u0000b"}, "provider: contains a NUL character"),
@@ -193,3 +168,106 @@ def test_kafka_coordinates_key_and_payload_are_kept(spark) -> None:
     # PostgreSQL text cannot hold NUL: the quarantine keeps the record with U+FFFD instead
     assert rows[1]["payload"] == "garbage\ufffdhere" and rows[1]["kafka_key"] == "k\ufffd"
     assert set(KAFKA_COLUMNS) <= set(rows[0].asDict())
+
+
+def test_timestamps_in_any_rfc3339_spelling_are_stored_as_the_utc_instant(spark) -> None:
+    event = _valid_events()[0]
+    end = datetime.fromisoformat(event["period_end"])
+    india = (end + timedelta(hours=5, minutes=30)).strftime("%Y-%m-%dT%H:%M:%S") + "+05:30"
+    spellings = [
+        event["period_end"][:-1] + "+00:00",  # Python's isoformat()
+        event["period_end"][:-1] + "-00:00",
+        india,
+        india.lower(),
+        event["period_end"][:-1] + ".000000999Z",  # past the microsecond: dropped
+    ]
+    rows = _parse(spark, [json.dumps({**event, "period_end": s}).encode() for s in spellings])
+    for spelling, row in zip(spellings, rows, strict=True):
+        assert row["reason"] is None, (spelling, row["reason"])
+        assert row["period_end"].replace(tzinfo=UTC) == end, spelling
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"period_end": "2024-01-01T00:00:00"}, "period_end: no UTC offset (add Z or +00:00)"),
+        ({"period_end": "2024-01-01 00:00:00Z"}, "period_end: expected an RFC 3339 timestamp"),
+        ({"period_end": "2024-01-01T00:00:00+19:00"}, "period_end: not a valid date-time"),
+        ({"period_end": "2024-01-01T23:59:60Z"}, "period_end: not a valid date-time"),
+        ({"period_start": "1999-12-31T22:00:00Z", "period_end": "1999-12-31T23:00:00Z"},
+         "period_start: before 2000-01-01"),
+        ({"swap": True}, "period_start: not before period_end"),
+        ({"same": True}, "period_start: not before period_end"),
+        ({"ahead": timedelta(days=3)},
+         "period_end: more than 1 hour after the event was ingested or sent"),
+        ({"ahead": timedelta(minutes=61)},
+         "period_end: more than 1 hour after the event was ingested or sent"),
+    ],
+)  # fmt: skip
+def test_impossible_events_are_quarantined_with_a_reason(spark, change, reason) -> None:
+    event = _valid_events()[0]
+    if change.pop("swap", False):
+        change = {"period_start": event["period_end"], "period_end": event["period_start"]}
+    if change.pop("same", False):
+        change = {"period_start": event["period_end"]}
+    if "ahead" in change:
+        ingested = datetime.fromisoformat(event["ingested_at"])
+        end = ingested + change.pop("ahead")
+        change = {"period_start": _z(end - timedelta(hours=1)), "period_end": _z(end)}
+    (row,) = _parse(spark, [json.dumps({**event, **change}).encode()])
+    assert row["reason"] is not None and row["reason"].startswith(reason), row["reason"]
+
+
+def test_a_period_ending_within_the_tolerance_is_accepted(spark) -> None:
+    event = _valid_events()[0]
+    ingested = SENT - timedelta(hours=3)
+    end = ingested + timedelta(hours=1)  # exactly the tolerance
+    changed = {**event, "ingested_at": _z(ingested), "period_start": _z(end - timedelta(hours=1)),
+               "period_end": _z(end)}  # fmt: skip
+    (row,) = _parse(spark, [json.dumps(changed).encode()])
+    assert row["reason"] is None, row["reason"]
+
+
+def test_the_kafka_timestamp_is_a_reference_of_the_future(spark) -> None:
+    event = _valid_events()[0]
+    # ingested 50 minutes after it was sent (within the tolerance), the period ending 30
+    # minutes after that: fine by ingested_at alone, 80 minutes after the record was sent
+    ingested = SENT + timedelta(minutes=50)
+    end = ingested + timedelta(minutes=30)
+    changed = {**event, "ingested_at": _z(ingested), "period_start": _z(end - timedelta(hours=1)),
+               "period_end": _z(end)}  # fmt: skip
+    # ingested two days after the record was sent
+    later = {**event, "ingested_at": _z(SENT + timedelta(days=2))}
+    first, second = _parse(spark, [json.dumps(changed).encode(), json.dumps(later).encode()])
+    assert first["reason"].startswith("period_end: more than 1 hour after"), first["reason"]
+    assert second["reason"].startswith(
+        "ingested_at: more than 1 hour after the Kafka record was sent"
+    ), second["reason"]
+
+
+def test_bytes_that_are_not_utf8_are_refused_and_replaced_in_the_quarantine(spark) -> None:
+    event = _valid_events()[0]
+    text = json.dumps({**event, "location_name": "@@"}).encode()
+    payload = text.replace(b"@@", b"Del \xff\xfeNorte")
+    (row,) = _parse(spark, [payload], keys=[b"\xc3"])
+    assert row["reason"] == "not valid UTF-8"
+    assert "Del \ufffd\ufffdNorte" in row["payload"] and row["kafka_key"] == "\ufffd"
+
+
+def test_the_nasty_corpus_agrees_with_the_contract(spark) -> None:
+    from event_fuzz import disagreements, event_pool, nasty_corpus
+
+    corpus = nasty_corpus(event_pool(SENT), SENT)
+    values = [value for _, (_, value) in corpus]
+    rows = [r.asDict() for r in _parse(spark, values, keys=[k for _, (k, _) in corpus])]
+    problems = disagreements(values, rows, SENT, EVENT_FIELDS)
+    assert problems == [], "\n".join(problems)
+    reasons = {label: row["reason"] for (label, _), row in zip(corpus, rows, strict=True)}
+    assert reasons["valid"] is None and reasons["valid, +00:00 offsets"] is None
+    assert reasons["deep nesting 200,000"] == "not JSON"
+    assert reasons["raw control character"] == "not JSON"
+    assert reasons["megabyte payload"] is None
+
+
+def _z(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
