@@ -57,6 +57,12 @@ _DATE_TIME = r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?"
 _TIMESTAMP = _DATE_TIME + r"([Zz]|[+-]\d{2}:\d{2})$"
 #: the same without an offset: a local time, which names no instant
 _LOCAL_TIME = _DATE_TIME + "$"
+#: a UTF-16 surrogate escape without its pair (after an even run of backslashes, so a real
+#: escape): it names no character, and Spark's JSON tools disagree on what it reads as
+_LONE_SURROGATE = (
+    r"(^|[^\\])(\\\\)*(\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])"
+    r"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F])"
+)
 #: no measurement period starts or ends before this (OpenAQ's oldest data are from 2015)
 EARLIEST = "2000-01-01T00:00:00Z"
 #: how far a period may end after the event was ingested or sent (clock skew, not time zones)
@@ -124,6 +130,7 @@ def parse_records(records: DataFrame) -> DataFrame:
         F.expr("json_object_keys(_raw)").alias("_keys"),
         # contains() skips to the backslashes; instr() compares at every byte (~15% of the parse)
         F.col("_raw").contains("\\u0000").alias("_maybe_nul"),
+        (F.col("_raw").contains("\\u") & F.col("_raw").rlike(_LONE_SURROGATE)).alias("_lone"),
     )
     # each timestamp is parsed once, for its check and its value
     read = read.select(
@@ -176,6 +183,7 @@ def _reason() -> Column:
     shape_ok = (
         F.col("_raw").isNotNull()
         & F.col("_utf8")
+        & ~F.col("_lone")
         & (F.size(keys) == len(EVENT_FIELDS))
         & (version == SCHEMA_VERSION)
     )
@@ -205,6 +213,7 @@ def _first_problem(
     chain = (
         F.when(F.col("_raw").isNull(), F.lit("empty message (no value)"))
         .when(~F.col("_utf8"), F.lit("not valid UTF-8"))
+        .when(F.col("_lone"), F.lit("an unpaired surrogate escape (\\ud800-\\udfff): not text"))
         .when(keys.isNull(), _not_an_object())
         # the key lister is lenient, the typed reader is not: an unescaped control
         # character leaves every field null (a duplicate key also fails the variant reader)

@@ -42,6 +42,7 @@ _IDS = ("location_id", "sensor_id", "parameter_id")
 _TS = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$", re.ASCII
 )
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 _TOLERANCE = timedelta(hours=1)
 _MAX_OFFSET = timedelta(hours=18)  # java.time.ZoneOffset's range; real offsets are -12..+14
@@ -57,7 +58,7 @@ def judge(value: bytes | None, kafka_timestamp: datetime) -> dict[str, Any] | No
     """The event as the warehouse must store it, or None when the message is quarantined.
 
     Typed like ``raw.openaq_measurements``: ids as ``int``, timestamps as aware UTC datetimes
-    (to the microsecond), text that cannot be UTF-8 (a lone surrogate escape) with ``?``.
+    (to the microsecond).
     ``kafka_timestamp`` is the record's timestamp (aware), one reference of "the future".
     """
     if value is None:
@@ -80,7 +81,9 @@ def judge(value: bytes | None, kafka_timestamp: datetime) -> dict[str, Any] | No
         numbers = {name: _finite(event[name]) for name in (*_NUMBERS, *_IDS)}
     except (_Refused, OverflowError):
         return None
-    if any("\x00" in v for v in event.values() if isinstance(v, str)):
+    strings = [v for v in event.values() if isinstance(v, str)]
+    # NUL (which text columns cannot hold); an unpaired surrogate escape names no character
+    if any("\x00" in v or _SURROGATE.search(v) for v in strings):
         return None
     sent = kafka_timestamp.astimezone(UTC)
     start, end, ingested = times["period_start"], times["period_end"], times["ingested_at"]
@@ -88,10 +91,7 @@ def judge(value: bytes | None, kafka_timestamp: datetime) -> dict[str, Any] | No
         return None
     if end > min(ingested, sent) + _TOLERANCE or ingested > sent + _TOLERANCE:
         return None
-    typed = {
-        name: v.encode("utf-8", "replace").decode() if isinstance(v, str) else v
-        for name, v in event.items()
-    }
+    typed = dict(event)
     typed.update(times)
     typed.update({name: int(numbers[name]) for name in _IDS})
     typed.update({name: numbers[name] for name in _NUMBERS})
