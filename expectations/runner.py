@@ -19,6 +19,14 @@ from the context's runtime environment (in memory) when it connects. A lock unde
 Before GX is even imported (it takes seconds), the tables are looked up with one query, so a
 warehouse that is not built yet, or not reachable, ends in one line
 (:class:`ChecksUnavailable`), not a traceback.
+
+The raw gate judges new data: its new-rows suite reads the rows loaded since the gate last
+passed (``raw.check_watermarks``), or, on request (``since``), the whole table or the rows
+loaded since a given time. When every raw expectation passes, the mark moves to the earliest
+start of any transaction open when the run began (rows are stamped at insert but seen at
+commit, so no row committed later is stamped before it; dbt's raw watermark works the same
+way). A failed run leaves the mark, so the next run judges the same rows and more: the gate
+stays shut until the data or the decision changes (``aqi check --suite raw --since TIME``).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,17 +49,21 @@ from psycopg.rows import dict_row
 from aqi.config import Settings, mask_url
 from aqi.connections import database_url
 from aqi.errors import AqiError, first_line
-from expectations.reference import GROUPS, checked_tables
+from aqi.migrations import migrate
+from expectations.reference import GROUPS, RAW_TABLE, checked_tables
 from expectations.report import CheckReport, ExpectationsFailed, Outcome, outcome_from_result
 
 if TYPE_CHECKING:
     from expectations.suites import TableSuite
 
 __all__ = [
+    "SINCE_LAST_PASS",
     "SUITES",
+    "WHOLE_TABLE",
     "CheckReport",
     "ChecksUnavailable",
     "ExpectationsFailed",
+    "RawWindow",
     "require_checks",
     "run_checks",
 ]
@@ -71,6 +84,18 @@ KEEP_RESULTS_PER_SUITE = 50
 RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 10}
 #: rows fetched to illustrate a failed custom-SQL expectation
 EXAMPLE_ROWS = 3
+#: ``since`` of run_checks: the rows loaded since the raw gate last passed (the default) ...
+SINCE_LAST_PASS = "last-pass"
+#: ... or every row of raw
+WHOLE_TABLE = "all"
+#: the earliest start of a transaction open now (or now): rows committed later are stamped
+#: (loaded_at, a clock_timestamp() default) at or after it
+_HORIZON = """
+select least(clock_timestamp(), coalesce((
+    select min(xact_start) from pg_stat_activity
+    where pid <> pg_backend_pid() and datname = current_database() and xact_start is not null
+), clock_timestamp()))
+"""
 #: how to create each group's tables when they are missing
 _BUILD_HINTS = {
     "raw": "`aqi db migrate` creates the raw table",
@@ -82,16 +107,40 @@ class ChecksUnavailable(AqiError):
     """The checks could not run: warehouse unreachable, tables missing, or GX itself failed."""
 
 
+@dataclass(frozen=True)
+class RawWindow:
+    """The raw rows the new-rows suite judges: loaded at or after ``loaded_from`` (None: all).
+
+    ``horizon`` is where the next run starts if this one passes; ``why`` says how the window
+    was chosen, for the log.
+    """
+
+    loaded_from: datetime | None
+    horizon: datetime
+    rows: int
+    why: str
+
+    def query(self, schema: str, table: str) -> str:
+        """The window as SQL (the GX query asset of the new-rows suite)."""
+        source = sql.Identifier(schema, table).as_string()
+        if self.loaded_from is None:
+            return f"select * from {source}"
+        return f"select * from {source} where loaded_at >= '{self.loaded_from.isoformat()}'"
+
+
 def run_checks(
     settings: Settings,
     suites: Sequence[str] = SUITES,
     *,
     echo: Echo = print,
     now: datetime | None = None,
+    since: str | datetime = SINCE_LAST_PASS,
 ) -> CheckReport:
     """Validate the given groups of suites; build Data Docs; return the report.
 
     ``now`` (default: the current time) is the instant "in the future" and "fresh" refer to.
+    ``since`` picks the raw rows the new-rows suite judges: :data:`SINCE_LAST_PASS`,
+    :data:`WHOLE_TABLE`, or those loaded at or after an aware datetime.
     Raises :class:`ChecksUnavailable` when the checks cannot run at all; a failed expectation
     is not an exception here (see :func:`require_checks`).
     """
@@ -105,6 +154,9 @@ def run_checks(
     now = now or datetime.now(UTC)
     url = database_url(settings)
     _require_tables(url, tables)
+    window = _raw_window(url, since) if "raw" in groups else None
+    if window is not None:
+        echo(f"checks: raw: judging {window.rows:,} rows loaded {window.why}")
 
     docs_dir = settings.gx_docs_dir
     with _lock(settings.run_dir / "gx.lock", echo), _quiet_gx():
@@ -117,16 +169,22 @@ def run_checks(
             parameters = suite_parameters(now)
             outcomes: list[Outcome] = []
             new_pages: list[Any] = []  # identifiers of the suites and results of this run
+            names: list[str] = []
             for group in groups:
                 started = time.monotonic()
                 table_suites = build_suites([group])
-                results = _run_group(context, group, table_suites, parameters, now, new_pages)
-                mine = [_outcomes(url, ts, r, parameters) for ts, r in results]
+                names.extend(ts.name for ts in table_suites)
+                results = _run_group(
+                    context, group, table_suites, parameters, now, new_pages, window
+                )
+                mine = [_outcomes(url, ts, r, parameters, window) for ts, r in results]
                 outcomes.extend(o for batch in mine for o in batch)
                 failed = sum(not o.success for batch in mine for o in batch)
+                if group == "raw" and window is not None and not failed:
+                    _mark_passed(url, window)
                 echo(
-                    f"checks: {group}: {sum(map(len, mine))} expectations on "
-                    f"{len(table_suites)} table(s), {failed} failed "
+                    f"checks: {group}: {sum(map(len, mine))} expectations in "
+                    f"{len(table_suites)} suite(s), {failed} failed "
                     f"({time.monotonic() - started:.1f} s)"
                 )
             _prune_results(context, docs_dir)
@@ -148,7 +206,7 @@ def run_checks(
         results=outcomes,
         docs_index=index,
         suites=groups,
-        tables=tuple(f"{schema}.{table}" for _, schema, table in tables),
+        tables=tuple(names),
     )
 
 
@@ -158,9 +216,10 @@ def require_checks(
     *,
     echo: Echo = print,
     now: datetime | None = None,
+    since: str | datetime = SINCE_LAST_PASS,
 ) -> CheckReport:
     """:func:`run_checks`, raising :class:`ExpectationsFailed` (the report) if any failed."""
-    report = run_checks(settings, suites, echo=echo, now=now)
+    report = run_checks(settings, suites, echo=echo, now=now, since=since)
     report.raise_for_failures()
     return report
 
@@ -184,6 +243,53 @@ def _require_tables(url: str, tables: list[tuple[str, str, str]]) -> None:
         names = ", ".join(name for _, name in missing)
         hints = "; ".join(dict.fromkeys(_BUILD_HINTS[group] for group, _ in missing))
         raise ChecksUnavailable(f"nothing to check yet: {names} not found ({hints})")
+
+
+def _raw_window(url: str, since: str | datetime) -> RawWindow:
+    """Which raw rows to judge, and where the next run starts if this one passes."""
+    if since not in (SINCE_LAST_PASS, WHOLE_TABLE) and not (
+        isinstance(since, datetime) and since.tzinfo is not None
+    ):
+        raise ChecksUnavailable(
+            f"since: expected {SINCE_LAST_PASS!r}, {WHOLE_TABLE!r} or an aware datetime, "
+            f"got {since!r}"
+        )
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+            if conn.execute("select to_regclass('raw.check_watermarks')").fetchone()[0] is None:
+                migrate(url, echo=lambda line: None)  # a warehouse from before the mark
+            horizon = conn.execute(_HORIZON).fetchone()[0]
+            if isinstance(since, datetime):
+                loaded_from, why = since, f"since {since.isoformat()} (as asked)"
+            elif since == WHOLE_TABLE:
+                loaded_from, why = None, "ever (the whole table, as asked)"
+            else:
+                row = conn.execute(
+                    "select next_loaded_from from raw.check_watermarks where suite = 'raw'"
+                ).fetchone()
+                loaded_from, why = (
+                    (row[0], f"since {row[0].isoformat()} (the gate last passed)")
+                    if row
+                    else (None, "ever (the gate has not passed yet)")
+                )
+            window = RawWindow(loaded_from, horizon, 0, why)
+            rows = conn.execute(f"select count(*) from ({window.query(*RAW_TABLE)}) as w")
+            return RawWindow(loaded_from, horizon, rows.fetchone()[0], why)
+    except psycopg.Error as err:
+        first = _scrub(first_line(err), url)
+        raise ChecksUnavailable(f"cannot read the raw gate's mark: {first}") from None
+
+
+def _mark_passed(url: str, window: RawWindow) -> None:
+    """The raw gate passed: the next run judges the rows loaded from ``window.horizon``."""
+    with psycopg.connect(url, connect_timeout=10) as conn:
+        conn.execute(
+            "insert into raw.check_watermarks (suite, next_loaded_from, judged_from) "
+            "values ('raw', %s, %s) on conflict (suite) do update set "
+            "next_loaded_from = excluded.next_loaded_from, judged_from = excluded.judged_from, "
+            "passed_at = now()",
+            (window.horizon, window.loaded_from),
+        )
 
 
 # --- the GX side -------------------------------------------------------------------------------
@@ -227,9 +333,11 @@ def _run_group(
     parameters: dict[str, str],
     now: datetime,
     new_pages: list[Any],
+    window: RawWindow | None,
 ) -> list[tuple[TableSuite, dict[str, Any]]]:
     """One Checkpoint over the group's tables; returns each table's result as JSON.
 
+    A new-rows suite reads ``window`` (a query asset), the others their whole table.
     Appends the identifiers of the suites and results to ``new_pages`` (Data Docs to build).
     """
     from great_expectations.core.run_identifier import RunIdentifier
@@ -243,7 +351,12 @@ def _run_group(
     definitions = []
     for ts in table_suites:
         # add_or_update_postgres in _context() left the datasource without assets
-        asset = datasource.add_table_asset(ts.name, table_name=ts.table, schema_name=ts.schema)
+        if ts.new_rows_only and window is not None:
+            asset = datasource.add_query_asset(ts.name, query=window.query(ts.schema, ts.table))
+        else:
+            asset = datasource.add_table_asset(
+                ts.name, table_name=ts.table, schema_name=ts.schema
+            )
         batch = asset.add_batch_definition_whole_table(BATCH_DEFINITION)
         suite = context.suites.add_or_update(ts.suite)
         definitions.append(
@@ -266,23 +379,36 @@ def _run_group(
 
 
 def _outcomes(
-    url: str, ts: TableSuite, suite_result: dict[str, Any], parameters: dict[str, str]
+    url: str,
+    ts: TableSuite,
+    suite_result: dict[str, Any],
+    parameters: dict[str, str],
+    window: RawWindow | None,
 ) -> list[Outcome]:
     outcomes = []
     for result in suite_result["results"]:
         config = result.get("expectation_config") or {}
         rows: list[dict[str, Any]] = []
         if not result.get("success") and config.get("type") == "unexpected_rows_expectation":
-            rows = _example_rows(url, ts, config["kwargs"]["unexpected_rows_query"])
+            query = config["kwargs"]["unexpected_rows_query"]
+            rows = _example_rows(url, _batch_sql(ts, window, query), query)
         outcomes.append(outcome_from_result(ts.name, result, parameters, rows))
     return outcomes
 
 
-def _example_rows(url: str, ts: TableSuite, query: str) -> list[dict[str, Any]]:
+def _batch_sql(ts: TableSuite, window: RawWindow | None, query: str) -> str:
+    """What ``{batch}`` stands for in ``query``, as GX substitutes it: the table, or the
+    window as a subquery (aliased by GX unless the query joins, when it aliases it itself)."""
+    if not (ts.new_rows_only and window is not None):
+        return sql.Identifier(ts.schema, ts.table).as_string()
+    subquery = f"({window.query(ts.schema, ts.table)})"
+    return subquery if " join " in query.lower() else f"{subquery} as subselect"
+
+
+def _example_rows(url: str, batch: str, query: str) -> list[dict[str, Any]]:
     """A few rows of a failed custom query (GX keeps them only in COMPLETE mode)."""
-    table = sql.Identifier(ts.schema, ts.table).as_string()
     statement = (
-        f"select * from ({query.replace('{batch}', table)}) as unexpected limit {EXAMPLE_ROWS}"
+        f"select * from ({query.replace('{batch}', batch)}) as unexpected limit {EXAMPLE_ROWS}"
     )
     try:
         with psycopg.connect(url, connect_timeout=10, row_factory=dict_row) as conn:

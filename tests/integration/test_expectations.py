@@ -3,7 +3,9 @@
 One database per module: simulated events (with OpenAQ's nulls, sentinels and spikes) go
 straight into raw, `aqi dbt build` builds silver and gold, then each case breaks one thing,
 runs the checks and restores the table (rows and indexes) before the next case. Each case
-expects exactly the expectation it breaks to fail - and nothing else.
+expects exactly the expectation it breaks to fail - and nothing else. Raw's value checks
+judge the rows loaded since the gate last passed, so a raw case first marks every row as
+newly loaded; the last tests show the window itself.
 """
 
 from __future__ import annotations
@@ -29,8 +31,12 @@ from ingestion.simulator import SimulationConfig, simulate
 pytestmark = pytest.mark.integration
 
 SIMULATION = SimulationConfig(locations=3, days=3, seed=11, end=datetime(2025, 11, 4, tzinfo=UTC))
-TABLES = ["raw.openaq_measurements", "gold.pm25_15min", "gold.daily_avg", "gold.exceedance_30d",
-          "gold.latest"]  # fmt: skip
+NEW_RAW = "raw.openaq_measurements (new rows)"
+#: the suites: raw's table (shape, freshness) and its new rows (values), then gold's tables
+TABLES = ["raw.openaq_measurements", NEW_RAW, "gold.pm25_15min", "gold.daily_avg",
+          "gold.exceedance_30d", "gold.latest"]  # fmt: skip
+#: what a raw case runs first: every row counts as loaded since the gate last passed
+RELOADED = "update raw.openaq_measurements set loaded_at = clock_timestamp()"
 
 
 @pytest.fixture(scope="module")
@@ -110,11 +116,12 @@ def test_clean_warehouse_passes_and_builds_data_docs(warehouse: Settings) -> Non
     assert report.success, report.text()
     assert report.tables == tuple(TABLES) and {o.table for o in report.results} == set(TABLES)
     assert len(report.results) > 50
-    assert 3 <= len(lines) <= 6 and lines[-1].endswith("gx_docs/index.html")
+    assert 4 <= len(lines) <= 7 and lines[-1].endswith("gx_docs/index.html")
+    assert "checks: raw: judging " in lines[0] and "(the gate has not passed yet)" in lines[0]
     text = report.text().splitlines()
     assert text[0].startswith("Great Expectations (raw, gold): ")
-    assert text[0].endswith("expectations on 5 tables, all passed")
-    assert [line.split()[1] for line in text[1:-1]] == TABLES
+    assert text[0].endswith("expectations on 6 tables, all passed")
+    assert [line[2:].split("  ")[0] for line in text[1:-1]] == TABLES
     assert text[-1] == f"Data Docs: {warehouse.aq_home / 'gx_docs' / 'index.html'}"
 
     docs = warehouse.aq_home / "gx_docs"
@@ -192,22 +199,23 @@ CASES = {
         "(days_over_who >= days_over_us): 1 of {rows} rows unexpected, e.g. (",
     ),
     "raw period_end in the future": (
-        "raw.openaq_measurements",
-        ["update raw.openaq_measurements set period_end = now() + interval '1 day' where "
-         + _one_row("raw.openaq_measurements")],
+        NEW_RAW,
+        [RELOADED, "update raw.openaq_measurements set period_end = now() + interval '1 day' "
+         "where " + _one_row("raw.openaq_measurements")],
         "expect_column_values_to_be_between",
         "(period_end, <= ",
     ),
     "raw period_start after period_end": (
-        "raw.openaq_measurements",
-        ["update raw.openaq_measurements set period_start = period_end + interval '1 hour' "
-         "where " + _one_row("raw.openaq_measurements", "period_end < now() - interval '1 day'")],
+        NEW_RAW,
+        [RELOADED, "update raw.openaq_measurements set period_start = period_end + "
+         "interval '1 hour' where "
+         + _one_row("raw.openaq_measurements", "period_end < now() - interval '1 day'")],
         "expect_column_pair_values_a_to_be_greater_than_b",
         "(period_end > period_start): 1 of {rows} rows unexpected, e.g. (",
     ),
     "raw with 3% of one series out of range": (
-        "raw.openaq_measurements",
-        [("update raw.openaq_measurements set value = 9999 where parameter = 'pm25' "
+        NEW_RAW,
+        [RELOADED, ("update raw.openaq_measurements set value = 9999 where parameter = 'pm25' "
          "and value is not null and kafka_offset % 33 = 0")],
         "unexpected_rows_expectation",
         ("(value in 0..physical_max of its parameter and units, at most 1% (or 10) outside per "
@@ -220,10 +228,10 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_breakage_fails_naming_the_expectation(warehouse: Settings, case: str) -> None:
     table, statements, expectation, finding = CASES[case]
-    group = table.split(".")[0]
+    group, relation = table.split(".")[0], table.split()[0]
     with psycopg.connect(database_url(warehouse)) as conn:
-        rows = conn.execute(f"select count(*) from {table}").fetchone()[0]
-    with altered(warehouse, table, *statements):
+        rows = conn.execute(f"select count(*) from {relation}").fetchone()[0]
+    with altered(warehouse, relation, *statements):
         report = run_checks(warehouse, [group], echo=lambda line: None)
     assert not report.success
     assert _failed(report) == [(table, expectation)], report.text()
@@ -237,6 +245,7 @@ def test_raw_tolerates_one_percent_out_of_range(warehouse: Settings) -> None:
     with altered(
         warehouse,
         "raw.openaq_measurements",
+        RELOADED,
         # ~0.5% more pm25 readings above the maximum: still under 1% with the simulated spikes
         "update raw.openaq_measurements set value = 9999 where parameter = 'pm25' "
         "and value between 0 and 2000 and kafka_offset % 200 = 0",
@@ -272,11 +281,76 @@ def test_missing_tables_are_one_clear_line(fresh_database: str, tmp_path: Path) 
     with pytest.raises(ChecksUnavailable) as raised:
         run_checks(settings, echo=lambda line: None)
     message = str(raised.value)
-    assert "\n" not in message and all(table in message for table in TABLES)
+    assert "\n" not in message and all(table.split()[0] in message for table in TABLES)
     assert "aqi db migrate" in message and "aqi dbt build" in message
     assert not (tmp_path / "gx").exists()  # GX was never started
     with pytest.raises(ChecksUnavailable, match="unknown suite"):
         run_checks(settings, ["silver"], echo=lambda line: None)
+
+
+# --- raw judges new data ---------------------------------------------------------------------
+
+
+def _judged(lines: list[str]) -> int:
+    """The rows the run said it judged ("checks: raw: judging 1,234 rows loaded ...")."""
+    (line,) = [line for line in lines if line.startswith("checks: raw: judging ")]
+    return int(line.split()[3].replace(",", ""))
+
+
+def test_raw_gate_judges_the_rows_loaded_since_it_last_passed(warehouse: Settings) -> None:
+    url = database_url(warehouse)
+    quiet: list[str] = []
+    assert run_checks(warehouse, ["raw"], echo=quiet.append).success
+    # nothing loaded since: nothing to judge, and that passes
+    lines: list[str] = []
+    assert run_checks(warehouse, ["raw"], echo=lines.append).success
+    assert _judged(lines) == 0 and "(the gate last passed)" in lines[0]
+
+    # an old row made impossible (loaded before the gate passed) does not fail later runs...
+    old_row = ("update raw.openaq_measurements set period_start = period_end + interval '1 hour'"
+               " where " + _one_row("raw.openaq_measurements"))  # fmt: skip
+    with altered(warehouse, "raw.openaq_measurements", old_row):
+        assert run_checks(warehouse, ["raw"], echo=quiet.append).success
+        # ... but is found when the whole table is asked for
+        report = run_checks(warehouse, ["raw"], echo=quiet.append, since="all")
+        assert _failed(report) == [(NEW_RAW, "expect_column_pair_values_a_to_be_greater_than_b")]
+
+    # a bad row loaded since fails the gate, and keeps failing it: the mark does not move
+    new_row = (
+        "insert into raw.openaq_measurements select schema_version, source, ingest_mode,"
+        " ingested_at, location_id, location_name, sensor_id, parameter_id, parameter, units,"
+        " value, period_end + interval '1 hour', period_end, timezone, latitude, longitude,"
+        " country_code, provider, is_mobile, is_monitor, flagged, coverage_percent,"
+        " 'test.bad', kafka_partition, kafka_offset, kafka_timestamp, clock_timestamp()"
+        " from raw.openaq_measurements where " + _one_row("raw.openaq_measurements")
+    )
+    with altered(warehouse, "raw.openaq_measurements", new_row):
+        for _ in range(2):
+            lines = []
+            report = run_checks(warehouse, ["raw"], echo=lines.append)
+            assert _judged(lines) == 1
+            assert _failed(report) == [(NEW_RAW, "expect_column_pair_values_a_to_be_greater_than_b")]
+        # looked into and let past: a run judging from a later time passes and moves the mark
+        later = datetime.now(UTC)
+        assert run_checks(warehouse, ["raw"], echo=quiet.append, since=later).success
+        lines = []
+        assert run_checks(warehouse, ["raw"], echo=lines.append).success
+        assert _judged(lines) == 0
+    with psycopg.connect(url) as conn:
+        judged_from = conn.execute(
+            "select judged_from from raw.check_watermarks where suite = 'raw'"
+        ).fetchone()[0]
+    assert judged_from is not None
+
+
+def test_aqi_check_since_is_validated(warehouse: Settings, tmp_path: Path) -> None:
+    env = isolated_env(tmp_path / "aq", AQ_DATABASE_URL=database_url(warehouse))
+    result = run_aqi(["check", "--suite", "raw", "--since", "2026-12-03T10:00:00"], env, tmp_path)
+    assert result.returncode == 2 and "--since" in result.stderr
+    assert "offset" in result.stderr and "Traceback" not in result.stderr
+    result = run_aqi(["check", "--suite", "raw", "--since", "all"], env, tmp_path, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "loaded ever (the whole table, as asked)" in result.stdout
 
 
 def test_python_c_does_not_exit_silently_on_import() -> None:

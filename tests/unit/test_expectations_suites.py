@@ -22,6 +22,7 @@ pytestmark = pytest.mark.unit
 
 DBT = REPO_ROOT / "dbt_project"
 GOLD = ["gold.pm25_15min", "gold.daily_avg", "gold.exceedance_30d", "gold.latest"]
+NEW_RAW = "raw.openaq_measurements (new rows)"
 EPA = ["Good", "Moderate", "Unhealthy for Sensitive Groups", "Unhealthy", "Very Unhealthy",
        "Hazardous"]  # fmt: skip
 
@@ -57,9 +58,11 @@ def _seed_limits() -> dict[tuple[str, str], float]:
 def test_one_suite_per_table_named_schema_dot_table(suites) -> None:
     from expectations.suites import build_suites
 
-    assert list(suites) == ["raw.openaq_measurements", *GOLD]
+    assert list(suites) == ["raw.openaq_measurements", NEW_RAW, *GOLD]
     assert [ts.name for ts in build_suites(["gold"])] == GOLD
-    assert [ts.group for ts in build_suites(["raw"])] == ["raw"]
+    assert [ts.group for ts in build_suites(["raw"])] == ["raw", "raw"]
+    # raw's values are judged on the new rows only; its shape and freshness on the table
+    assert [ts.new_rows_only for ts in suites.values()] == [False, True] + [False] * len(GOLD)
     for name, ts in suites.items():
         assert ts.suite.name == name and len(ts.suite.expectations) >= 5
     with pytest.raises(ValueError, match="silver"):
@@ -92,23 +95,30 @@ def test_raw_contract_matches_the_migration(suites) -> None:
         for c in _of(raw, "expect_column_values_to_be_of_type")
     }
     assert types == columns
-    assert _of(raw, "expect_compound_columns_to_be_unique", column_list=list(RAW_KEY))
+    assert _of(suites[NEW_RAW].suite, "expect_compound_columns_to_be_unique",
+               column_list=list(RAW_KEY))  # fmt: skip
 
 
 def test_raw_tolerates_a_small_share_and_nothing_else(suites) -> None:
-    raw = suites["raw.openaq_measurements"].suite
+    raw = suites[NEW_RAW].suite
     tolerant = {c.type: c.kwargs.get("mostly") for c in (e.configuration for e in raw.expectations)
                 if c.kwargs.get("mostly") is not None}  # fmt: skip
-    assert tolerant == {"expect_column_values_to_not_be_null": 0.99}
-    (share,) = [e for e in raw.expectations if e.expectation_type == "unexpected_rows_expectation"]
-    assert "> greatest(0.01 * count(*), 10)" in share.unexpected_rows_query
-    assert "group by t.parameter, t.units" in share.unexpected_rows_query
+    assert tolerant == {}  # a share alone fails a small batch on noise: share and count
+    shares = [e for e in raw.expectations if e.expectation_type == "unexpected_rows_expectation"]
+    assert len(shares) == 2
+    for share in shares:
+        assert "> greatest(0.01 * count(*), 10)" in share.unexpected_rows_query
+    assert any("group by t.parameter, t.units" in e.unexpected_rows_query for e in shares)
+    assert any("filter (where value is null)" in e.unexpected_rows_query for e in shares)
     latest = [c.kwargs["column"] for c in _of(raw, "expect_column_values_to_be_between")
               if c.kwargs.get("max_value") == {"$PARAMETER": "latest_allowed_timestamp"}]  # fmt: skip
     assert sorted(latest) == ["ingested_at", "period_end", "period_start"]
     assert _of(raw, "expect_column_pair_values_a_to_be_greater_than_b", column_A="period_end",
                column_B="period_start", or_equal=False)  # fmt: skip
-    (fresh,) = _of(raw, "expect_column_max_to_be_between", column="loaded_at")
+    # freshness: the newest row of the whole table (an index lookup), not of the new rows
+    assert not _of(raw, "expect_column_max_to_be_between", column="loaded_at")
+    table = suites["raw.openaq_measurements"].suite
+    (fresh,) = _of(table, "expect_column_max_to_be_between", column="loaded_at")
     assert fresh.kwargs["min_value"] == {"$PARAMETER": "oldest_fresh_loaded_at"}
 
 
@@ -143,7 +153,7 @@ def test_ranges_come_from_the_pollutant_limits_seed(suites) -> None:
     pm25 = suites["gold.pm25_15min"].suite
     assert _of(pm25, "expect_column_values_to_be_between", column="pm25_avg", min_value=0,
                max_value=limits[("pm25", "µg/m³")])  # fmt: skip
-    for name, column in (("raw.openaq_measurements", "value"), ("gold.daily_avg", "avg_value"),
+    for name, column in ((NEW_RAW, "value"), ("gold.daily_avg", "avg_value"),
                          ("gold.latest", "value")):  # fmt: skip
         (rule,) = [e for e in suites[name].suite.expectations
                    if e.expectation_type == "unexpected_rows_expectation"
