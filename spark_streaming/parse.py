@@ -154,7 +154,8 @@ def parse_records(records: DataFrame) -> DataFrame:
         "kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp",
         F.when(invalid, _text(F.col("key").cast("string"))).alias("kafka_key"),
         F.when(invalid, _text(F.col("_raw"))).alias("payload"),
-        F.col("_reason").alias("reason"),
+        # a reason quotes the field's text, which may hold an escaped NUL
+        _text(F.col("_reason")).alias("reason"),
     )  # fmt: skip
 
 
