@@ -11,7 +11,7 @@ VENV := $(CURDIR)/.venv
 AQI := $(VENV)/bin/aqi
 PYTEST_ARGS ?=
 
-.PHONY: help uv env jvm superset-env java-check dashboards-browser demo demo-live demo-down test test-unit test-integration services-down lint clean bench bench-warehouse
+.PHONY: help uv env jvm superset-env java-check dashboards-browser demo demo-live demo-down test test-unit test-integration services-down lint clean bench bench-fuzz bench-warehouse
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -84,6 +84,9 @@ bench: env jvm java-check ## benchmarks, ~20 min (results go to docs/benchmarks.
 	@$(VENV)/bin/python benchmarks/bench_ingestion.py
 	@$(VENV)/bin/python benchmarks/bench_stream.py
 	@$(VENV)/bin/python benchmarks/bench_latency.py
+
+bench-fuzz: env jvm java-check ## the stream's parser on 1,000,000 fuzzed messages, held to the contract (~25 min)
+	@$(VENV)/bin/python benchmarks/bench_fuzz_parse.py --messages 1000000
 
 bench-warehouse: env jvm ## dbt full vs incremental at 1M and 10M raw rows (~30 min; run on a quiet machine)
 	@$(VENV)/bin/python benchmarks/bench_warehouse.py --rows 1000000
