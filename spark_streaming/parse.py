@@ -63,6 +63,10 @@ _LONE_SURROGATE = (
     r"(^|[^\\])(\\\\)*(\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])"
     r"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F])"
 )
+#: a JSON string literal, possessive: a 300,000-escape string with a backtracking pattern
+#: overflows the JVM's stack (and fails the task: the stream would stop)
+_STRING_LITERAL = r'"(?:[^"\\]++|\\.)*+"'
+_JSON_SPACE = " \t\n\r"
 #: no measurement period starts or ends before this (OpenAQ's oldest data are from 2015)
 EARLIEST = "2000-01-01T00:00:00Z"
 #: how far a period may end after the event was ingested or sent (clock skew, not time zones)
@@ -185,6 +189,7 @@ def _reason() -> Column:
         F.col("_raw").isNotNull()
         & F.col("_utf8")
         & ~F.col("_lone")
+        & _nothing_after_the_object()
         & (F.size(keys) == len(EVENT_FIELDS))
         & (version == SCHEMA_VERSION)
     )
@@ -220,6 +225,7 @@ def _first_problem(
         # character leaves every field null (a duplicate key also fails the variant reader)
         .when(version.isNull() & F.expr("try_parse_json(_raw)").isNull()
               & (F.size(keys) == F.size(F.array_distinct(keys))), F.lit(_NOT_JSON))
+        .when(~_nothing_after_the_object(), F.lit(f"{_NOT_JSON}: content after the object"))
         .when(unknown_version, _says("unknown schema_version ",
                                      F.coalesce(_got("schema_version"), F.lit("(missing)"))))
         .when(F.size(missing) > 0, _says("missing field(s): ", F.array_join(missing, ", ")))
@@ -301,6 +307,23 @@ def _field_checks(name: str, kind: str) -> list[tuple[Column, str]]:
         (nul, "contains a NUL character"),
         (value == "", "empty string"),
     ]
+
+
+def _nothing_after_the_object() -> Column:
+    """True when nothing but JSON whitespace follows the object.
+
+    Spark's JSON readers (``from_json``, ``json_object_keys``, the variant reader) all stop at
+    the end of the first value and ignore what follows (``{...}{``, ``{...},``). A valid event
+    holds scalars only, so its first ``}`` outside strings ends it: when the text's first
+    ``}`` is its last non-space character, nothing follows; only otherwise (a ``}`` inside a
+    name, or something after the object) are the strings blanked and the question asked again.
+    """
+
+    def first_brace_ends(text: Column) -> Column:
+        return F.locate("}", text) == F.length(F.rtrim(text, F.lit(_JSON_SPACE)))
+
+    raw = F.col("_raw")
+    return first_brace_ends(raw) | first_brace_ends(F.regexp_replace(raw, _STRING_LITERAL, '""'))
 
 
 def _impossible() -> list[tuple[str, str, Column]]:

@@ -249,6 +249,10 @@ def nasty_corpus(pool: list[dict[str, Any]], now: datetime) -> list[tuple[str, M
         ("string", (key, b'"event"')),
         ("null", (key, b"null")),
         ("BOM", (key, b"\xef\xbb\xbf" + text.encode())),
+        ("content after the object", (key, text.encode() + b"{")),
+        ("a second object after it", (key, text.encode() + b' {"value": 1}')),
+        ("valid, braces in a name", (key, with_(location_name="Site {North} }"))),
+        ("valid, 300,000 escapes in a name", (key, with_(location_name="\n" * 300_000))),
         ("period_start == period_end", (key, with_(period_start=event["period_end"]))),
         ("period_start after period_end", (key, with_(
             period_start=event["period_end"], period_end=event["period_start"]))),
