@@ -225,7 +225,6 @@ def _first_problem(
         # character leaves every field null (a duplicate key also fails the variant reader)
         .when(version.isNull() & F.expr("try_parse_json(_raw)").isNull()
               & (F.size(keys) == F.size(F.array_distinct(keys))), F.lit(_NOT_JSON))
-        .when(~_nothing_after_the_object(), F.lit(f"{_NOT_JSON}: content after the object"))
         .when(unknown_version, _says("unknown schema_version ",
                                      F.coalesce(_got("schema_version"), F.lit("(missing)"))))
         .when(F.size(missing) > 0, _says("missing field(s): ", F.array_join(missing, ", ")))
@@ -243,6 +242,10 @@ def _first_problem(
                 F.lit(")"),
             ),
         )
+    # last: an object with a nested value (an unexpected field) has a '}' before its end too
+    chain = chain.when(
+        ~_nothing_after_the_object(), F.lit(f"{_NOT_JSON}: content after the object")
+    )
     # a check this chain forgot would otherwise let an invalid record pass as valid
     return chain.otherwise(F.lit("invalid event"))
 

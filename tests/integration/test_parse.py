@@ -273,3 +273,19 @@ def test_the_nasty_corpus_agrees_with_the_contract(spark) -> None:
 
 def _z(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_content_after_the_object_is_refused_and_named_last(spark) -> None:
+    event = _valid_events()[0]
+    text = json.dumps(event)
+    payloads = [
+        (text + "{").encode(),
+        (text + ' {"value": 1}').encode(),
+        # a nested value is an unexpected field, not "content after the object"
+        json.dumps({**event, "extra": {"a": 1}}).encode(),
+        json.dumps({**event, "location_name": "Site {North} }"}).encode(),
+    ]
+    reasons = [row["reason"] for row in _parse(spark, payloads)]
+    assert reasons[:2] == ["not JSON: content after the object"] * 2
+    assert reasons[2] == "unexpected field(s): extra"
+    assert reasons[3] is None
