@@ -36,7 +36,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -274,7 +274,7 @@ def _raw_window(url: str, since: str | datetime) -> RawWindow:
                 )
             window = RawWindow(loaded_from, horizon, 0, why)
             rows = conn.execute(f"select count(*) from ({window.query(*RAW_TABLE)}) as w")
-            return RawWindow(loaded_from, horizon, rows.fetchone()[0], why)
+            return replace(window, rows=rows.fetchone()[0])
     except psycopg.Error as err:
         first = _scrub(first_line(err), url)
         raise ChecksUnavailable(f"cannot read the raw gate's mark: {first}") from None

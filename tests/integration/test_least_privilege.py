@@ -42,6 +42,12 @@ def _superuser(settings: Settings, database: str = "postgres") -> psycopg.Connec
     )  # fmt: skip
 
 
+def _owners(conn: psycopg.Connection, databases: list[str]) -> dict[str, str]:
+    """database -> the role that owns it."""
+    query = "select datname, pg_get_userbyid(datdba) from pg_database where datname = any(%s)"
+    return dict(conn.execute(query, (databases,)).fetchall())
+
+
 def _as(settings: Settings, role_of: str, database: str) -> str:
     """The URL of ``role_of``'s owner role, pointed at ``database``."""
     return database_url(settings, role_of).rsplit("/", 1)[0] + f"/{database}"
@@ -50,13 +56,7 @@ def _as(settings: Settings, role_of: str, database: str) -> str:
 def test_each_role_owns_and_reaches_only_its_own_database(services: dict, aq_settings) -> None:
     settings = aq_settings
     with _superuser(settings) as conn:
-        owners = dict(
-            conn.execute(
-                "select datname, pg_get_userbyid(datdba) from pg_database "
-                "where datname = any(%s)",
-                ([*DATABASES, "postgres"],),
-            ).fetchall()
-        )
+        owners = _owners(conn, [*DATABASES, "postgres"])
     assert owners == {**DATABASE_OWNERS, "postgres": SUPERUSER}
     for role_of in DATABASES:
         for database in (*DATABASES, "postgres"):
@@ -137,13 +137,7 @@ def test_an_older_aq_home_is_handed_over_and_nothing_outside_it_changes_mode(
         postgres.up(echo=lambda line: None)  # running already: provisions only
 
         with _superuser(settings) as conn:
-            owners = dict(
-                conn.execute(
-                    "select datname, pg_get_userbyid(datdba) from pg_database "
-                    "where datname = any(%s)",
-                    ([*DATABASES, "lp_scratch"],),
-                ).fetchall()
-            )
+            owners = _owners(conn, [*DATABASES, "lp_scratch"])
         assert owners == {**DATABASE_OWNERS, "lp_scratch": APP_ROLE}
         for database in ("airflow", "superset"):
             with psycopg.connect(database_url(settings, database)) as conn:
