@@ -59,6 +59,24 @@ def _bronze(aq_home: Path) -> list[dict]:
     return dataset.to_table().to_pylist()
 
 
+def _raw_rows(database: str) -> int:
+    with psycopg.connect(database) as conn:
+        if not conn.execute("select to_regclass('raw.openaq_measurements')").fetchone()[0]:
+            return 0
+        return conn.execute("select count(*) from raw.openaq_measurements").fetchone()[0]
+
+
+def _wait_for_rows(database: str, mark: int, proc: subprocess.Popen, deadline_s: float) -> int:
+    """Poll the raw table until it holds `mark` rows, the process ends, or the deadline passes."""
+    deadline = time.monotonic() + deadline_s
+    loaded = _raw_rows(database)
+    while loaded < mark and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        loaded = _raw_rows(database)
+    assert loaded >= mark or proc.poll() is not None, f"{mark} rows not loaded in {deadline_s} s"
+    return loaded
+
+
 def test_valid_events_land_once_poison_is_quarantined(
     tmp_path: Path, services, fresh_database
 ) -> None:
@@ -148,18 +166,25 @@ def test_kill_9_at_random_points_loses_and_duplicates_nothing(
         producer.send(batch)
         assert producer.sent == total
 
+    # Kill the driver (Python and its JVM) once the raw table has passed each mark: the first
+    # kill lands inside the first batches, the second half-way. Conditions, not wall-clock
+    # sleeps, decide when; each run's stderr is kept to explain an early end.
     args = [AQI, "stream", "--available-now", "--max-offsets-per-trigger", "25000"]
-    rng = random.Random(20261121)
-    kills = 0
-    for _ in range(3):
-        proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-        time.sleep(rng.uniform(12, 40))
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)  # the driver: Python and its JVM
-            kills += 1
-        proc.wait()
-    assert kills >= 2, "the stream finished before it could be killed"
+    for run, mark in enumerate((1, total // 2)):
+        log = tmp_path / f"stream-{run}.log"
+        with log.open("w") as err:
+            proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                    stderr=err, start_new_session=True)  # fmt: skip
+            try:
+                loaded = _wait_for_rows(fresh_database, mark, proc, deadline_s=600)
+                assert proc.poll() is None, (
+                    f"run {run}: the stream ended before {mark} rows were loaded "
+                    f"(exit {proc.returncode}, {loaded} rows):\n{log.read_text()[-3000:]}"
+                )
+            finally:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
     final = run_aqi(["stream", "--available-now", "--max-offsets-per-trigger", "25000"], env,
                     tmp_path, timeout=900)  # fmt: skip
     assert final.returncode == 0, final.stdout + final.stderr
