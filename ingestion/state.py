@@ -51,6 +51,15 @@ create table if not exists sensor_intervals (
     sensor_id integer primary key,
     seconds integer not null
 );
+create table if not exists archive_files (
+    job_id text not null,
+    key text not null,
+    etag text not null,
+    size integer not null,
+    rows_sent integer not null,
+    read_at text not null default (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
+    primary key (job_id, key)
+) without rowid;
 """
 
 
@@ -164,6 +173,25 @@ class IngestionState:
                     int(finished),
                     events,
                 ),
+            )
+
+    # --- archive backfill (one row per file read to the end and acknowledged by Kafka) -------
+    def archive_files_read(self, job_id: str) -> dict[str, tuple[str, int]]:
+        """``{key: (etag, size)}`` of the files a job has read completely."""
+        rows = self._db.execute(
+            "select key, etag, size from archive_files where job_id = ?", (job_id,)
+        ).fetchall()
+        return {key: (etag, int(size)) for key, etag, size in rows}
+
+    def mark_archive_file(self, job_id: str, key: str, etag: str, size: int, rows: int) -> None:
+        """Record a file whose every event Kafka acknowledged (a later version replaces it)."""
+        with self._transaction():
+            self._db.execute(
+                "insert into archive_files (job_id, key, etag, size, rows_sent) "
+                "values (?, ?, ?, ?, ?) on conflict (job_id, key) do update set "
+                "etag = excluded.etag, size = excluded.size, rows_sent = excluded.rows_sent, "
+                "read_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now')",
+                (job_id, key, etag, size, rows),
             )
 
     def _transaction(self):

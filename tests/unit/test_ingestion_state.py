@@ -62,3 +62,16 @@ def test_sensor_intervals(tmp_path: Path) -> None:
     state.set_sensor_interval(3, 1800)
     state.set_sensor_interval(3, 900)
     assert state.sensor_interval(3) == 900
+
+
+def test_archive_files_are_remembered_per_job_and_replaced_by_a_new_version(
+    tmp_path: Path,
+) -> None:
+    state = IngestionState(tmp_path)
+    assert state.archive_files_read("job") == {}
+    state.mark_archive_file("job", "records/a.csv.gz", '"e1"', 100, 14)
+    state.mark_archive_file("other", "records/b.csv.gz", '"e2"', 50, 3)
+    again = IngestionState(tmp_path)
+    assert again.archive_files_read("job") == {"records/a.csv.gz": ('"e1"', 100)}
+    again.mark_archive_file("job", "records/a.csv.gz", '"e3"', 120, 16)
+    assert again.archive_files_read("job") == {"records/a.csv.gz": ('"e3"', 120)}
