@@ -7,7 +7,11 @@ any server-imposed pause ("wait until the window resets") are kept in a small JS
 under ``AQ_HOME/state``, read and updated under an exclusive ``flock``. A request is sent
 only when fewer than ``per_minute`` requests were sent in the past 60 s and fewer than
 ``per_hour`` in the past hour (sliding windows, stricter than the server's fixed windows),
-and never before a pause set after a 429 has passed. A pause is at most :data:`MAX_PAUSE_S`
+and never before a pause set after a 429 has passed. A process may also take a *share* of the
+budget under a role (``role="collect", share=0.5``): its requests under that role are then
+capped at that share of both windows, counted in the same file, so the live collector leaves
+the rest of the key's budget to backfills whatever it does and however often it restarts.
+A pause is at most :data:`MAX_PAUSE_S`
 (OpenAQ's longest window is an hour): an absurd reset from a server, or a state file edited by
 hand, cannot stop every process on the key for longer.
 
@@ -45,12 +49,24 @@ class RateLimiter:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         on_wait: Callable[[float, str], None] | None = None,
+        role: str | None = None,
+        share: float = 1.0,
     ) -> None:
-        """``identity`` (e.g. base URL + key) is hashed into the file name; never stored."""
+        """``identity`` (e.g. base URL + key) is hashed into the file name; never stored.
+
+        With a ``role``, this limiter's requests are also capped at ``share`` of each window.
+        """
+        if not 0 < share <= 1:
+            raise ValueError(f"share must be in (0, 1], got {share}")
         digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
         self.path = state_dir / f"openaq-ratelimit-{digest}.json"
         self.per_minute = per_minute
         self.per_hour = per_hour
+        self.role = role
+        self.share = share
+        #: this limiter's caps per minute and per hour (the whole budget without a role)
+        self.own_per_minute = max(1, int(per_minute * share)) if role else per_minute
+        self.own_per_hour = max(1, int(per_hour * share)) if role else per_hour
         self._clock = clock
         self._sleep = sleep
         self._on_wait = on_wait
@@ -64,6 +80,8 @@ class RateLimiter:
                 delay, reason = self._delay(state, now)
                 if delay <= 0:
                     state["sent"].append(now)
+                    if self.role:
+                        state["roles"][self.role].append(now)
                     return waited
             if self._on_wait is not None:
                 self._on_wait(delay, reason)
@@ -101,6 +119,20 @@ class RateLimiter:
         if len(sent) >= self.per_hour:
             oldest = sent[-self.per_hour]
             return oldest + HOUR - now + 0.01, f"{self.per_hour} requests/hour budget"
+        if self.role:
+            roles = state.setdefault("roles", {})
+            own = roles[self.role] = sorted(t for t in roles.get(self.role, []) if now - t < HOUR)
+            own_minute = [t for t in own if now - t < MINUTE]
+            if len(own_minute) >= self.own_per_minute:
+                oldest = own_minute[-self.own_per_minute]
+                return oldest + MINUTE - now + 0.01, (
+                    f"{self.role}'s share: {self.own_per_minute} requests/minute"
+                )
+            if len(own) >= self.own_per_hour:
+                oldest = own[-self.own_per_hour]
+                return oldest + HOUR - now + 0.01, (
+                    f"{self.role}'s share: {self.own_per_hour} requests/hour"
+                )
         return 0.0, ""
 
     def _locked(self):

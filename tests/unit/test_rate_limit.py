@@ -99,3 +99,26 @@ def test_a_state_file_blocking_for_ever_is_capped(tmp_path: Path, blocked_until:
     start = clock.now
     limiter.acquire()
     assert clock.now - start == pytest.approx(MAX_PAUSE_S)
+
+
+def test_a_role_takes_only_its_share_and_leaves_the_rest_to_others(tmp_path: Path) -> None:
+    """The collector (share 0.5) never takes more than half of either window, across
+    restarts; a backfill on the same key can still use the rest at once."""
+    clock = FakeClock()
+    sent = []
+    for _restart in range(3):  # the collector restarting keeps its count (same file)
+        collector = _limiter(tmp_path, clock, per_minute=60, per_hour=2000,
+                             role="collect", share=0.5)  # fmt: skip
+        for _ in range(400):
+            collector.acquire()
+            sent.append(clock.now)
+            clock.now += 0.01
+    assert _max_in_window(sent, 60.0) == 30
+    assert _max_in_window(sent, 3600.0) == 1000
+    backfill = _limiter(tmp_path, clock, per_minute=60, per_hour=2000)
+    slept = len(clock.slept)
+    for _ in range(30):
+        backfill.acquire()
+    assert len(clock.slept) == slept, "the other half of the minute was free"
+    with pytest.raises(ValueError):
+        _limiter(tmp_path, clock, role="collect", share=0)
