@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ingestion.backfill import MAX_WINDOW, year_windows
-from ingestion.state import IngestionState, backfill_job_id
+from ingestion.state import IngestionState, LiveSensor, backfill_job_id
 
 pytestmark = pytest.mark.unit
 
@@ -26,17 +26,13 @@ def test_year_windows_cover_the_range_without_gaps_or_overlap() -> None:
     assert list(year_windows(T0, T0)) == []
 
 
-def test_sent_readings_survive_a_new_connection(tmp_path: Path) -> None:
+def test_live_watermarks_survive_a_new_connection_and_only_move_forward(tmp_path: Path) -> None:
     state = IngestionState(tmp_path)
-    keys = {(1, "2024-01-01T01:00:00Z"), (1, "2024-01-01T02:00:00Z"), (2, "2024-01-01T01:00:00Z")}
-    assert state.unsent(keys) == keys
-    state.mark_sent({(1, "2024-01-01T01:00:00Z")})
+    assert state.live_sensors() == {}
+    state.record_live({1: LiveSensor(T0 + timedelta(hours=2), None)}, T0)
+    state.record_live({1: LiveSensor(T0 + timedelta(hours=1), 3600)}, T0)  # late: end kept
     state.close()
-    again = IngestionState(tmp_path)
-    assert again.unsent(keys) == keys - {(1, "2024-01-01T01:00:00Z")}
-    many = {(s, "2024-01-01T00:00:00Z") for s in range(1000)}
-    again.mark_sent(many)
-    assert again.unsent(many | keys) == keys - {(1, "2024-01-01T01:00:00Z")}
+    assert IngestionState(tmp_path).live_sensors() == {1: LiveSensor(T0 + timedelta(hours=2), 3600)}
 
 
 def test_backfill_progress_accumulates_and_resumes(tmp_path: Path) -> None:
@@ -54,14 +50,6 @@ def test_backfill_progress_accumulates_and_resumes(tmp_path: Path) -> None:
     assert resumed.progress(job, 5) == (T0 + timedelta(hours=2000), False, 2000)
     resumed.advance(job, 5, 17, done_until=None, events=0, finished=True)
     assert resumed.progress(job, 5) == (T0 + timedelta(hours=2000), True, 2000)
-
-
-def test_sensor_intervals(tmp_path: Path) -> None:
-    state = IngestionState(tmp_path)
-    assert state.sensor_interval(3) is None
-    state.set_sensor_interval(3, 1800)
-    state.set_sensor_interval(3, 900)
-    assert state.sensor_interval(3) == 900
 
 
 def test_archive_files_are_remembered_per_job_and_replaced_by_a_new_version(
