@@ -190,15 +190,17 @@ def _location_ids(values: tuple[str, ...], option: str) -> tuple[int, ...]:
         raise click.BadParameter(str(exc).split(": ", 1)[1], param_hint=option) from None
 
 
-def _ingestion(s: Settings, progress=None):
-    """Client, producer and state for an ingestion command (imports kept off `aqi --help`)."""
+def _ingestion(s: Settings, progress=None, **budget):
+    """Client, producer and state for an ingestion command (imports kept off `aqi --help`).
+
+    ``budget`` (``role=``, ``share=``) caps this command's share of the key's requests."""
     from ingestion.openaq_client import client_from_settings
     from ingestion.producer import producer_from_settings
     from ingestion.state import IngestionState
 
     on_wait = progress.wait if progress is not None else _echo_wait
     return (
-        client_from_settings(s, on_wait=on_wait),
+        client_from_settings(s, on_wait=on_wait, **budget),
         producer_from_settings(s),
         IngestionState(s.state_dir),
     )
@@ -209,6 +211,12 @@ def _echo_wait(seconds: float, reason: str) -> None:
 
 
 @cli.command("collect")
+@click.option(
+    "--world",
+    is_flag=True,
+    default=None,
+    help="Poll every OpenAQ location, in bulk (~100 requests a cycle). Default: AQ_COLLECT_WORLD.",
+)
 @click.option(
     "--location",
     "locations",
@@ -227,24 +235,46 @@ def _echo_wait(seconds: float, reason: str) -> None:
     help="Poll every location of this country (e.g. IN). Default: AQ_COLLECT_COUNTRY.",
 )
 @click.option(
+    "--parameters",
+    metavar="NAME[,NAME...]",
+    help="Parameters to read. Default: AQ_COLLECT_PARAMETERS (pm25,pm10,o3,no2,so2,co).",
+)
+@click.option(
     "--interval",
     type=click.FloatRange(min=0.05),
     metavar="MINUTES",
-    help="Minutes between cycles. Default: AQ_COLLECT_INTERVAL_MINUTES (5).",
+    help="Minutes between cycles, widened when the budget needs it. "
+    "Default: AQ_COLLECT_INTERVAL_MINUTES (5).",
 )
 @click.option("--once", is_flag=True, help="Run one cycle and exit.")
-def collect_cmd(locations, bbox, country, interval, once) -> None:
-    """Poll the latest readings of some locations; send each new reading once.
+@click.option(
+    "--stats", is_flag=True, help="Print the figures of the last cycles (from AQ_HOME) and exit."
+)
+def collect_cmd(world, locations, bbox, country, parameters, interval, once, stats) -> None:
+    """Poll the latest readings of the world, a country, a box or some locations; send each
+    new reading once.
 
-    Every cycle asks OpenAQ for the latest reading of each sensor of the target locations
-    and puts the new ones on AQ_KAFKA_TOPIC. A reading already sent (same sensor and period
-    end) is never sent again, across restarts (state in AQ_HOME/state). Stops cleanly on
+    Every cycle reads the latest reading of every sensor in scope and puts the new ones on
+    AQ_KAFKA_TOPIC. Wide scopes are read in bulk (/parameters/{id}/latest, 1,000 readings a
+    request, joined with location metadata refreshed every 6 hours); a few locations one
+    request each. A reading already sent (same sensor, period end not newer) is never sent
+    again, across restarts (state in AQ_HOME/state, one row per sensor).
+
+    The collector uses at most AQ_COLLECT_BUDGET_SHARE (50%) of the key's requests per minute
+    and per hour, leaving the rest to backfills; when a cycle every --interval would need
+    more, it widens the interval and says so. Each cycle logs requests, readings, new,
+    already sent and lag; `aqi collect --stats` prints the last ones. Stops cleanly on
     Ctrl-C / SIGTERM.
+
+    Example: aqi collect --world --parameters pm25,pm10 --interval 10
     """
-    from aqi.config import parse_bbox, parse_country
-    from ingestion.collector import Targets, run_collector
+    from aqi.config import parse_bbox, parse_country, parse_parameters
+    from ingestion.collector import Budget, Targets, run_collector
 
     s = settings()
+    if stats:
+        _print_collect_stats(s)
+        return
     try:
         targets = Targets(
             location_ids=_location_ids(locations, "--location")
@@ -252,21 +282,50 @@ def collect_cmd(locations, bbox, country, interval, once) -> None:
             else s.collect_locations,
             bbox=parse_bbox("--bbox", bbox) if bbox else s.collect_bbox,
             country=parse_country("--country", country) if country else s.collect_country,
+            world=s.collect_world if world is None else world,
+            parameters=parse_parameters("--parameters", parameters)
+            if parameters
+            else s.collect_parameters,
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     if not targets:
         raise click.UsageError(
-            "say which locations to poll: --location, --bbox or --country "
-            "(or AQ_COLLECT_LOCATIONS / AQ_COLLECT_BBOX / AQ_COLLECT_COUNTRY)"
+            "say which locations to poll: --world, --location, --bbox or --country "
+            "(or AQ_COLLECT_WORLD / AQ_COLLECT_LOCATIONS / AQ_COLLECT_BBOX / AQ_COLLECT_COUNTRY)"
         )
-    client, producer, state = _ingestion(s)
+    budget = Budget(
+        per_hour=s.openaq_requests_per_hour,
+        share=s.collect_budget_share,
+        wanted_interval_s=60 * (interval or s.collect_interval_minutes),
+    )
+    client, producer, state = _ingestion(s, role="collect", share=s.collect_budget_share)
     with producer:
         total = run_collector(
-            targets, client=client, producer=producer, state=state, once=once,
-            interval_s=60 * (interval or s.collect_interval_minutes), echo=click.echo,
+            targets, client=client, producer=producer, state=state, once=once, budget=budget,
+            echo=click.echo,
         )  # fmt: skip
     click.echo(f"collect: {total} events sent")
+
+
+def _print_collect_stats(s: Settings) -> None:
+    from ingestion.state import IngestionState
+
+    cycles = IngestionState(s.state_dir).cycles(limit=24)
+    if not cycles:
+        click.echo("collect: no cycle recorded yet in " + str(s.state_dir))
+        return
+    click.echo(
+        f"{'started (UTC)':20}  {'scope':14} {'read':>8} {'requests':>8} {'readings':>9} "
+        f"{'new':>7} {'already':>8} {'failed':>6} {'lag p50':>8} {'interval':>8}"
+    )
+    for c in cycles:
+        lag = "-" if c["lag_p50_s"] is None else f"{c['lag_p50_s'] / 60:.0f} min"
+        click.echo(
+            f"{c['started_at']:20}  {str(c['scope'])[:14]:14} {c['strategy'][:8]:>8} "
+            f"{c['requests']:>8} {c['readings']:>9} {c['new']:>7} {c['already_sent']:>8} "
+            f"{c['failed']:>6} {lag:>8} {c['interval_s'] / 60:>6.1f} m"
+        )
 
 
 @cli.command("backfill")

@@ -89,6 +89,18 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "AQ_COLLECT_BBOX": ("", "aqi collect: poll the locations in min_lon,min_lat,max_lon,max_lat."),
     "AQ_COLLECT_COUNTRY": ("", "aqi collect: poll the locations of an ISO 3166-1 alpha-2 country."),
     "AQ_COLLECT_INTERVAL_MINUTES": ("5", "aqi collect: minutes between two polling cycles."),
+    "AQ_COLLECT_WORLD": ("", "aqi collect: 1 = poll every OpenAQ location (the world)."),
+    "AQ_COLLECT_PARAMETERS": (
+        "pm25,pm10,o3,no2,so2,co",
+        "aqi collect: parameter names to read (every unit of each).",
+    ),
+    "AQ_COLLECT_BUDGET_SHARE": (
+        "0.5",
+        (
+            "aqi collect: share of the key's requests per minute and per hour the collector may "
+            "use (the rest is left to backfills); the interval widens to fit it."
+        ),
+    ),
     "AQ_BRONZE_URI": (
         "",
         (
@@ -136,6 +148,9 @@ class Settings:
     collect_bbox: tuple[float, float, float, float] | None = None
     collect_country: str | None = None
     collect_interval_minutes: float = 5.0
+    collect_world: bool = False
+    collect_parameters: tuple[str, ...] = ("pm25", "pm10", "o3", "no2", "so2", "co")
+    collect_budget_share: float = 0.5
     bronze_uri: str | None = None
     #: the raw variables that were set (after .env merge), for `aqi config` and children
     source: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -257,6 +272,11 @@ def load_settings(
         collect_interval_minutes=_positive_float(
             "AQ_COLLECT_INTERVAL_MINUTES", get("AQ_COLLECT_INTERVAL_MINUTES")
         ),
+        collect_world=_flag("AQ_COLLECT_WORLD", values.get("AQ_COLLECT_WORLD")),
+        collect_parameters=parse_parameters(
+            "AQ_COLLECT_PARAMETERS", get("AQ_COLLECT_PARAMETERS")
+        ),
+        collect_budget_share=_share("AQ_COLLECT_BUDGET_SHARE", get("AQ_COLLECT_BUDGET_SHARE")),
         bronze_uri=values.get("AQ_BRONZE_URI"),
         source=values,
     )
@@ -381,6 +401,33 @@ def parse_country(var: str, raw: str | None) -> str | None:
     if not re.fullmatch(r"[A-Z]{2}", code):
         raise ConfigError(var, f"expected a two-letter ISO country code, got {raw!r}")
     return code
+
+
+def parse_parameters(var: str, raw: str | None) -> tuple[str, ...]:
+    """``"pm25,pm10"`` -> OpenAQ parameter names (lower case, no repeats)."""
+    names = [part.strip().lower() for part in (raw or "").split(",") if part.strip()]
+    if not names:
+        raise ConfigError(var, "expected parameter names such as pm25,pm10,o3,no2,so2,co")
+    for name in names:
+        if not re.fullmatch(r"[a-z][a-z0-9_.]{0,31}", name):
+            raise ConfigError(var, f"not an OpenAQ parameter name: {name!r}")
+    return tuple(dict.fromkeys(names))
+
+
+def _flag(var: str, raw: str | None) -> bool:
+    text = (raw or "").strip().lower()
+    if text in ("", "0", "false", "no"):
+        return False
+    if text in ("1", "true", "yes"):
+        return True
+    raise ConfigError(var, f"expected 1 or 0, got {raw!r}")
+
+
+def _share(var: str, raw: str) -> float:
+    value = _positive_float(var, raw)
+    if value > 1:
+        raise ConfigError(var, f"expected a share in (0, 1], e.g. 0.5, got {raw!r}")
+    return value
 
 
 def _positive_float(var: str, raw: str) -> float:

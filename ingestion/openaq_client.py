@@ -121,6 +121,8 @@ class OpenAQClient:
         if api_key:
             self._session.headers["X-API-Key"] = api_key
         self._locations: dict[int, dict[str, Any]] = {}
+        #: requests sent so far, retries included (the collector's budget counts them)
+        self.requests_made = 0
 
     # --- endpoints --------------------------------------------------------------------
     def locations(
@@ -228,6 +230,7 @@ class OpenAQClient:
         rate_waits = 0
         while True:
             self.limiter.acquire()
+            self.requests_made += 1
             try:
                 response = self._session.get(url, params=params, timeout=self.timeout_s)
             except _TRANSIENT as exc:
@@ -319,15 +322,23 @@ class OpenAQClient:
 
 
 def client_from_settings(
-    settings: Settings, *, on_wait: Callable[[float, str], None] | None = None, **kwargs: Any
+    settings: Settings,
+    *,
+    on_wait: Callable[[float, str], None] | None = None,
+    role: str | None = None,
+    share: float = 1.0,
+    **kwargs: Any,
 ) -> OpenAQClient:
-    """The client configured from the environment, sharing the key's budget across processes."""
+    """The client configured from the environment, sharing the key's budget across processes
+    (``role``/``share``: this client takes at most that share of it, see RateLimiter)."""
     limiter = RateLimiter(
         settings.state_dir,
         f"{settings.openaq_base_url}|{settings.openaq_api_key or ''}",
         per_minute=settings.openaq_requests_per_minute,
         per_hour=settings.openaq_requests_per_hour,
         on_wait=on_wait,
+        role=role,
+        share=share,
     )
     return OpenAQClient(
         settings.openaq_base_url,
