@@ -403,8 +403,10 @@ def run_collector(
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] | None = None,
     cycles: int | None = None,
+    until: float | None = None,
 ) -> int:
-    """Poll until SIGTERM/SIGINT (or once, or ``cycles`` times). Returns the events sent.
+    """Poll until SIGTERM/SIGINT (or once, ``cycles`` times, or ``until`` on ``clock``).
+    Returns the events sent.
 
     ``clock``/``sleep`` let a benchmark run a day of cycles against a mock on a virtual clock.
     """
@@ -446,9 +448,11 @@ def run_collector(
             )
         interval_s = planned
         _report(result, started, duration, interval_s, targets, state, echo)
+        pause = max(0.0, interval_s - duration)
         if once or (cycles is not None and done >= cycles):
             return total
-        pause = max(0.0, interval_s - duration)
+        if until is not None and clock() + pause >= until:
+            return total
         if sleep is not None:
             sleep(pause)
         elif wait(pause):
