@@ -129,10 +129,15 @@ def _check_live_settings(settings: Settings) -> None:
             "OPENAQ_API_KEY: the live demo reads the OpenAQ API, which needs a key "
             "(free at https://explore.openaq.org/register)"
         )
-    if not (settings.collect_locations or settings.collect_bbox or settings.collect_country):
+    if not (
+        settings.collect_world
+        or settings.collect_locations
+        or settings.collect_bbox
+        or settings.collect_country
+    ):
         raise AqiError(
-            "say which locations the live demo polls: AQ_COLLECT_LOCATIONS, AQ_COLLECT_BBOX "
-            "or AQ_COLLECT_COUNTRY (e.g. AQ_COLLECT_COUNTRY=IN)"
+            "say which locations the live demo polls: AQ_COLLECT_WORLD=1, AQ_COLLECT_LOCATIONS, "
+            "AQ_COLLECT_BBOX or AQ_COLLECT_COUNTRY (e.g. AQ_COLLECT_COUNTRY=IN)"
         )
 
 
