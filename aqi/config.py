@@ -39,6 +39,8 @@ __all__ = [
 ]
 
 DEFAULT_OPENAQ_BASE_URL = "https://api.openaq.org/v3"
+#: OpenAQ's public S3 archive (Open Data on AWS), read anonymously over HTTPS
+DEFAULT_ARCHIVE_BASE_URL = "https://openaq-data-archive.s3.amazonaws.com"
 DEFAULT_KAFKA_TOPIC = "openaq.measurements"
 #: `aqi stream`: a new micro-batch at most every 2 s when records arrive, so an event is in
 #: raw a few seconds after it was produced (docs/benchmarks.md); no records, no batch
@@ -55,6 +57,10 @@ STREAM_MAX_RECORDS_PER_TASK = 40_000
 ENV_VARS: dict[str, tuple[str, str]] = {
     "OPENAQ_API_KEY": ("", "OpenAQ v3 API key (sent as X-API-Key). Secret."),
     "OPENAQ_BASE_URL": (DEFAULT_OPENAQ_BASE_URL, "Base URL of the OpenAQ v3 API (or a mock)."),
+    "AQ_ARCHIVE_BASE_URL": (
+        DEFAULT_ARCHIVE_BASE_URL,
+        "aqi backfill --source archive: base URL of OpenAQ's S3 archive bucket (or a mock).",
+    ),
     "KAFKA_BOOTSTRAP_SERVERS": (
         "",
         "host:port[,host:port...] of an external Kafka; unset = start the embedded broker.",
@@ -152,6 +158,7 @@ class Settings:
     collect_parameters: tuple[str, ...] = ("pm25", "pm10", "o3", "no2", "so2", "co")
     collect_budget_share: float = 0.5
     bronze_uri: str | None = None
+    archive_base_url: str = DEFAULT_ARCHIVE_BASE_URL
     #: the raw variables that were set (after .env merge), for `aqi config` and children
     source: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -278,6 +285,7 @@ def load_settings(
         ),
         collect_budget_share=_share("AQ_COLLECT_BUDGET_SHARE", get("AQ_COLLECT_BUDGET_SHARE")),
         bronze_uri=values.get("AQ_BRONZE_URI"),
+        archive_base_url=_http_url("AQ_ARCHIVE_BASE_URL", get("AQ_ARCHIVE_BASE_URL")).rstrip("/"),
         source=values,
     )
 
