@@ -1178,6 +1178,9 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    #: headers and body go out in two writes; with Nagle's algorithm the second waits for
+    #: the client's delayed ACK (~40 ms a request on a kept-alive connection)
+    disable_nagle_algorithm = True
     server: _Server
 
     def do_GET(self) -> None:
