@@ -25,13 +25,22 @@ Behaviour copied from the real API (OpenAQ's API source code and the recorded re
   full page and the page's length otherwise (the recorded ``limit=5`` page says ``">5"``);
   locations and sensors give the total, or ``">1000"`` above 1000; latest lists give the
   exact total (the recorded PM2.5 latest says 21142).
-- Rate limits per API key in fixed windows (a minute and an hour, both configurable);
-  requests that are refused do not use the quota. Every response after the key check
+- Rate limits per API key in fixed windows (a minute and an hour, both configurable),
+  aligned on the server's start and timed by its clock (``clock=``, default ``time.time``;
+  a :class:`openaq_mock.clock.VirtualClock` runs a day in seconds); requests that are
+  refused do not use the quota. Every response after the key check
   carries ``x-ratelimit-limit/-used/-remaining/-reset`` (``reset`` = whole seconds until
   the tighter window ends); a 401 carries none, as on the real API, where the headers are
   set only once the key is known. 429 has no ``Retry-After``.
 - 401 ``{"detail": "Invalid credentials"}`` and 429 ``{"detail": "Too many requests"}``
   are the API's own messages; ``/v1`` and ``/v2`` paths answer 410.
+- ``datetime_min`` on the latest lists keeps the results whose ``datetime`` is later.
+
+With ``world=`` (an :class:`openaq_mock.world.World`), the world answers the locations,
+sensors, latest and measurements routes at the clock's time, at full scale (30,000
+locations, 1000 results a page); the recorded data then serves only what the world does
+not know (parameters other than the world's). Key check, rate limits and faults apply as
+before.
 """
 
 from __future__ import annotations
@@ -56,9 +65,11 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, NamedTuple, Self
+from typing import TYPE_CHECKING, Any, NamedTuple, Self
 from urllib.parse import parse_qsl, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import orjson
 
 from ingestion.fixtures import (
     DEFAULT_FIXTURES_DIR,
@@ -67,6 +78,9 @@ from ingestion.fixtures import (
     locations_in,
     sensors_by_location,
 )
+
+if TYPE_CHECKING:
+    from openaq_mock.world import World
 
 __all__ = ["DEFAULT_PARAMETER", "LoggedRequest", "MockOpenAQ", "main"]
 
@@ -85,7 +99,11 @@ GONE_DETAIL = (
 
 class LoggedRequest(NamedTuple):
     """One request as the server saw it. The API key itself is never kept, only whether
-    one was sent, so a log printed by a failing test cannot leak it."""
+    one was sent, so a log printed by a failing test cannot leak it.
+
+    Both times are read from the server's clock (``time.time`` unless one was injected);
+    ``monotonic_time`` keeps its name for the tests that use it.
+    """
 
     monotonic_time: float
     wall_time: float
@@ -106,6 +124,10 @@ class MockOpenAQ:
     ``fail_with_429_every=N`` answers every Nth admitted request with a 429 whose
     ``x-ratelimit-reset`` is ``reset_after_429`` seconds; until that has passed, every
     request of that key gets 429 too and counts in :meth:`requests_before_reset`.
+
+    ``world`` serves a :class:`openaq_mock.world.World` (see the module docstring);
+    ``clock`` (epoch seconds) times the rate-limit windows, the request log and the
+    world's "now".
     """
 
     def __init__(
@@ -121,6 +143,8 @@ class MockOpenAQ:
         host: str = "127.0.0.1",
         port: int = 0,
         verbose: bool = False,
+        world: World | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if per_minute < 1 or per_hour < 1 or window_seconds <= 0:
             raise ValueError("per_minute, per_hour and window_seconds must be positive")
@@ -144,9 +168,13 @@ class MockOpenAQ:
         self._log: list[LoggedRequest] = []
         self._received = 0
         self._violations = 0
+        self._kinds: dict[str, int] = {}
+        self._clock = clock
+        self.world = world
+        self._world_routes = _WorldRoutes(world) if world is not None else None
         if fixtures is not None:
             self._data.load(load_recorded(Path(fixtures)))
-        self._t0 = time.monotonic()  # the rate-limit windows are aligned on this instant
+        self._t0 = clock()  # the rate-limit windows are aligned on this instant
 
     # -- life cycle -----------------------------------------------------------------
 
@@ -310,24 +338,33 @@ class MockOpenAQ:
         with self._lock:
             return self._violations
 
+    def request_counts(self) -> dict[str, int]:
+        """Requests received per kind of path, ids replaced by ``{id}``:
+        ``{"/v3/parameters/{id}/latest": 27, "/v3/locations": 30}``."""
+        with self._lock:
+            return dict(self._kinds)
+
     def reset_log(self) -> None:
-        """Forget the logged requests and violations.
+        """Forget the logged requests, their counts per path and the violations.
 
         Quotas, queued faults and the request numbering that ``on_request`` counts are kept.
         """
         with self._lock:
             self._log.clear()
+            self._kinds.clear()
             self._violations = 0
 
     # -- request handling (called by the HTTP handler threads) ------------------------
 
     def _handle(self, method: str, target: str, api_key: str | None) -> _Reply:
-        arrived, wall = time.monotonic(), time.time()
+        arrived = wall = self._clock()
         split = urlsplit(target)
         path = split.path.rstrip("/") or "/"
         query = _parse_query(split.query)
+        kind = _ID_SEGMENT.sub("/{id}", path)
         with self._lock:
             self._received += 1
+            self._kinds[kind] = self._kinds.get(kind, 0) + 1
             reply = self._process(method, path, query, api_key, self._received, arrived)
             self._log.append(
                 LoggedRequest(arrived, wall, method, path, query, reply.status, bool(api_key))
@@ -367,7 +404,7 @@ class MockOpenAQ:
             body = fault.body if fault.body is not None else {"detail": _phrase(fault.status)}
             reply = _Reply.json(fault.status, body, rate_headers)
         else:
-            status, payload = self._route(method, path, query)
+            status, payload = self._route(method, path, query, now)
             reply = _Reply.json(status, payload, rate_headers, cache=method == "GET")
         if fault is not None:
             reply = fault.apply(reply)
@@ -395,7 +432,7 @@ class MockOpenAQ:
                 return fault
         return None
 
-    def _route(self, method: str, path: str, query: dict[str, str]) -> tuple[int, Any]:
+    def _route(self, method: str, path: str, query: dict[str, str], now: float) -> tuple[int, Any]:
         if re.match(r"^/v[12](/|$)", path):
             return 410, {"detail": GONE_DETAIL}
         for pattern, name in _ROUTES:
@@ -405,6 +442,9 @@ class MockOpenAQ:
             if method != "GET":
                 return 405, {"detail": "Method Not Allowed"}
             try:
+                world = self._world_routes
+                if world is not None and world.answers(name, match.groups()):
+                    return 200, getattr(world, name)(query, now, *match.groups())
                 return 200, getattr(self._data, name)(query, *match.groups())
             except _HTTPError as exc:
                 return exc.status, {"detail": exc.detail}
@@ -744,7 +784,7 @@ class _Store:
     def get_location_latest(self, query: dict[str, str], raw_id: str) -> dict[str, Any]:
         """Per sensor, the newest of: recorded latest lists, sensors' ``latest``, measurements."""
         page, limit = _paging(query)
-        location_id, _ = self._location(raw_id)
+        location_id, location = self._location(raw_id)
         table: dict[int, dict[str, Any]] = {}
         for record in self.location_latest.get(location_id, {}).values():
             _keep_newer(table, record)
@@ -754,7 +794,8 @@ class _Store:
                     _keep_newer(table, record)
         for sensor_id in self.location_sensors.get(location_id, []):
             self._keep_sensor_latest(table, sensor_id)
-        return _exact([table[s] for s in sorted(table)], page, limit)
+        since = _query_datetime(query, "datetime_min", _zone(location.get("timezone")))
+        return _exact(_after(table, since), page, limit)
 
     def get_parameter(self, query: dict[str, str], raw_id: str) -> dict[str, Any]:
         page, limit = _paging(query)
@@ -775,7 +816,8 @@ class _Store:
                 self._keep_sensor_latest(table, sensor_id)
         if not table and parameter_id not in self.parameters:
             raise _HTTPError(404, "Parameter not found")
-        return _exact([table[s] for s in sorted(table)], page, limit)
+        since = _query_datetime(query, "datetime_min", UTC)
+        return _exact(_after(table, since), page, limit)
 
     def _keep_sensor_latest(self, table: dict[int, dict[str, Any]], sensor_id: int) -> None:
         """Offer the sensor's recorded ``latest`` and its newest measurement to ``table``.
@@ -828,6 +870,126 @@ _ROUTES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^/v3/sensors/([^/]+)$"), "get_sensor"),
     (re.compile(r"^/v3/sensors/([^/]+)/measurements$"), "get_measurements"),
 ]
+#: a numeric path segment, replaced by ``/{id}`` in :meth:`MockOpenAQ.request_counts`
+_ID_SEGMENT = re.compile(r"/\d+(?=/|$)")
+
+
+class _WorldRoutes:
+    """The routes a :class:`~openaq_mock.world.World` answers, at the server clock's time.
+
+    Same names and checks as :class:`_Store`'s routes, plus ``now``. The results are built
+    fresh for each request (no deep copy) and encoded with orjson: ``json`` takes ~6 ms on
+    a 1000-result page, orjson well under one.
+    """
+
+    def __init__(self, world: World) -> None:
+        from openaq_mock.world import PARAMETERS
+
+        self.world = world
+        self._parameters = frozenset(PARAMETERS)
+
+    def answers(self, name: str, groups: Sequence[str]) -> bool:
+        """Whether the world answers this route (parameters it does not know go to the store)."""
+        if name in {"get_parameter", "get_parameter_latest"}:
+            try:
+                return int(groups[0]) in self._parameters
+            except ValueError:
+                return False
+        return True
+
+    def _location_id(self, raw_id: str) -> int:
+        location_id = _path_id(raw_id, "locations_id")
+        if not self.world.has_location(location_id):
+            raise _HTTPError(404, "Location not found")
+        return location_id
+
+    def _sensor_id(self, raw_id: str) -> int:
+        sensor_id = _path_id(raw_id, "sensors_id")
+        if not self.world.has_sensor(sensor_id):
+            raise _HTTPError(404, "Sensor not found")
+        return sensor_id
+
+    def get_locations(self, query: dict[str, str], now: float) -> bytes:
+        page, limit = _paging(query)
+        criteria = _location_criteria(query)
+        ids, flags, circle = dict(criteria.ids), dict(criteria.flags), criteria.circle
+        hits = self.world.find_locations(
+            iso=criteria.iso,
+            countries_id=ids.get("countries_id"),
+            providers_id=ids.get("providers_id"),
+            parameters_id=ids.get("parameters_id"),
+            bbox=criteria.bbox,
+            center=circle[:2] if circle else None,
+            radius=circle[2] if circle else None,
+            monitor=flags.get("monitor"),
+            mobile=flags.get("mobile"),
+        )
+        rows = [
+            self.world.location_object(location_id, now, distance)
+            for location_id, distance in hits[(page - 1) * limit : page * limit]
+        ]
+        found: int | str = len(hits) if len(hits) <= MAX_LIMIT else f">{MAX_LIMIT}"
+        return _encoded(page, limit, found, rows)
+
+    def get_location(self, query: dict[str, str], now: float, raw_id: str) -> bytes:
+        page, limit = _paging(query)
+        rows = [self.world.location_object(self._location_id(raw_id), now)]
+        return _encoded(page, limit, 1, rows[(page - 1) * limit : page * limit])
+
+    def get_location_sensors(self, query: dict[str, str], now: float, raw_id: str) -> bytes:
+        page, limit = _paging(query)
+        rows = self.world.location_sensors(self._location_id(raw_id), now)
+        found: int | str = len(rows) if len(rows) <= MAX_LIMIT else f">{MAX_LIMIT}"
+        return _encoded(page, limit, found, rows[(page - 1) * limit : page * limit])
+
+    def get_location_latest(self, query: dict[str, str], now: float, raw_id: str) -> bytes:
+        page, limit = _paging(query)
+        location_id = self._location_id(raw_id)
+        zone = _zone(self.world.location_timezone(location_id))
+        since = _query_datetime(query, "datetime_min", zone)
+        rows = self.world.location_latest(location_id, now, since)
+        return _encoded(page, limit, len(rows), rows[(page - 1) * limit : page * limit])
+
+    def get_parameter(self, query: dict[str, str], now: float, raw_id: str) -> bytes:
+        page, limit = _paging(query)
+        rows = [self.world.parameter(_path_id(raw_id, "parameters_id"))]
+        return _encoded(page, limit, 1, rows[(page - 1) * limit : page * limit])
+
+    def get_parameter_latest(self, query: dict[str, str], now: float, raw_id: str) -> bytes:
+        page, limit = _paging(query)
+        parameter_id = _path_id(raw_id, "parameters_id")
+        since = _query_datetime(query, "datetime_min", UTC)
+        total, rows = self.world.latest_page(
+            parameter_id, now, offset=(page - 1) * limit, limit=limit, datetime_min=since
+        )
+        return _encoded(page, limit, total, rows)
+
+    def get_sensor(self, query: dict[str, str], now: float, raw_id: str) -> bytes:
+        page, limit = _paging(query)
+        rows = [self.world.sensor_object(self._sensor_id(raw_id), now)]
+        return _encoded(page, limit, 1, rows[(page - 1) * limit : page * limit])
+
+    def get_measurements(self, query: dict[str, str], now: float, raw_id: str) -> bytes:
+        """``datetime_from < period end <= datetime_to``, published by ``now``, oldest first."""
+        page, limit = _paging(query)
+        sensor_id = self._sensor_id(raw_id)
+        zone = _zone(self.world.sensor(sensor_id).timezone)
+        rows = self.world.measurements(
+            sensor_id,
+            now,
+            datetime_from=_query_datetime(query, "datetime_from", zone),
+            datetime_to=_query_datetime(query, "datetime_to", zone),
+            offset=(page - 1) * limit,
+            limit=limit,
+        )
+        found: int | str = f">{limit}" if len(rows) == limit else len(rows)
+        return _encoded(page, limit, found, rows)
+
+
+def _encoded(page: int, limit: int, found: int | str, results: list[Any]) -> bytes:
+    """The envelope of results built for this reply (not shared), as JSON bytes."""
+    meta = {"name": "openaq-api", "website": "/", "page": page, "limit": limit, "found": found}
+    return orjson.dumps({"meta": meta, "results": results})
 
 
 def _envelope(page: int, limit: int, found: int | str, results: list[Any]) -> dict[str, Any]:
@@ -844,6 +1006,14 @@ def _counted(items: list[Any], page: int, limit: int) -> dict[str, Any]:
 def _exact(items: list[Any], page: int, limit: int) -> dict[str, Any]:
     """Latest lists: the exact total."""
     return _envelope(page, limit, len(items), items[(page - 1) * limit : page * limit])
+
+
+def _after(table: dict[int, dict[str, Any]], since: datetime | None) -> list[dict[str, Any]]:
+    """The latest records by sensor id; with ``since``, those whose ``datetime`` is later."""
+    records = [table[s] for s in sorted(table)]
+    if since is None:
+        return records
+    return [r for r in records if (moment := _instant(r.get("datetime"))) and moment > since]
 
 
 def _instant(stamp: Any) -> datetime | None:
@@ -956,10 +1126,21 @@ def _zone(name: Any) -> tzinfo:
         return UTC
 
 
-def _location_filters(
-    query: dict[str, str],
-) -> list[Callable[[dict[str, Any]], dict[str, Any] | None]]:
-    """The ``/v3/locations`` filters in use; each returns the location (maybe annotated) or None."""
+@dataclass(frozen=True)
+class _LocationCriteria:
+    """The ``/v3/locations`` filters of a query, checked (a 422 is raised while parsing)."""
+
+    bbox: tuple[float, float, float, float] | None = None
+    #: latitude, longitude and radius in metres
+    circle: tuple[float, float, int] | None = None
+    iso: str | None = None
+    #: (query name, wanted ids) for countries_id, providers_id, parameters_id, in that order
+    ids: tuple[tuple[str, frozenset[int]], ...] = ()
+    #: (query name, wanted value) for monitor and mobile
+    flags: tuple[tuple[str, bool], ...] = ()
+
+
+def _location_criteria(query: dict[str, str]) -> _LocationCriteria:
     has = {
         name for name in ("bbox", "coordinates", "radius", "iso", "countries_id") if name in query
     }
@@ -973,27 +1154,44 @@ def _location_filters(
         raise _HTTPError(422, "Radius must be passed with a coordinate pair")
     if {"iso", "countries_id"} <= has:
         raise _HTTPError(422, "Cannot pass both countries_id and iso code")
+    bbox = _parse_bbox(query["bbox"]) if "bbox" in has else None
+    circle = _parse_circle(query["coordinates"], query["radius"]) if "coordinates" in has else None
+    ids = tuple(
+        (name, frozenset(_parse_ids(query, name)))
+        for name in ("countries_id", "providers_id", "parameters_id")
+        if name in query
+    )
+    flags = tuple(
+        (name, _parse_bool(query, name)) for name in ("monitor", "mobile") if name in query
+    )
+    return _LocationCriteria(bbox, circle, query.get("iso"), ids, flags)
+
+
+def _location_filters(
+    query: dict[str, str],
+) -> list[Callable[[dict[str, Any]], dict[str, Any] | None]]:
+    """The ``/v3/locations`` filters in use; each returns the location (maybe annotated) or None."""
+    criteria = _location_criteria(query)
     filters: list[Callable[[dict[str, Any]], dict[str, Any] | None]] = []
-    if "bbox" in has:
-        filters.append(_bbox_filter(query["bbox"]))
-    if "coordinates" in has:
-        filters.append(_radius_filter(query["coordinates"], query["radius"]))
-    if "iso" in has:
-        iso = query["iso"]
+    if criteria.bbox is not None:
+        filters.append(_bbox_filter(criteria.bbox))
+    if criteria.circle is not None:
+        filters.append(_radius_filter(*criteria.circle))
+    if criteria.iso is not None:
+        iso = criteria.iso
         filters.append(lambda loc: loc if (loc.get("country") or {}).get("code") == iso else None)
-    for name, pick in (
-        ("countries_id", lambda loc: [(loc.get("country") or {}).get("id")]),
-        ("providers_id", lambda loc: [(loc.get("provider") or {}).get("id")]),
-        (
-            "parameters_id",
-            lambda loc: [(s.get("parameter") or {}).get("id") for s in loc.get("sensors") or []],
-        ),
-    ):
-        if name in query:
-            filters.append(_ids_filter(query, name, pick))
-    for name, key in (("monitor", "isMonitor"), ("mobile", "isMobile")):
-        if name in query:
-            filters.append(_bool_filter(query, name, key))
+    picks: dict[str, Callable[[dict[str, Any]], list[Any]]] = {
+        "countries_id": lambda loc: [(loc.get("country") or {}).get("id")],
+        "providers_id": lambda loc: [(loc.get("provider") or {}).get("id")],
+        "parameters_id": lambda loc: [
+            (s.get("parameter") or {}).get("id") for s in loc.get("sensors") or []
+        ],
+    }
+    for name, wanted in criteria.ids:
+        filters.append(_ids_filter(wanted, picks[name]))
+    keys = {"monitor": "isMonitor", "mobile": "isMobile"}
+    for name, value in criteria.flags:
+        filters.append(_bool_filter(keys[name], value))
     return filters
 
 
@@ -1003,7 +1201,7 @@ def _coordinates(location: Mapping[str, Any]) -> tuple[float, float] | None:
     return (float(lat), float(lon)) if lat is not None and lon is not None else None
 
 
-def _bbox_filter(raw: str) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
+def _parse_bbox(raw: str) -> tuple[float, float, float, float]:
     try:
         minx, miny, maxx, maxy = (float(x) for x in raw.split(","))
     except ValueError:
@@ -1024,6 +1222,13 @@ def _bbox_filter(raw: str) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
     if errors:
         msg = "Value error, Invalid bounding box. Error(s): " + " ".join(errors)
         raise _invalid(("query", "bbox"), "value_error", msg, raw)
+    return minx, miny, maxx, maxy
+
+
+def _bbox_filter(
+    bbox: tuple[float, float, float, float],
+) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
+    minx, miny, maxx, maxy = bbox
 
     def keep(location: dict[str, Any]) -> dict[str, Any] | None:
         point = _coordinates(location)
@@ -1034,7 +1239,7 @@ def _bbox_filter(raw: str) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
     return keep
 
 
-def _radius_filter(raw: str, raw_radius: str) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
+def _parse_circle(raw: str, raw_radius: str) -> tuple[float, float, int]:
     try:
         lat, lon = (float(x) for x in raw.split(","))
     except ValueError:
@@ -1048,7 +1253,12 @@ def _radius_filter(raw: str, raw_radius: str) -> Callable[[dict[str, Any]], dict
     if not 0 < radius <= MAX_RADIUS_METRES:
         msg = f"Input should be greater than 0 and less than or equal to {MAX_RADIUS_METRES}"
         raise _invalid(("query", "radius"), "value_error", msg, raw_radius)
+    return lat, lon, radius
 
+
+def _radius_filter(
+    lat: float, lon: float, radius: int
+) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
     def keep(location: dict[str, Any]) -> dict[str, Any] | None:
         point = _coordinates(location)
         if point is None:
@@ -1067,26 +1277,30 @@ def _haversine(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return 2 * EARTH_RADIUS_METRES * math.asin(min(1.0, math.sqrt(a)))
 
 
-def _ids_filter(
-    query: dict[str, str], name: str, pick: Callable[[dict[str, Any]], list[Any]]
-) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
+def _parse_ids(query: dict[str, str], name: str) -> set[int]:
     try:
-        wanted = {int(x) for x in query[name].split(",") if x.strip()}
+        return {int(x) for x in query[name].split(",") if x.strip()}
     except ValueError:
         msg = "Input should be a valid integer, unable to parse string as an integer"
         raise _invalid(("query", name), "int_parsing", msg, query[name]) from None
+
+
+def _ids_filter(
+    wanted: frozenset[int], pick: Callable[[dict[str, Any]], list[Any]]
+) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
     return lambda loc: loc if wanted & {v for v in pick(loc) if v is not None} else None
 
 
-def _bool_filter(
-    query: dict[str, str], name: str, key: str
-) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
+def _parse_bool(query: dict[str, str], name: str) -> bool:
     raw = query[name].lower()
     if raw not in {"true", "false", "1", "0"}:
         raise _invalid(
             ("query", name), "bool_parsing", "Input should be a valid boolean", query[name]
         )
-    wanted = raw in {"true", "1"}
+    return raw in {"true", "1"}
+
+
+def _bool_filter(key: str, wanted: bool) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
     return lambda loc: loc if bool(loc.get(key)) == wanted else None
 
 
