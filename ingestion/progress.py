@@ -36,6 +36,11 @@ class Progress:
         self.line_every_s = line_every_s
         self.done = 0
         self.events = 0
+        #: rows read and compressed bytes downloaded (bulk readers); shown once used
+        self.rows = 0
+        self.bytes = 0
+        #: bytes expected in all (enables the ETA by bytes), None if unknown
+        self.bytes_total: int | None = None
         self.waits = 0
         self.waited_s = 0.0
         self.status = ""
@@ -56,6 +61,7 @@ class Progress:
                 BarColumn(),
                 TextColumn("{task.completed}/{task.total} " + self.unit),
                 TextColumn("{task.fields[events]} events, {task.fields[rate]} ev/s"),
+                TextColumn("{task.fields[volume]}"),
                 TimeElapsedColumn(),
                 TextColumn("{task.fields[status]}"),
                 console=Console(file=self.stream),
@@ -84,6 +90,16 @@ class Progress:
         self.status = ""
         self._refresh()
 
+    def add_rows(self, count: int) -> None:
+        """Rows read (shown beside the events once non-zero)."""
+        self.rows += count
+        self._refresh()
+
+    def add_bytes(self, count: int) -> None:
+        """Bytes downloaded: shown in MB with their rate, and an ETA against ``bytes_total``."""
+        self.bytes += count
+        self._refresh()
+
     def advance(self, units: int = 1) -> None:
         self.done += units
         self._refresh()
@@ -105,14 +121,43 @@ class Progress:
         elapsed = time.monotonic() - self._start
         return self.events / elapsed if elapsed > 0 else 0.0
 
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left at the rate so far: by bytes when ``bytes_total`` is known, else by
+        units of work against ``total``; None before anything is done."""
+        elapsed = time.monotonic() - self._start
+        if self.bytes_total and self.bytes > 0:
+            return elapsed * max(0, self.bytes_total - self.bytes) / self.bytes
+        if self.total and self.done > 0:
+            return elapsed * max(0, self.total - self.done) / self.done
+        return None
+
     def summary(self) -> str:
         elapsed = time.monotonic() - self._start
         waits = f", {self.waits} waits ({self.waited_s:.0f} s)" if self.waits else ""
-        return f"{self.events} events in {elapsed:.1f} s ({self.rate:.0f} ev/s){waits}"
+        volume = ""
+        if self.bytes:
+            volume = f", {self.bytes / 1e6:.1f} MB ({self.bytes / 1e6 / max(elapsed, 1e-9):.1f} MB/s)"
+        return f"{self.events} events in {elapsed:.1f} s ({self.rate:.0f} ev/s){volume}{waits}"
 
     # --- internals ------------------------------------------------------------------------
     def _fields(self) -> dict:
-        return {"events": self.events, "rate": f"{self.rate:.0f}", "status": self.status}
+        return {"events": self.events, "rate": f"{self.rate:.0f}", "status": self.status,
+                "volume": self._volume()}  # fmt: skip
+
+    def _volume(self) -> str:
+        """Rows, MB, MB/s and the ETA once rows or bytes are counted; else nothing."""
+        if not (self.rows or self.bytes or self.bytes_total):
+            return ""
+        elapsed = time.monotonic() - self._start
+        parts = [f"{self.rows} rows"] if self.rows else []
+        total = f"/{self.bytes_total / 1e6:.1f}" if self.bytes_total else ""
+        parts.append(f"{self.bytes / 1e6:.1f}{total} MB, "
+                     f"{self.bytes / 1e6 / max(elapsed, 1e-9):.1f} MB/s")  # fmt: skip
+        eta = self.eta_s
+        if eta is not None and self.status != "done":
+            parts.append(f"ETA {int(eta) // 60}:{int(eta) % 60:02d}")
+        return ", ".join(parts)
 
     def _refresh(self, force: bool = False) -> None:
         if self._bar is not None and self._task is not None:
@@ -127,9 +172,11 @@ class Progress:
         self._last_line = now
         total = f"/{self.total}" if self.total is not None else ""
         status = f" | {self.status}" if self.status else ""
+        volume = self._volume()
+        volume = f", {volume}" if volume else ""
         print(
             f"{self.title}: {self.done}{total} {self.unit}, {self.events} events, "
-            f"{self.rate:.0f} ev/s{status}",
+            f"{self.rate:.0f} ev/s{volume}{status}",
             file=self.stream,
             flush=True,
         )
