@@ -330,6 +330,14 @@ def _print_collect_stats(s: Settings) -> None:
 
 @cli.command("backfill")
 @click.option(
+    "--source",
+    type=click.Choice(["api", "archive"]),
+    default="api",
+    show_default=True,
+    help="api: the OpenAQ API's measurements (rate limited, key needed); archive: OpenAQ's "
+    "public S3 archive of daily files (AQ_ARCHIVE_BASE_URL; no key, no rate limit).",
+)
+@click.option(
     "--location",
     "locations",
     multiple=True,
@@ -338,31 +346,80 @@ def _print_collect_stats(s: Settings) -> None:
 )
 @click.argument("more_locations", nargs=-1, metavar="")
 @click.option(
+    "--country",
+    metavar="CC",
+    help="--source archive: every location of this country (ISO 3166-1 alpha-2, e.g. US).",
+)
+@click.option(
+    "--bbox",
+    metavar="MIN_LON,MIN_LAT,MAX_LON,MAX_LAT",
+    help="--source archive: every location in this box.",
+)
+@click.option(
     "--since",
     required=True,
     type=_UTCDateTime(),
-    help="Start (exclusive): YYYY-MM-DD (midnight UTC) or an ISO-8601 date-time.",
+    help="api: start (exclusive), YYYY-MM-DD (midnight UTC) or an ISO-8601 date-time. "
+    "archive: the first local day read, YYYY-MM-DD.",
 )
 @click.option(
     "--until",
     required=True,
     type=_UTCDateTime(),
-    help="End (inclusive): YYYY-MM-DD (midnight UTC) or an ISO-8601 date-time.",
+    help="api: end (inclusive), YYYY-MM-DD (midnight UTC) or an ISO-8601 date-time. "
+    "archive: the last local day read (included), YYYY-MM-DD.",
 )
-def backfill_cmd(locations, more_locations, since, until) -> None:
-    """Send the history of every sensor of some locations, resumably.
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    metavar="N",
+    help="--source archive: files downloaded at once (default 4).",
+)
+def backfill_cmd(source, locations, more_locations, country, bbox, since, until, workers) -> None:
+    """Send the history of some locations, resumably: from the API or the S3 archive.
 
-    Reads every measurement with since < period end <= until, in windows of at most a year
-    and all pages, and puts them on AQ_KAFKA_TOPIC. The checkpoint moves only after Kafka
-    acknowledged a page: after a crash or Ctrl-C, run the same command again and it
-    continues where it stopped (at most the pages in flight are sent twice).
+    --source api (default): reads every measurement with since < period end <= until, in
+    windows of at most a year and all pages, and puts them on AQ_KAFKA_TOPIC. The checkpoint
+    moves only after Kafka acknowledged a page: after a crash or Ctrl-C, run the same
+    command again and it continues where it stopped (at most the pages in flight are sent
+    twice).
 
-    Example: aqi backfill --location 2178 17 --since 2024-01-01 --until 2024-02-01
+    --source archive: reads OpenAQ's public archive (one gzip CSV per location and local
+    day, from --since to --until, both included) for --location ids, a --country or a
+    --bbox, --workers files at a time, and puts every reading on AQ_KAFKA_TOPIC; time zone,
+    country, provider and parameter ids come from each location's API record (one cached
+    request per location; the files carry none). A file counts as read once Kafka
+    acknowledged all of it: run the same command again after a crash or Ctrl-C and it skips
+    the files read (at most the files in flight are sent twice), and reads again a file
+    patched in the archive since (its ETag or size changed). A file that cannot be read
+    (corrupt, cut, no datetime column, 403/404) is reported with its reason and tried again
+    by the next run; the command fails only when nothing at all could be read.
+
+    \b
+    Examples:
+      aqi backfill --location 2178 17 --since 2024-01-01 --until 2024-02-01
+      aqi backfill --source archive --country GH --since 2024-01-01 --until 2024-01-31
     """
-    from ingestion.backfill import run_backfill
+    from aqi.config import parse_bbox, parse_country
     from ingestion.progress import Progress
 
     ids = _location_ids(locations + more_locations, "--location")
+    if source == "api":
+        for given, option in ((country, "--country"), (bbox, "--bbox"), (workers, "--workers")):
+            if given is not None:
+                raise click.UsageError(f"{option} needs --source archive")
+    else:
+        try:
+            box = parse_bbox("--bbox", bbox) if bbox is not None else None
+            code = parse_country("--country", country) if country is not None else None
+        except ConfigError as exc:
+            raise click.UsageError(str(exc)) from None
+        if sum((bool(ids), code is not None, box is not None)) != 1:
+            raise click.UsageError("give one of --location ID..., --country CC or --bbox BOX")
+        _archive_backfill(ids, code, box, since, until, workers or 4)
+        return
+    from ingestion.backfill import run_backfill
+
     if not ids:
         raise click.UsageError("give at least one --location ID")
     if since >= until:
@@ -383,6 +440,50 @@ def backfill_cmd(locations, more_locations, since, until) -> None:
         f"backfill: {verb} job {result.job_id}: {result.sensors} sensors, "
         f"{result.events_sent} events sent this run; {progress.summary()}"
     )
+
+
+def _archive_backfill(ids, country, bbox, since, until, workers) -> None:
+    """`aqi backfill --source archive`: whole local days, so dates only."""
+    from datetime import time as day_start
+
+    from ingestion.archive import ArchiveError, ArchiveScope, ArchiveStore, run_archive_backfill
+    from ingestion.progress import Progress
+
+    for value, option in ((since, "--since"), (until, "--until")):
+        if value.timetz() != day_start(tzinfo=value.tzinfo):
+            raise click.BadParameter(
+                "--source archive reads whole local days: give a date (YYYY-MM-DD)",
+                param_hint=option,
+            )
+    first, last = since.date(), until.date()
+    if first > last:
+        raise click.BadParameter("--since must not be after --until", param_hint="--since")
+    scope = ArchiveScope(location_ids=ids, country=country, bbox=bbox)
+    s = settings()
+    progress = Progress("archive backfill", unit="files")
+    client, producer, state = _ingestion(s, progress)
+    store = ArchiveStore(s.archive_base_url, on_wait=progress.wait)
+    try:
+        with producer, progress:
+            result = run_archive_backfill(
+                scope, first, last, client=client, producer=producer, state=state,
+                progress=progress, store=store, workers=workers,
+            )  # fmt: skip
+    except KeyboardInterrupt:
+        click.echo("backfill: interrupted; run the same command again to resume", err=True)
+        sys.exit(130)
+    for line in result.report():
+        click.echo(f"backfill: {line}", err=True)
+    verb = "resumed" if result.resumed else "ran"
+    click.echo(
+        f"backfill: {verb} archive job {result.job_id} ({scope.describe()}, {first} .. {last}): "
+        f"{result.summary()}; {progress.summary()}"
+    )
+    if result.nothing_read:
+        raise ArchiveError(
+            f"nothing could be read from the archive at {s.archive_base_url} "
+            f"({len(result.failures)} files or listings skipped, reasons above)"
+        )
 
 
 @cli.command("replay")
