@@ -1159,13 +1159,21 @@ def _worker(tasks: Any, results: Any, store_options: dict[str, Any]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops us
     parent = multiprocessing.parent_process()
 
+    def orphaned() -> bool:
+        if parent is None or parent.is_alive():
+            return False
+        # nobody reads our messages any more: exit without waiting to flush them (that
+        # wait, on a full pipe, would keep an orphan alive for ever)
+        results.cancel_join_thread()
+        return True
+
     def put(message: tuple[str, int | None, Any]) -> None:
         while True:
             try:
                 results.put(message, timeout=1.0)
                 return
             except queue.Full:
-                if parent is not None and not parent.is_alive():
+                if orphaned():
                     raise SystemExit(0) from None
 
     store = ArchiveStore(**store_options, on_wait=lambda s, why: put(("wait", None, (s, why))))
@@ -1173,10 +1181,10 @@ def _worker(tasks: Any, results: Any, store_options: dict[str, Any]) -> None:
         try:
             task = tasks.get(timeout=1.0)
         except queue.Empty:
-            if parent is not None and not parent.is_alive():
+            if orphaned():
                 return
             continue
-        if task is None:
+        if task is None or orphaned():
             return
         number, obj, location, ingested_at = task
         parse = partial(read_archive_csv, source=obj.key, location_id=obj.location_id,
