@@ -11,7 +11,7 @@ VENV := $(CURDIR)/.venv
 AQI := $(VENV)/bin/aqi
 PYTEST_ARGS ?=
 
-.PHONY: help uv env jvm superset-env java-check dashboards-browser demo demo-live demo-down test test-unit test-integration services-down lint clean bench bench-fuzz bench-warehouse
+.PHONY: help uv env jvm superset-env java-check dashboards-browser demo demo-live demo-down test test-unit test-integration services-down lint clean bench bench-collect bench-fuzz bench-warehouse
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -74,7 +74,7 @@ services-down: ## stop the embedded services
 
 lint: env ## ruff
 	@echo "==> ruff check"
-	@$(VENV)/bin/ruff check aqi ingestion spark_streaming expectations dags tests docker benchmarks superset/provision.py superset/superset_config.py
+	@$(VENV)/bin/ruff check aqi ingestion openaq_mock spark_streaming expectations dags tests docker benchmarks superset/provision.py superset/superset_config.py
 
 clean: services-down ## stop services and remove environments and AQ_HOME (./.aq)
 	rm -rf .venv superset/.venv .tools .aq superset/screenshot/node_modules
@@ -84,6 +84,9 @@ bench: env jvm java-check ## benchmarks, ~20 min (results go to docs/benchmarks.
 	@$(VENV)/bin/python benchmarks/bench_ingestion.py
 	@$(VENV)/bin/python benchmarks/bench_stream.py
 	@$(VENV)/bin/python benchmarks/bench_latency.py
+
+bench-collect: env ## a simulated day of `aqi collect --world` on the mock's world profile with the real rate limits (~15 min)
+	@$(VENV)/bin/python benchmarks/bench_collect.py --hours 24
 
 bench-fuzz: env jvm java-check ## the stream's parser on 1,000,000 fuzzed messages, held to the contract (~25 min)
 	@$(VENV)/bin/python benchmarks/bench_fuzz_parse.py --messages 1000000
