@@ -236,3 +236,49 @@ def test_replay_simulate_is_valid_and_deterministic(tmp_path: Path, services: di
         matches.append(not (got - Counter(full)) and not (delivered - got))
     assert any(matches)
     assert f"{len(records)} events" in result.stdout
+
+
+def test_collect_world_reads_in_bulk_and_restarts_send_nothing_twice(
+    tmp_path: Path, services: dict
+) -> None:
+    """`aqi collect --world` on the mock's world profile (a small one): one cycle costs the
+    location pages plus one page per 1,000 sensors of each parameter id; what reaches Kafka
+    is exactly what the world published at each cycle, each reading once across restarts."""
+    import math
+
+    from openaq_mock.clock import VirtualClock
+    from openaq_mock.world import World, WorldProfile
+
+    world = World(WorldProfile(locations=2500, seed=3))
+    clock = VirtualClock(datetime(2026, 6, 1, 12, tzinfo=UTC).timestamp())
+    with MockOpenAQ(None, api_key=KEY, world=world, clock=clock.time) as mock:
+        # the client's own budget is on the real clock: wide enough not to wait here
+        env = _env(tmp_path, services, mock, OPENAQ_REQUESTS_PER_MINUTE="600")
+        ids = sorted(world.parameter_ids(("pm25", "pm10", "o3", "no2", "so2", "co")))
+        pages = sum(math.ceil(len(world.latest(p, clock.time())) / 1000) for p in ids)
+        expected: set[tuple[int, str]] = set()
+        for run in range(3):
+            if run == 2:  # a restart with nothing new published: nothing sent
+                stale = {(r["sensorsId"], r["datetime"]["utc"]) for p in ids
+                         for r in world.latest(p, clock.time())}  # fmt: skip
+                assert stale <= expected
+            else:
+                expected |= {(r["sensorsId"], r["datetime"]["utc"]) for p in ids
+                             for r in world.latest(p, clock.time())}  # fmt: skip
+            mock.reset_log()
+            result = run_aqi(["collect", "--world", "--once"], env, tmp_path)
+            assert result.returncode == 0, result.stderr
+            counts = mock.request_counts()
+            assert counts.get("/v3/parameters/{id}/latest") == pages, counts
+            assert counts.get("/v3/locations") == 3  # 2,500 locations, 1,000 a page
+            assert sum(counts.values()) == pages + 3
+            if run == 0:
+                clock.advance(3600)  # an hour later: every live sensor has a new reading
+        records = read_topic(env["KAFKA_BOOTSTRAP_SERVERS"], env["AQ_KAFKA_TOPIC"])
+    sent = [(v["sensor_id"], v["period_end"]) for *_, v in records]
+    assert len(sent) == len(set(sent)), "a reading was sent twice"
+    assert set(sent) == expected
+    assert "0 new sent" in result.stdout
+    for *_, value in records[:100]:
+        validate_event(value)
+        assert value["ingest_mode"] == "live"
