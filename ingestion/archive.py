@@ -605,10 +605,8 @@ def file_events(
                 )
             continue
         interval = sensor_interval(rows.ends)
-        readings = (
-            (None if isnan(value) else value, end - interval, end)
-            for end, value in zip(rows.ends, rows.values, strict=True)
-        )
+        values = [None if isnan(value) else value for value in rows.values]
+        readings = zip(values, [end - interval for end in rows.ends], rows.ends, strict=True)
         if rows.coordinates is None:
             yield from make_events(
                 mode="backfill", location=location, sensor=sensor, readings=readings,

@@ -270,7 +270,7 @@ def make_events(
             yield dict(template)
             continue
         event = template.copy()
-        event["value"] = _float(value)
+        event["value"] = value if type(value) is float else _float(value)
         text = formatted.get(start)
         if text is None:
             text = formatted[start] = format_utc(start)
