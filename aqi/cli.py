@@ -557,14 +557,43 @@ def replay_cmd(fixtures_dir, simulate, locations, days, rate, seed) -> None:
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Recorded responses to serve (default: the ones shipped with the package).",
 )
-def mock_api_cmd(port, fixtures_dir) -> None:
+@click.option(
+    "--profile",
+    type=click.Choice(["fixtures", "world"]),
+    default="fixtures",
+    show_default=True,
+    help="world: a generated world publishing live readings (30,000 locations, ~112,000 "
+    "sensors, the free key's rate limits) and its S3 archive on a second port.",
+)
+@click.option(
+    "--locations",
+    type=click.IntRange(min=1),
+    default=30_000,
+    show_default=True,
+    help="--profile world: number of locations.",
+)
+@click.option(
+    "--archive-days",
+    type=click.IntRange(min=1),
+    default=40,
+    show_default=True,
+    help="--profile world: days in the archive, up to 3 days ago.",
+)
+def mock_api_cmd(port, fixtures_dir, profile, locations, archive_days) -> None:
     """Run the local mock OpenAQ v3 API on 127.0.0.1 (for offline development).
 
-    Point the project at it with OPENAQ_BASE_URL=http://127.0.0.1:PORT/v3. Ctrl-C stops it.
+    Point the project at it with OPENAQ_BASE_URL=http://127.0.0.1:PORT/v3 (and, with
+    --profile world, AQ_ARCHIVE_BASE_URL as printed). Ctrl-C stops it.
+
+    Example: aqi mock-api --profile world, then aqi collect --world --once
     """
     from ingestion.mock_server import main as mock_main
 
-    args = ["--port", str(port)] + (["--fixtures", str(fixtures_dir)] if fixtures_dir else [])
+    args = ["--port", str(port), "--profile", profile]
+    if fixtures_dir:
+        args += ["--fixtures", str(fixtures_dir)]
+    if profile == "world":
+        args += ["--locations", str(locations), "--archive-days", str(archive_days)]
     sys.exit(mock_main(args))
 
 

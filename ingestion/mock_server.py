@@ -1494,11 +1494,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="H",
         help="add H hourly measurements, up to the current hour, for every sensor of every location",
     )
+    parser.add_argument(
+        "--profile",
+        choices=("fixtures", "world"),
+        default="fixtures",
+        help="fixtures: the recorded responses; world: a generated world of --locations "
+        "locations (~3.7 sensors each) publishing live, plus its S3 archive (default %(default)s)",
+    )
+    parser.add_argument(
+        "--locations", type=int, default=30_000, help="world: number of locations (default %(default)s)"
+    )
+    parser.add_argument("--seed", type=int, default=7, help="world: seed (default %(default)s)")
+    parser.add_argument(
+        "--archive-days",
+        type=int,
+        default=40,
+        metavar="D",
+        help="world: the archive holds the D days up to 3 days ago (default %(default)s)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     args = parser.parse_args(argv)
 
+    world = archive = None
+    if args.profile == "world":
+        from openaq_mock.archive import MockArchive
+        from openaq_mock.world import World, WorldProfile
+
+        world = World(WorldProfile(locations=args.locations, seed=args.seed))
+        last = datetime.now(UTC).date() - timedelta(days=3)
+        archive = MockArchive(world.location_objects(), last - timedelta(days=args.archive_days - 1),
+                              last, seed=args.seed, host=args.host)  # fmt: skip
     mock = MockOpenAQ(
-        None if args.no_fixtures else args.fixtures,
+        None if args.no_fixtures or world is not None else args.fixtures,
+        world=world,
         api_key=args.api_key,
         per_minute=args.per_minute,
         per_hour=args.per_hour,
@@ -1517,6 +1545,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     mock.start()
     print(f"Mock OpenAQ API v3 at {mock.base_url} (Ctrl-C to stop)", flush=True)
+    if archive is not None:
+        archive.start()
+        print(f"Mock OpenAQ archive at {archive.base_url}", flush=True)
+        print(f"  export OPENAQ_BASE_URL={mock.base_url} AQ_ARCHIVE_BASE_URL={archive.base_url}",
+              flush=True)  # fmt: skip
     try:
         while True:
             time.sleep(1)
@@ -1524,6 +1557,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         pass
     finally:
         mock.stop()
+        if archive is not None:
+            archive.stop()
         print("stopped", flush=True)
     return 0
 
