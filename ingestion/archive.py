@@ -1,8 +1,9 @@
 """``aqi backfill --source archive``: history from OpenAQ's public S3 archive, resumably.
 
-Why: the archive holds every measurement since 2016 as one gzip CSV per location and local
-day, readable anonymously over plain HTTPS, with none of the API's rate limits (a year of one
-location is 365 small files, against thousands of rate-limited API pages).
+Why: the archive holds OpenAQ's measurements as one gzip CSV per location and local day,
+readable anonymously over plain HTTPS, with none of the API's rate limits (a year of a
+location is 365 small files fetched as fast as the network allows, against ~9 pages per
+sensor-year under the key's 60 requests a minute).
 
 What the archive is (``../shared/fixtures/openaq-archive/README.md``): keys
 ``records/csv.gz/locationid={id}/year={yyyy}/month={mm}/location-{id}-{yyyymmdd}.csv.gz``,
@@ -32,14 +33,18 @@ How a run goes:
    the keys whose day is in the range (a missing day is normal);
 3. a file read by an earlier run of the same job (same scope, days) with the same ETag and
    size is skipped; one whose ETag or size changed (patched since) is read again;
-4. ``workers`` threads download files in parallel, each streamed: HTTP body -> gzip ->
-   CSV rows by header name -> per sensor, the (end, value) columns of that file (the period
-   length needs the whole file; the body, its text and the events are never held whole);
-5. this thread turns each file into events (:func:`ingestion.events.make_events`) and sends
-   them pipelined; a file is marked read (ETag, size) in the ``then`` of a barrier after its
-   last batch, i.e. once Kafka acknowledged all of it. At most ``max_unacknowledged`` events
-   wait for Kafka at any time, so a crash re-sends at most the files they belong to;
-   downstream keeps the latest version of a reading, so re-sending is safe;
+4. ``workers`` reader processes (spawned: the work is CPU-bound and the sending thread must
+   not wait for a GIL) each download one file at a time, streamed: HTTP body -> gzip -> CSV
+   rows by header name -> per sensor, the (end, value) columns of that file (the period
+   length needs the whole file; the body and its text are never held whole), then build
+   its events (:func:`ingestion.events.make_events`) and hand them, encoded, to this
+   process in chunks of 5,000 through a bounded queue;
+5. this thread sends the chunks pipelined; a file is marked read (ETag, size) in the
+   ``then`` of a barrier after its last chunk, i.e. once Kafka acknowledged all of it (a
+   thread with its own SQLite connection writes the marks, in order). At most
+   ``max_unacknowledged`` events wait for Kafka at any time, so a crash re-sends at most
+   the files they belong to; downstream keeps the latest version of a reading, so
+   re-sending is safe;
 6. a file that cannot be read (not gzip, cut short, no ``datetime`` column, 403/404, a
    connection cut mid-body after the retries) is reported with its reason and NOT marked (a
    rerun tries it again); unreadable rows (a bad number or date) are skipped and counted,
@@ -50,7 +55,7 @@ Public surface: :func:`run_archive_backfill`, :class:`ArchiveScope`, :class:`Arc
 :class:`ArchiveObject`, :class:`ArchiveResult`, :func:`archive_job_id`, :func:`archive_key`,
 :func:`month_prefix`, :func:`parse_key`, :func:`parse_archive_datetime`,
 :func:`read_archive_csv`, :func:`gunzip_text`, :func:`sensor_interval`, :func:`file_events`,
-:class:`ParsedFile`, :class:`ArchiveError`, :class:`ArchiveFileError`.
+:func:`file_records`, :class:`ParsedFile`, :class:`ArchiveError`, :class:`ArchiveFileError`.
 """
 
 from __future__ import annotations
