@@ -11,7 +11,7 @@ VENV := $(CURDIR)/.venv
 AQI := $(VENV)/bin/aqi
 PYTEST_ARGS ?=
 
-.PHONY: help uv env jvm superset-env java-check dashboards-browser demo demo-live demo-down test test-unit test-integration services-down lint clean bench bench-collect bench-fuzz bench-warehouse
+.PHONY: help uv env jvm superset-env java-check dashboards-browser demo demo-live demo-down test test-unit test-integration services-down lint clean bench bench-archive bench-collect bench-fuzz bench-warehouse
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -84,6 +84,9 @@ bench: env jvm java-check ## benchmarks, ~20 min (results go to docs/benchmarks.
 	@$(VENV)/bin/python benchmarks/bench_ingestion.py
 	@$(VENV)/bin/python benchmarks/bench_stream.py
 	@$(VENV)/bin/python benchmarks/bench_latency.py
+
+bench-archive: env jvm java-check ## `aqi backfill --source archive`: 3,600 mock archive files into the embedded Kafka (~2 min)
+	@$(VENV)/bin/python benchmarks/bench_archive.py
 
 bench-collect: env ## a simulated day of `aqi collect --world` on the mock's world profile with the real rate limits (~15 min)
 	@$(VENV)/bin/python benchmarks/bench_collect.py --hours 24
