@@ -299,6 +299,29 @@ def test_events_carry_the_location_records_metadata_and_validate() -> None:
     assert records == [(event_key(e), encode_event(e)) for e in events]
 
 
+def test_records_equal_the_events_encoded_on_every_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The template shortcut, the mobile path (per-row coordinates) and the full build when
+    the varying fields are not neighbours all give encode_records' bytes."""
+    import dataclasses
+
+    from ingestion import archive
+
+    lines = [_row(sensor=s, parameter=p, when=f"2023-02-22T{h:02d}:00:00-07:00",
+                  value="" if h == 3 else f"{h}.25")
+             for s, p in ((3919, "pm10"), (3920, "pm25")) for h in range(1, 6)]  # fmt: skip
+    mobile = dataclasses.replace(LOCATION, is_mobile=True)
+    for location in (LOCATION, mobile):
+        parsed = read_archive_csv([line + "\n" for line in (HEADER, *lines)], location_id=2178,
+                                  coordinates=location.is_mobile)  # fmt: skip
+        events = list(file_events(parsed, location, ingested_at=NOW))
+        assert len(events) == 10 and events[2]["value"] is None
+        expected = [(event_key(e), encode_event(e)) for e in events]
+        assert list(file_records(parsed, location, ingested_at=NOW)) == expected
+        monkeypatch.setattr(archive, "_VARYING", ("value", "period_end", "period_start"))
+        assert list(file_records(parsed, location, ingested_at=NOW)) == expected
+        monkeypatch.undo()
+
+
 def test_a_sensor_missing_from_the_record_gets_its_parameter_id_from_its_units() -> None:
     lines = [_row(sensor=55, parameter="no2", units="ppb"),
              _row(sensor=56, parameter="co", units="ppm"),
