@@ -47,6 +47,7 @@ import gzip
 import hashlib
 import io
 import random
+import re
 import socket
 import threading
 from collections import OrderedDict
@@ -60,7 +61,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from xml.sax.saxutils import escape
 from zoneinfo import ZoneInfo
 
-from ingestion.archive import archive_key
+from ingestion.archive import archive_key, parse_key
 
 __all__ = ["ArchiveReading", "LoggedRequest", "MockArchive", "synthetic_locations"]
 
@@ -71,6 +72,10 @@ HEADER = ("location_id", "sensors_id", "location", "datetime", "lat", "lon", "pa
 EXTRA_COLUMNS = ("summary", "coverage")
 CORRUPTIONS = ("truncated", "garbage", "bad-header")
 HOUR = timedelta(hours=1)
+#: a listing prefix naming one location, maybe a year, maybe a month
+_LOCATION_PREFIX = re.compile(
+    r"^records/csv\.gz/locationid=(\d+)/(?:year=(\d{4})/(?:month=(\d{2})/)?)?$"
+)
 #: a day's file appears this long after the day ends (LastModified)
 WRITE_DELAY = timedelta(hours=72)
 
@@ -239,14 +244,8 @@ class MockArchive:
                 int(obj["id"]), str(obj.get("name") or ""), ZoneInfo(obj.get("timezone") or "UTC"),
                 coords.get("latitude"), coords.get("longitude"), sensors,
             )  # fmt: skip
-        self._where: dict[str, tuple[int, date]] = {}
-        day = first_day
-        while day <= last_day:
-            for location_id in self._locations:
-                if not self._share("missing", self._missing, location_id, day):
-                    self._where[archive_key(location_id, day)] = (location_id, day)
-            day += timedelta(days=1)
-        self._keys = sorted(self._where)
+        self.first_day, self.last_day = first_day, last_day
+        self._all_keys: list[str] | None = None  # every key, sorted: made when first needed
         self._lock = threading.RLock()
         self._versions: dict[str, int] = {}
         self._overrides: dict[str, bytes] = {}
@@ -304,9 +303,43 @@ class MockArchive:
     # --- content ---------------------------------------------------------------------------
     def keys(self, prefix: str = "") -> list[str]:
         """The keys present (days with a file), sorted as S3 lists them."""
-        start = bisect.bisect_left(self._keys, prefix)
-        end = bisect.bisect_left(self._keys, prefix + "\U0010ffff") if prefix else len(self._keys)
-        return self._keys[start:end]
+        match = _LOCATION_PREFIX.match(prefix)
+        if match is not None:  # one location (a year, a month): no need to list them all
+            location_id, year, month = (int(g) if g else None for g in match.groups())
+            days = []
+            day = self.first_day
+            while day <= self.last_day:
+                if (year is None or day.year == year) and (month is None or day.month == month):
+                    days.append(day)
+                day += timedelta(days=1)
+            return sorted(archive_key(location_id, d) for d in days
+                          if self._where(archive_key(location_id, d)) is not None)  # fmt: skip
+        keys = self._every_key()
+        start = bisect.bisect_left(keys, prefix)
+        end = bisect.bisect_left(keys, prefix + "\U0010ffff") if prefix else len(keys)
+        return keys[start:end]
+
+    def _every_key(self) -> list[str]:
+        if self._all_keys is None:
+            keys = []
+            day = self.first_day
+            while day <= self.last_day:
+                keys += [archive_key(location_id, day) for location_id in self._locations
+                         if not self._share("missing", self._missing, location_id, day)]  # fmt: skip
+                day += timedelta(days=1)
+            self._all_keys = sorted(keys)
+        return self._all_keys
+
+    def _where(self, key: str) -> tuple[int, date] | None:
+        """(location id, day) of a key the mock has a file for, else None."""
+        found = parse_key(key)
+        if found is None:
+            return None
+        location_id, day = found
+        if (location_id not in self._locations or not self.first_day <= day <= self.last_day
+                or self._share("missing", self._missing, location_id, day)):  # fmt: skip
+            return None
+        return found
 
     def content(self, key: str) -> bytes:
         """The bytes served for ``key`` now (corrupted if :meth:`corrupt` said so)."""
@@ -335,12 +368,12 @@ class MockArchive:
     def warm(self) -> int:
         """Make every file now (a benchmark then measures the reader, not the mock); returns
         the bytes of all of them."""
-        return sum(len(self.content(key)) for key in self._keys)
+        return sum(len(self.content(key)) for key in self._every_key())
 
     def readings(self, key: str | None = None) -> list[ArchiveReading]:
         """The rows of the current version of one file, or of every file, with their periods
         (what the backfill should send; a corrupted file's rows are those it would hold)."""
-        keys = [key] if key is not None else self._keys
+        keys = [key] if key is not None else self._every_key()
         with self._lock:
             versions = {k: self._versions.get(k, 0) for k in keys}
         return [r for k in keys for r in self._rows(k, versions[k])]
@@ -421,15 +454,21 @@ class MockArchive:
 
     # --- generation --------------------------------------------------------------------------
     def _known(self, key: str) -> None:
-        if key not in self._where:
+        if self._where(key) is None:
             raise KeyError(f"no such file in the mock archive: {key}")
+
+    def _located(self, key: str) -> tuple[int, date]:
+        where = self._where(key)
+        if where is None:
+            raise KeyError(f"no such file in the mock archive: {key}")
+        return where
 
     def _share(self, what: str, percent: float, location_id: int, day: date) -> bool:
         digest = hashlib.blake2b(f"{self.seed}:{what}:{location_id}:{day}".encode(), digest_size=8)
         return int.from_bytes(digest.digest()) % 10_000 < percent * 100
 
     def _rows(self, key: str, version: int) -> list[ArchiveReading]:
-        location_id, day = self._where[key]
+        location_id, day = self._located(key)
         location = self._locations[location_id]
         zone = location.zone
         day_start = datetime.combine(day, time(0), zone).astimezone(UTC)
@@ -452,7 +491,7 @@ class MockArchive:
         return rows
 
     def _csv(self, key: str, version: int) -> str:
-        location_id, day = self._where[key]
+        location_id, day = self._located(key)
         location = self._locations[location_id]
         extra = self._share("extra", self._extra, location_id, day)
         space = self._share("space", self._space, location_id, day)
@@ -477,7 +516,7 @@ class MockArchive:
         return text.getvalue()
 
     def _last_modified(self, key: str) -> datetime:
-        location_id, day = self._where[key]
+        location_id, day = self._located(key)
         zone = self._locations[location_id].zone
         day_end = datetime.combine(day + timedelta(days=1), time(0), zone).astimezone(UTC)
         with self._lock:
@@ -520,7 +559,8 @@ class MockArchive:
         except ValueError:
             return _error(handler, method, 400, "InvalidArgument", "Provided max-keys not an integer or within integer range")  # fmt: skip
         page = min(max_keys, self.page_size)
-        start = bisect.bisect_left(self._keys, prefix)
+        keys = self.keys(prefix)
+        start = 0
         token = query.get("continuation-token")
         start_after = query.get("start-after")
         if token is not None:
@@ -531,17 +571,17 @@ class MockArchive:
             except ValueError:
                 return _error(handler, method, 400, "InvalidArgument",
                               "The continuation token provided is incorrect")  # fmt: skip
-            start = max(start, bisect.bisect_right(self._keys, last[2:]))
+            start = max(start, bisect.bisect_right(keys, last[2:]))
         elif start_after:
-            start = max(start, bisect.bisect_right(self._keys, start_after))
+            start = max(start, bisect.bisect_right(keys, start_after))
         chosen: list[str] = []
         index = start
-        while index < len(self._keys) and self._keys[index].startswith(prefix):
+        while index < len(keys):
             if len(chosen) == page:
                 break
-            chosen.append(self._keys[index])
+            chosen.append(keys[index])
             index += 1
-        truncated = index < len(self._keys) and self._keys[index].startswith(prefix) and page > 0
+        truncated = index < len(keys) and page > 0
         parts = [
             '<?xml version="1.0" encoding="UTF-8"?>\n',
             f'<ListBucketResult xmlns="{S3_NAMESPACE}">',
@@ -572,7 +612,7 @@ class MockArchive:
         status = self._fault(key)
         if status is not None:
             return _error(handler, method, status, _code(status, "NoSuchKey"), key)
-        if key not in self._where:
+        if self._where(key) is None:
             return _error(handler, method, 404, "NoSuchKey", key)
         if method == "GET":
             self._wait_if_held()
