@@ -15,9 +15,11 @@ so the demo is a script of the product rather than a second implementation of it
 What was replayed is remembered in ``AQ_HOME/state/demo.json``; ``aqi demo --down`` stops
 everything the demo started.
 
-``aqi demo --live`` does the same from the OpenAQ API (OPENAQ_API_KEY; locations from
-AQ_COLLECT_LOCATIONS, AQ_COLLECT_BBOX or AQ_COLLECT_COUNTRY): a first ``aqi collect --once``
-instead of the simulator, and afterwards ``aqi collect`` and ``aqi stream`` keep running in
+``aqi demo --live`` does the same from OpenAQ (OPENAQ_API_KEY; the world with
+AQ_COLLECT_WORLD=1, or locations from AQ_COLLECT_LOCATIONS, AQ_COLLECT_BBOX or
+AQ_COLLECT_COUNTRY): instead of the simulator, the last 30 published days of the scope from
+OpenAQ's archive (``aqi backfill --source archive``; not for the world alone, which is a
+million files a month) and a first ``aqi collect --once``, and afterwards ``aqi collect`` and ``aqi stream`` keep running in
 the background, each under ``aqi supervise`` (started again when it dies; pid files under
 AQ_HOME/run, logs under AQ_HOME/logs), so the scheduled
 openaq_elt finds new readings every 15 minutes.
@@ -57,6 +59,11 @@ class DemoOptions:
     live: bool = False
 
 
+#: days of history the live demo reads from the archive (the daily and 30-day charts)
+ARCHIVE_DAYS = 30
+#: the archive publishes a local day's file 72 hours after the day ended
+ARCHIVE_DELAY = timedelta(days=3)
+
 #: the background commands of ``--live``: name -> aqi arguments
 LIVE_WORKERS = {
     "collect": ["collect"],
@@ -68,13 +75,19 @@ def run_demo(settings: Settings, options: DemoOptions, echo: Echo = print) -> No
     """Run the demo's steps in order; any failing step stops it with that step's error."""
     if options.live:
         _check_live_settings(settings)
-        history = ("latest readings from the OpenAQ API (aqi collect --once)",
-                   lambda: _aqi(["collect", "--once"], echo))  # fmt: skip
+        history = [
+            (f"the last {ARCHIVE_DAYS} days from the OpenAQ archive (aqi backfill --source archive)",
+             lambda: _archive(settings, echo)),
+            ("latest readings from the OpenAQ API (aqi collect --once)",
+             lambda: _aqi(["collect", "--once"], echo)),
+        ]  # fmt: skip
     else:
-        history = ("simulated OpenAQ history onto Kafka", lambda: _replay(settings, options, echo))
+        history = [
+            ("simulated OpenAQ history onto Kafka", lambda: _replay(settings, options, echo))
+        ]
     steps: list[tuple[str, Callable[[], None]]] = [
         ("services: PostgreSQL and Apache Kafka", lambda: _services(settings, echo)),
-        history,
+        *history,
         ("stream: Kafka -> Bronze Parquet + raw.openaq_measurements", lambda: _drain(settings, echo)),
         (
             "openaq_elt once: GX raw -> dbt (one task per model) -> GX gold -> CSV exports",
@@ -219,6 +232,40 @@ def _replay(settings: Settings, options: DemoOptions, echo: Echo) -> None:
     record = {"locations": options.locations, "seed": options.seed, "end": now.isoformat()}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _archive(settings: Settings, echo: Echo) -> None:
+    """The last :data:`ARCHIVE_DAYS` published days of the scope from the archive, once:
+    a later run reads only the days published since (remembered in demo.json)."""
+    scopes = []
+    if settings.collect_locations:
+        scopes.append(["--location", *map(str, settings.collect_locations)])
+    if settings.collect_country:
+        scopes.append(["--country", settings.collect_country])
+    if settings.collect_bbox:
+        scopes.append(["--bbox", ",".join(f"{v:g}" for v in settings.collect_bbox)])
+    if not scopes:
+        echo("    skipped: the archive of the whole world is ~1,000,000 files a month; set "
+             "AQ_COLLECT_COUNTRY (or a box or locations) too to fill that scope's 30 days")  # fmt: skip
+        return
+    until = datetime.now(UTC).date() - ARCHIVE_DELAY
+    since = until - timedelta(days=ARCHIVE_DAYS - 1)
+    path = _state_path(settings)
+    state = json.loads(path.read_text()) if path.is_file() else {}
+    key = json.dumps(scopes)
+    done = state.get("archive", {})
+    if done.get("scope") == key and done.get("until"):
+        last = datetime.fromisoformat(done["until"]).date()
+        if last >= until:
+            echo(f"    reusing the archive days read up to {last}")
+            return
+        since = max(since, last + timedelta(days=1))
+    for scope in scopes:
+        _aqi(["backfill", "--source", "archive", *scope, "--since", since.isoformat(),
+              "--until", until.isoformat()], echo)  # fmt: skip
+    state["archive"] = {"scope": key, "until": until.isoformat()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(state, indent=2) + "\n")
 
 
 def _summary(settings: Settings, options: DemoOptions, echo: Echo) -> None:

@@ -89,6 +89,9 @@ _PARAMETERS = (
     ("co", "ppm", 8, 0.4, 2),
 )
 _TYPICAL = {(name, units): (typical, decimals) for name, units, _, typical, decimals in _PARAMETERS}
+#: a typical value by units alone, for the pairs above do not name (no2 in ppm, ...): the
+#: warehouse's gate refuses a ppm reading of 10, so the scale must follow the units
+_TYPICAL_BY_UNITS = {"ppm": (0.03, 3), "ppb": (15.0, 1), "µg/m³": (25.0, 1)}
 #: (IANA zone, country code, country id, latitude, longitude) of synthetic locations: whole,
 #: half- and quarter-hour offsets, both hemispheres' daylight saving time, and UTC
 _PLACES = (
@@ -476,7 +479,9 @@ class MockArchive:
         rng = random.Random(f"{self.seed}:{location_id}:{day.isoformat()}")
         rows = []
         for sensor in location.sensors:
-            typical, decimals = _TYPICAL.get((sensor.parameter, sensor.units), (10.0, 1))
+            typical, decimals = _TYPICAL.get(
+                (sensor.parameter, sensor.units), _TYPICAL_BY_UNITS.get(sensor.units, (10.0, 1))
+            )
             end, index = day_start + sensor.interval, 0
             while end <= day_end:
                 dropped = rng.random() * 100 < self._gaps

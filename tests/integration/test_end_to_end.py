@@ -9,6 +9,7 @@ computes from them independently.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -86,15 +87,26 @@ def test_demo_numbers_match_an_independent_computation(tmp_path: Path) -> None:
 
 def test_live_demo_collects_from_the_api_and_keeps_collecting(tmp_path: Path) -> None:
     """`aqi demo --live` against the local mock of the OpenAQ API (the real one is offline)."""
+    from datetime import UTC, datetime, timedelta
+
     import psutil
     import psycopg
 
     from aqi.services.process import PidFile
+    from ingestion.fixtures import DEFAULT_FIXTURES_DIR
     from ingestion.mock_server import MockOpenAQ
+    from openaq_mock.archive import MockArchive
 
-    with MockOpenAQ(api_key="live-demo-key") as mock:
+    last_day = datetime.now(UTC).date() - timedelta(days=3)  # the archive's 72-hour delay
+    location = json.loads((DEFAULT_FIXTURES_DIR / "openaq-python-unit" / "locations.json")
+                          .read_text())["results"][0]  # fmt: skip
+    assert location["id"] == 2178
+    with MockOpenAQ(api_key="live-demo-key") as mock, MockArchive(
+        [location], last_day - timedelta(days=39), last_day, seed=5
+    ) as archive:
         env = isolated_env(
             tmp_path / "aq", OPENAQ_BASE_URL=mock.base_url, OPENAQ_API_KEY="live-demo-key",
+            AQ_ARCHIVE_BASE_URL=archive.base_url,
             AQ_COLLECT_LOCATIONS="2178", AQ_COLLECT_INTERVAL_MINUTES="0.1",
         )  # fmt: skip
         no_targets = {k: v for k, v in env.items() if k != "AQ_COLLECT_LOCATIONS"}
@@ -114,9 +126,22 @@ def test_live_demo_collects_from_the_api_and_keeps_collecting(tmp_path: Path) ->
                     "select distinct ingest_mode, location_id from raw.openaq_measurements"
                 ).fetchall()
                 latest = conn.execute("select count(*) from gold.latest").fetchone()[0]
-            assert modes == [("live", 2178)] and latest > 0
+                days = conn.execute(
+                    "select count(distinct local_date) from gold.daily_avg "
+                    "where location_id = 2178 and parameter = 'pm25'"
+                ).fetchone()[0]
+            # 30 days from the archive, then the live readings: the daily charts are full
+            assert set(modes) == {("backfill", 2178), ("live", 2178)} and latest > 0
+            assert days >= 30, days
             # the live demo's collector and stream (Spark's JVM, its UI, its Python workers)
+            # (the background stream was just started: wait for its Spark UI to listen)
+            deadline = time.monotonic() + 180
             sockets = listening_sockets(project_pids(settings))
+            while time.monotonic() < deadline and not any(
+                name == "java" and 4040 <= port < 4100 for name, _, _, port in sockets
+            ):
+                time.sleep(1)
+                sockets = listening_sockets(project_pids(settings))
             assert any(name == "java" and 4040 <= port < 4100 for name, _, _, port in sockets), (
                 sockets  # the stream's Spark UI
             )
