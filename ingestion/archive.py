@@ -65,6 +65,7 @@ import hashlib
 import io
 import logging
 import multiprocessing
+import multiprocessing.forkserver
 import queue
 import random
 import re
@@ -1019,6 +1020,7 @@ def run_archive_backfill(
     result = ArchiveResult(job_id=job_id, resumed=not state.start_job(job_id, spec))
     if result.resumed:
         progress.note(f"resuming job {job_id}")
+    _reader_context(start=True)  # the readers' fork server imports while we list
     locations = {loc.id: loc for loc in scope.resolve(client)}
     result.locations = len(locations)
     if until >= (datetime.now(UTC) - WRITE_DELAY).date():
@@ -1115,10 +1117,7 @@ class _Sender:
         if not objects:
             return
         workers = min(workers, len(objects))
-        # forked from a fresh server process that imported this module once (no fork of this
-        # process, which has threads; 0.3 s of imports instead of 0.3 s per reader)
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
+        context = _reader_context()
         tasks = context.Queue()
         results = context.Queue(maxsize=8 * workers)
         processes = [
@@ -1226,6 +1225,17 @@ class _Summary:
     samples: list[str]
     bytes: int
     etag: str | None
+
+
+def _reader_context(start: bool = False) -> Any:
+    """Readers are forked from a server process that imported this module once (not from
+    this process, which has threads): 0.3 s of imports in all instead of 0.3 s per reader.
+    ``start`` launches that server now, so that it imports while the files are listed."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    if start:
+        multiprocessing.forkserver.ensure_running()
+    return context
 
 
 def _check_alive(processes: list[Any]) -> None:
