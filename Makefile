@@ -85,7 +85,7 @@ bench: env jvm java-check ## benchmarks, ~20 min (results go to docs/benchmarks.
 	@$(VENV)/bin/python benchmarks/bench_stream.py
 	@$(VENV)/bin/python benchmarks/bench_latency.py
 
-bench-archive: env jvm java-check ## `aqi backfill --source archive`: 3,600 mock archive files into the embedded Kafka (~2 min)
+bench-archive: env jvm java-check ## `aqi backfill --source archive`: 3,497 mock archive files into the embedded Kafka, 3 runs (~2 min)
 	@$(VENV)/bin/python benchmarks/bench_archive.py
 
 bench-collect: env ## a simulated day of `aqi collect --world` on the mock's world profile with the real rate limits (~15 min)

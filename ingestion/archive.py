@@ -1313,7 +1313,7 @@ class _Marker:
     """Writes "file read" marks to the state from its own thread and connection.
 
     A mark is one SQLite transaction with a full fsync (~1 ms here): in the producer's
-    callback, on the sending thread, they held a run of small files to ~200 files/s. The
+    callback, on the sending thread, they held a run of small files to ~300 files/s. The
     callback queues the mark instead (the file is never marked before Kafka acknowledged
     it); this thread writes them in order. The queue is short and bounded: a crash loses at
     most the marks queued, i.e. a few more acknowledged files are sent again on the rerun.
