@@ -261,6 +261,7 @@ class MockArchive:
         self._log: list[LoggedRequest] = []
         self._hold_after: int | None = None
         self._file_gets = 0
+        self._held = 0
         self._released = threading.Event()
         self._stopping = threading.Event()
         self._server: _Server | None = None
@@ -439,6 +440,12 @@ class MockArchive:
             self._hold_after = after
             self._file_gets = 0
             self._released.clear()
+
+    @property
+    def held(self) -> int:
+        """File downloads waiting for :meth:`release` right now."""
+        with self._lock:
+            return self._held
 
     def release(self) -> None:
         with self._lock:
@@ -684,9 +691,14 @@ class MockArchive:
         with self._lock:
             self._file_gets += 1
             held = self._hold_after is not None and self._file_gets > self._hold_after
-        while held and not self._released.wait(0.05):
-            if self._stopping.is_set():
-                return
+            self._held += held
+        try:
+            while held and not self._released.wait(0.05):
+                if self._stopping.is_set():
+                    return
+        finally:
+            with self._lock:
+                self._held -= held
 
 
 def _stamp(local: datetime, space: bool) -> str:

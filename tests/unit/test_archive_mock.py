@@ -268,10 +268,11 @@ def test_held_downloads_wait_for_release(mock: MockArchive) -> None:
     done = threading.Event()
     thread = threading.Thread(target=lambda: (store.read(_object(keys[1]), read), done.set()))
     thread.start()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and len(mock.requests) < 1:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and mock.held < 1:  # the request arrived and waits
         time.sleep(0.01)
-    assert not done.wait(0.3), "a held download went through"
+    assert mock.held == 1 and not done.is_set(), "a held download went through"
     mock.release()
     assert done.wait(10)
     thread.join(10)
+    assert mock.held == 0
