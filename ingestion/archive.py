@@ -1300,10 +1300,14 @@ def _worker(tasks: Any, results: Any, store_options: dict[str, Any]) -> None:
             put(("failed", number, f"unexpected {type(exc).__name__}: {exc}"[:300]))
             continue
         records = file_records(parsed, location, ingested_at=ingested_at, source=obj.key)
-        chunk = list(islice(records, _SEND_BATCH))
-        while len(chunk) == _SEND_BATCH:
-            put(("records", number, chunk))
+        try:
             chunk = list(islice(records, _SEND_BATCH))
+            while len(chunk) == _SEND_BATCH:
+                put(("records", number, chunk))
+                chunk = list(islice(records, _SEND_BATCH))
+        except Exception as exc:  # noqa: BLE001 - not marked: the next run reads it again
+            put(("failed", number, f"unexpected {type(exc).__name__}: {exc}"[:300]))
+            continue
         # the last chunk travels with the summary: one message for most files
         summary = _Summary(parsed.rows, parsed.skipped, parsed.samples, parsed.bytes, parsed.etag)
         put(("done", number, (chunk, summary)))
