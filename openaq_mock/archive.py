@@ -25,7 +25,7 @@ offset (``2026-03-28 05:00:00+00``) and list their rows by time rather than by s
 (``gap_percent``), as the archive does before a refetch.
 
 Injections: :meth:`MockArchive.patch` (a new version: the missing periods back and some
-values corrected: a new ETag and size), :meth:`MockArchive.corrupt` (``truncated``: the gzip
+values corrected: a new ETag, usually a new size), :meth:`MockArchive.corrupt` (``truncated``: the gzip
 cut in the middle; ``garbage``: not gzip; ``bad-header``: no datetime column),
 :meth:`MockArchive.cut` (the connection closed mid-body), :meth:`MockArchive.fail` (an S3
 error status on a key or a listing prefix), :meth:`MockArchive.hold_files` (file requests
