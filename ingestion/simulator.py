@@ -58,7 +58,14 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
-from ingestion.events import Location, Sensor, format_utc, location_from_api, make_event
+from ingestion.events import (
+    PARAMETER_IDS,
+    Location,
+    Sensor,
+    format_utc,
+    location_from_api,
+    make_event,
+)
 
 __all__ = [
     "SimulationConfig",
@@ -99,15 +106,9 @@ class SimulationConfig:
 
 _FIXTURES = Path(__file__).parent / "fixtures" / "openaq"
 _POLLUTANTS = ("pm25", "pm10", "no2", "o3")
-#: (parameter, units) -> OpenAQ v3 parameter id (ids depend on units).
+#: (parameter, units) -> OpenAQ v3 parameter id of the simulated pollutants (events.PARAMETER_IDS)
 _PARAMETER_IDS: dict[tuple[str, str], int] = {
-    ("pm10", "µg/m³"): 1,
-    ("pm25", "µg/m³"): 2,
-    ("o3", "µg/m³"): 3,
-    ("o3", "ppm"): 10,
-    ("no2", "µg/m³"): 5,
-    ("no2", "ppb"): 15,
-    ("no2", "ppm"): 7,
+    key: pid for key, pid in PARAMETER_IDS.items() if key[0] in _POLLUTANTS
 }
 #: µg/m³ per ppb at 25 °C and 1 atm (molar mass / 24.45).
 _UGM3_PER_PPB = {"no2": 1.88, "o3": 1.96}
