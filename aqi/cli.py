@@ -215,7 +215,7 @@ def _echo_wait(seconds: float, reason: str) -> None:
     "--world",
     is_flag=True,
     default=None,
-    help="Poll every OpenAQ location, in bulk (~100 requests a cycle). Default: AQ_COLLECT_WORLD.",
+    help="Poll every OpenAQ location, in bulk (~120 requests a cycle). Default: AQ_COLLECT_WORLD.",
 )
 @click.option(
     "--location",
