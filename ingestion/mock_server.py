@@ -65,7 +65,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, NamedTuple, Self
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -78,6 +78,7 @@ from ingestion.fixtures import (
     locations_in,
     sensors_by_location,
 )
+from openaq_mock.serving import ServedInThread
 
 if TYPE_CHECKING:
     from openaq_mock.world import World
@@ -114,7 +115,7 @@ class LoggedRequest(NamedTuple):
     api_key_present: bool
 
 
-class MockOpenAQ:
+class MockOpenAQ(ServedInThread):
     """A threaded OpenAQ v3 mock on 127.0.0.1 (a free port unless ``port`` is given).
 
     ``fixtures`` is the directory of recorded responses to serve (``None`` starts empty).
@@ -152,13 +153,9 @@ class MockOpenAQ:
         self.per_minute = per_minute
         self.per_hour = per_hour
         self.window_seconds = float(window_seconds)
-        self.host = host
         self.verbose = verbose
-        self._requested_port = port
         self._lock = threading.RLock()
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._init_serving(host, port)
         self._data = _Store()
         self._limits = _Limiter(self)
         self._fail_every = fail_with_429_every
@@ -176,47 +173,10 @@ class MockOpenAQ:
             self._data.load(load_recorded(Path(fixtures)))
         self._t0 = clock()  # the rate-limit windows are aligned on this instant
 
-    # -- life cycle -----------------------------------------------------------------
+    # -- life cycle: start, stop, context manager, port (openaq_mock.serving) -----------
 
-    def start(self) -> Self:
-        """Bind and serve in a daemon thread; returns self so ``MockOpenAQ().start()`` reads."""
-        if self._server is not None:
-            return self
-        self._stopping.clear()
-        self._server = _Server((self.host, self._requested_port), self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"MockOpenAQ:{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close the socket; wakes requests held by an injected delay."""
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        self._stopping.set()
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-        self._server = self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        """The bound port (the kernel's choice when constructed with ``port=0``)."""
-        if self._server is None:
-            raise RuntimeError("MockOpenAQ is not started")
-        return int(self._server.server_address[1])
+    def _make_server(self, address: tuple[str, int]) -> _Server:
+        return _Server(address, self)
 
     @property
     def base_url(self) -> str:

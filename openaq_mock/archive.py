@@ -56,12 +56,13 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 from xml.sax.saxutils import escape
 from zoneinfo import ZoneInfo
 
 from ingestion.archive import archive_key, parse_key
+from openaq_mock.serving import ServedInThread
 
 __all__ = ["ArchiveReading", "LoggedRequest", "MockArchive", "synthetic_locations"]
 
@@ -195,7 +196,7 @@ def synthetic_locations(
     return objects
 
 
-class MockArchive:
+class MockArchive(ServedInThread):
     """The mock archive bucket (see the module docstring); a context manager."""
 
     def __init__(
@@ -224,8 +225,7 @@ class MockArchive:
         self.seed = seed
         self.bucket = bucket
         self.page_size = page_size
-        self.host = host
-        self._requested_port = port
+        self._init_serving(host, port)
         self._missing = missing_percent
         self._extra = extra_columns_percent
         self._space = space_datetime_percent
@@ -263,44 +263,10 @@ class MockArchive:
         self._file_gets = 0
         self._held = 0
         self._released = threading.Event()
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
-    # --- life cycle ----------------------------------------------------------------------
-    def start(self) -> Self:
-        if self._server is None:
-            self._stopping.clear()
-            self._server = _Server((self.host, self._requested_port), self)
-            self._thread = threading.Thread(
-                target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                name=f"MockArchive:{self.port}", daemon=True,
-            )  # fmt: skip
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        self._stopping.set()
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-        self._server = self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("MockArchive is not started")
-        return int(self._server.server_address[1])
+    # --- life cycle: start, stop, context manager, port (openaq_mock.serving) -------------
+    def _make_server(self, address: tuple[str, int]) -> _Server:
+        return _Server(address, self)
 
     @property
     def base_url(self) -> str:
