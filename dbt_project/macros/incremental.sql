@@ -174,3 +174,24 @@
         {%- endfor -%}
     {%- endif -%}
 {%- endmacro %}
+
+{#- Post-hook of the silver and gold models: an index on rebuilt_at, which the exports, the
+    gold gate and the sliced data tests (macros/test_slices.sql) filter on. Created here, not
+    by the `indexes` config, because dbt creates those only when it builds the table: an
+    existing warehouse gains the column (on_schema_change='append_new_columns') and, through
+    this hook, its index on the next incremental run. -#}
+{% macro ensure_index(column) -%}
+    do $$
+    begin
+        if not exists (
+            select 1
+            from pg_index as i
+            inner join pg_attribute as a on a.attrelid = i.indrelid and a.attnum = i.indkey[0]
+            where i.indrelid = '{{ this }}'::regclass and i.indnkeyatts = 1
+                and a.attname = '{{ column }}'
+        ) then
+            create index on {{ this }} ({{ column }});
+        end if;
+    end
+    $$
+{%- endmacro %}

@@ -147,7 +147,10 @@ final as (
         {{ aqi_category('aqi') }} as aqi_category,
 
         -- dates
-        local_date
+        local_date,
+
+        -- timestamps
+        now() as rebuilt_at
 
     from with_aqi
 

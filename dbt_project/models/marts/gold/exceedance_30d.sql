@@ -94,7 +94,10 @@ final as (
 
         -- dates
         local_date,
-        (local_date - 29)::date as window_start_date
+        (local_date - 29)::date as window_start_date,
+
+        -- timestamps
+        now() as rebuilt_at
 
     from trailing_windows
 

@@ -10,7 +10,8 @@
             "{{ advance_watermark(ref('int_measurements__current')) }}",
             "update {{ this }} set
                 age_minutes = floor(extract(epoch from ({{ as_of() }} - measured_at)) / 60)::integer,
-                is_stale = measured_at < {{ as_of() }} - interval '{{ var(\"stale_after_hours\") }} hours'",
+                is_stale = measured_at < {{ as_of() }} - interval '{{ var(\"stale_after_hours\") }} hours',
+                rebuilt_at = now()",
         ],
     )
 }}
@@ -127,7 +128,8 @@ final as (
 
         -- timestamps
         period_end as measured_at,
-        ingested_at
+        ingested_at,
+        now() as rebuilt_at
 
     from with_aqi
 

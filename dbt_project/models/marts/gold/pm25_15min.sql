@@ -96,7 +96,8 @@ windows as (
 
         -- timestamps
         window_start,
-        window_start + interval '15 minutes' as window_end
+        window_start + interval '15 minutes' as window_end,
+        now() as rebuilt_at
 
     from sensor_means
     group by location_id, window_start

@@ -56,7 +56,8 @@ valid as (
         -- timestamps
         period_start,
         period_end,
-        ingested_at
+        ingested_at,
+        now() as rebuilt_at
 
     from changed
     where rejection_reason is null

@@ -47,7 +47,8 @@ rejected as (
         -- timestamps
         period_start,
         period_end,
-        ingested_at
+        ingested_at,
+        now() as rebuilt_at
 
     from changed
     where rejection_reason is not null
