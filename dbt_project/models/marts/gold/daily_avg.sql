@@ -3,10 +3,7 @@
     config(
         materialized='incremental',
         incremental_strategy='append',
-        indexes=[
-            {'columns': ['location_id', 'parameter', 'units', 'local_date'], 'unique': True},
-            {'columns': ['local_date']},
-        ],
+        indexes=[{'columns': ['local_date']}],
         pre_hook="{{ delete_affected_ranges(['location_id', 'parameter', 'units'], 'local_date', 'first_local_date', 'end_local_date', daily_affected_ranges()) }}",
         post_hook="{{ advance_watermark(ref('int_measurements__current')) }}",
     )

@@ -3,7 +3,6 @@
     config(
         materialized='incremental',
         incremental_strategy='append',
-        indexes=[{'columns': ['location_id', 'parameter', 'local_date'], 'unique': True}],
         pre_hook="{{ delete_affected(['location_id', 'parameter', 'local_date'], exceedance_affected_days()) }}",
         post_hook="{{ advance_watermark(ref('int_measurements__current')) }}",
     )

@@ -4,7 +4,6 @@
         materialized='incremental',
         incremental_strategy='append',
         on_schema_change='append_new_columns',
-        indexes=[{'columns': ['location_id', 'parameter'], 'unique': True}],
         pre_hook="{{ delete_affected(['location_id', 'parameter'], latest_affected()) }}",
         post_hook=[
             "{{ advance_watermark(ref('int_measurements__current')) }}",

@@ -3,7 +3,6 @@
     config(
         materialized='incremental',
         incremental_strategy='append',
-        indexes=[{'columns': ['location_id', 'window_start'], 'unique': True}],
         pre_hook="{{ delete_affected_ranges(['location_id'], 'window_start', 'first_window_start', 'end_window_start', pm25_affected_ranges()) }}",
         post_hook="{{ advance_watermark(ref('int_measurements__current')) }}",
     )
