@@ -847,17 +847,27 @@ def _aware_time(text: str, option: str) -> datetime:
     "--dir",
     "directory",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Write here instead of AQ_HOME/exports.",
+    help="Write every day here instead of AQ_HOME/exports (implies --all; the marks of "
+    "AQ_HOME/exports stay as they are).",
 )
-def export_cmd(directory: Path | None) -> None:
-    """Write every gold table to a CSV file for other BI tools (Tableau, Power BI, Excel).
+@click.option(
+    "--all",
+    "full",
+    is_flag=True,
+    help="Rewrite every day, not only the days rebuilt since the last export, and remove "
+    "the files of days no longer in the table.",
+)
+def export_cmd(directory: Path | None, full: bool) -> None:
+    """Write the gold tables as CSV files for other BI tools (Tableau, Power BI, Excel).
 
-    One <table>.csv per gold table (header row, UTC ISO-8601 timestamps, key order), each
-    replaced atomically; openaq_elt refreshes them after every successful run.
+    One folder per table with a file per day (<table>/<table>_YYYY-MM-DD.csv) and the
+    latest snapshot as latest.csv (header row, UTC ISO-8601 timestamps, key order), each
+    replaced atomically. A run rewrites only the days dbt rebuilt since the last export;
+    openaq_elt runs it after every successful run.
     """
     from aqi.exports import export_marts
 
-    export_marts(settings(), directory, echo=click.echo)
+    export_marts(settings(), directory, echo=click.echo, full=full)
 
 
 # --- orchestration: aqi airflow ---------------------------------------------------------------
