@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -35,6 +35,7 @@ __all__ = [
     "mask_url",
     "parse_bbox",
     "parse_country",
+    "parse_emails",
     "parse_location_ids",
 ]
 
@@ -115,10 +116,28 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         ),
     ),
     "AQ_DEBUG": ("", "1: on a failure, print the Python trace before the one-line error."),
+    # --- alerts (aqi/alerts.py): off until a channel is configured ---------------------
+    "AQ_ALERT_SMTP_HOST": ("", "Alerts by e-mail: the SMTP server; unset = no e-mail."),
+    "AQ_ALERT_SMTP_PORT": ("587", "Alerts by e-mail: the SMTP port (465 = implicit TLS)."),
+    "AQ_ALERT_SMTP_STARTTLS": ("1", "Alerts by e-mail: 1 = STARTTLS before logging in."),
+    "AQ_ALERT_SMTP_USER": ("", "Alerts by e-mail: SMTP login; unset = no login."),
+    "AQ_ALERT_SMTP_PASSWORD": ("", "Alerts by e-mail: SMTP password. Secret."),
+    "AQ_ALERT_EMAIL_FROM": ("", "Alerts by e-mail: the sender; unset = AQ_ALERT_SMTP_USER."),
+    "AQ_ALERT_EMAIL_TO": ("", "Alerts by e-mail: comma-separated recipients."),
+    "AQ_ALERT_WEBHOOK_URL": (
+        "",
+        "Alerts as a JSON POST to this http(s) URL; unset = no webhook. Secret (its token).",
+    ),
+    "AQ_ALERT_DEADLINE_MINUTES": (
+        "45",
+        "Alert once when no openaq_elt run has succeeded for this many minutes.",
+    ),
 }
 
 #: Variables whose values are never printed or logged in clear.
-SECRET_VARS = frozenset({"OPENAQ_API_KEY", "AQ_DATABASE_URL"})
+SECRET_VARS = frozenset(
+    {"OPENAQ_API_KEY", "AQ_DATABASE_URL", "AQ_ALERT_SMTP_PASSWORD", "AQ_ALERT_WEBHOOK_URL"}
+)
 
 _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-_]+):(\d{1,5})$")
 _TOPIC = re.compile(r"^[A-Za-z0-9._\-]{1,249}$")
@@ -159,6 +178,16 @@ class Settings:
     collect_budget_share: float = 0.5
     bronze_uri: str | None = None
     archive_base_url: str = DEFAULT_ARCHIVE_BASE_URL
+    #: alerts (aqi/alerts.py): e-mail when alert_smtp_host is set, webhook when its URL is
+    alert_smtp_host: str | None = None
+    alert_smtp_port: int = 587
+    alert_smtp_starttls: bool = True
+    alert_smtp_user: str | None = None
+    alert_smtp_password: str | None = field(default=None, repr=False)
+    alert_email_from: str | None = None
+    alert_email_to: tuple[str, ...] = ()
+    alert_webhook_url: str | None = field(default=None, repr=False)
+    alert_deadline_minutes: float = 45.0
     #: the raw variables that were set (after .env merge), for `aqi config` and children
     source: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -286,13 +315,102 @@ def load_settings(
         collect_budget_share=_share("AQ_COLLECT_BUDGET_SHARE", get("AQ_COLLECT_BUDGET_SHARE")),
         bronze_uri=values.get("AQ_BRONZE_URI"),
         archive_base_url=_http_url("AQ_ARCHIVE_BASE_URL", get("AQ_ARCHIVE_BASE_URL")).rstrip("/"),
+        **_alert_settings(values, get),
         source=values,
     )
 
 
+def _alert_settings(values: Mapping[str, str], get: Callable[[str], str]) -> dict:
+    """The AQ_ALERT_* settings. A channel half configured is an error (e-mail settings but no
+    server, a server but no recipient, a user without a password), not a silent "no alerts"."""
+    host = values.get("AQ_ALERT_SMTP_HOST")
+    port = _int("AQ_ALERT_SMTP_PORT", get("AQ_ALERT_SMTP_PORT"), 1, 65535)
+    starttls = _flag("AQ_ALERT_SMTP_STARTTLS", get("AQ_ALERT_SMTP_STARTTLS"))
+    user = values.get("AQ_ALERT_SMTP_USER")
+    password = values.get("AQ_ALERT_SMTP_PASSWORD")
+    to = parse_emails("AQ_ALERT_EMAIL_TO", values.get("AQ_ALERT_EMAIL_TO"))
+    sender = values.get("AQ_ALERT_EMAIL_FROM") or user
+    if host is None:
+        stray = [v for v in _SMTP_ONLY if v in values]
+        if stray:
+            raise ConfigError(stray[0], "is set but AQ_ALERT_SMTP_HOST is not (no e-mail alerts)")
+    else:
+        if not re.fullmatch(r"[A-Za-z0-9.\-_]+|\[[0-9a-fA-F:.]+\]", host):
+            raise ConfigError(
+                "AQ_ALERT_SMTP_HOST", f"expected a host name or address, got {host!r}"
+            )
+        if not to:
+            raise ConfigError(
+                "AQ_ALERT_EMAIL_TO", "AQ_ALERT_SMTP_HOST is set: who gets the alerts?"
+            )
+        if (user is None) != (password is None):
+            missing = "AQ_ALERT_SMTP_PASSWORD" if password is None else "AQ_ALERT_SMTP_USER"
+            raise ConfigError(missing, "the SMTP login needs both a user and a password")
+        if password is not None and not (starttls or port == 465 or _loopback(host)):
+            raise ConfigError(
+                "AQ_ALERT_SMTP_STARTTLS",
+                "0 would send the SMTP password in clear: use 1 (or port 465, implicit TLS)",
+            )
+        if "AQ_ALERT_EMAIL_FROM" not in values and "@" not in (user or ""):
+            raise ConfigError(
+                "AQ_ALERT_EMAIL_FROM", "not set, and AQ_ALERT_SMTP_USER is no address to send from"
+            )
+        (sender,) = parse_emails("AQ_ALERT_EMAIL_FROM", sender)
+    webhook = values.get("AQ_ALERT_WEBHOOK_URL")
+    if webhook is not None:
+        parts = urlsplit(webhook)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            # not the value itself: it may hold the webhook's token
+            raise ConfigError("AQ_ALERT_WEBHOOK_URL", "expected an http(s):// URL with a host")
+    return {
+        "alert_smtp_host": host,
+        "alert_smtp_port": port,
+        "alert_smtp_starttls": starttls,
+        "alert_smtp_user": user,
+        "alert_smtp_password": password,
+        "alert_email_from": sender if host is not None else None,
+        "alert_email_to": to,
+        "alert_webhook_url": webhook,
+        "alert_deadline_minutes": _positive_float(
+            "AQ_ALERT_DEADLINE_MINUTES", get("AQ_ALERT_DEADLINE_MINUTES")
+        ),
+    }
+
+
+#: the e-mail settings that mean nothing without AQ_ALERT_SMTP_HOST
+_SMTP_ONLY = (
+    "AQ_ALERT_EMAIL_TO",
+    "AQ_ALERT_EMAIL_FROM",
+    "AQ_ALERT_SMTP_USER",
+    "AQ_ALERT_SMTP_PASSWORD",
+)
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def mask_url(url: str) -> str:
-    """``postgresql://u:secret@h/db`` -> ``postgresql://u:***@h/db`` (for display and logs)."""
+    """``postgresql://u:secret@h/db`` -> ``postgresql://u:***@h/db`` (for display and logs).
+
+    An http(s) URL (a webhook: its path or query is often the token, as in Slack's
+    ``/services/T…/B…/secret``) keeps only its scheme, host, port and first path segment:
+    ``https://hooks.example.com/services/***``.
+    """
     parts = urlsplit(url)
+    if parts.scheme in ("http", "https"):
+        host = parts.netloc.rsplit("@", 1)[-1]
+        segments = parts.path.lstrip("/").split("/", 1)
+        path = f"/{segments[0]}" if segments[0] else ""
+        hidden = len(segments) > 1 or parts.query or parts.fragment or "@" in parts.netloc
+        return f"{parts.scheme}://{host}{path}{'/***' if hidden else ''}"
     if parts.password is None:
         return url
     netloc = parts.netloc.rsplit("@", 1)[1]
@@ -420,6 +538,15 @@ def parse_parameters(var: str, raw: str | None) -> tuple[str, ...]:
         if not re.fullmatch(r"[a-z][a-z0-9_.]{0,31}", name):
             raise ConfigError(var, f"not an OpenAQ parameter name: {name!r}")
     return tuple(dict.fromkeys(names))
+
+
+def parse_emails(var: str, raw: str | None) -> tuple[str, ...]:
+    """``"a@x.org, b@y.org"`` -> the addresses (no repeats); each must look like one."""
+    addresses = [part.strip() for part in (raw or "").split(",") if part.strip()]
+    for address in addresses:
+        if not re.fullmatch(r"[^@\s<>,;\"]+@[A-Za-z0-9.\-]+", address):
+            raise ConfigError(var, f"not an e-mail address: {address!r}")
+    return tuple(dict.fromkeys(addresses))
 
 
 def _flag(var: str, raw: str | None) -> bool:
