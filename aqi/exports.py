@@ -23,8 +23,10 @@ Incremental: a run rewrites only the days having a row with ``rebuilt_at`` at or
 table's mark in ``raw.export_marks`` (aqi/sql/0004_export_marks.sql), then moves the marks once
 every file is written; a failed run leaves them, so the next run writes those days again.
 Without a mark (first run, another folder, a missing table folder) a table is exported whole.
-A day whose rows were all deleted leaves no row to find: a full export (``full=True``, ``aqi
-export --all``) removes the files of days no longer in the table.
+A row deleted without a replacement (dbt deletes a window or day whose readings all became
+invalid) leaves no row to find, so its day's file keeps it until another row of that day is
+rebuilt or a full export (``full=True``, ``aqi export --all``) rewrites every day and removes
+the files of days no longer in the table.
 
 Public surface: :data:`EXPORTED_TABLES`, :data:`PARTITIONS`, :func:`export_marts`.
 """
