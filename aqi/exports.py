@@ -22,7 +22,8 @@ warehouse, not a measurement, and is what this module uses to find the changed d
 Incremental: a run rewrites only the days having a row with ``rebuilt_at`` at or after the
 table's mark in ``raw.export_marks`` (aqi/sql/0004_export_marks.sql), then moves the marks once
 every file is written; a failed run leaves them, so the next run writes those days again.
-Without a mark (first run, another folder, a missing table folder) a table is exported whole.
+Without a mark (first run, another folder, a missing table folder) or when the table's columns
+changed since (every file must have the same header), a table is exported whole.
 A row deleted without a replacement (dbt deletes a window or day whose readings all became
 invalid) leaves no row to find, so its day's file keeps it until another row of that day is
 rebuilt or a full export (``full=True``, ``aqi export --all``) rewrites every day and removes
@@ -134,7 +135,7 @@ def export_marts(
             horizon: datetime = conn.execute(_HORIZON).fetchone()[0]
             marks = _read_marks(conn) if marked else {}
             folder = str(target.resolve())
-            new_marks: dict[str, datetime] = {}
+            new_marks: dict[str, tuple[datetime, str]] = {}
             for table, keys in EXPORTED_TABLES.items():
                 columns = _columns(conn, table)
                 exported = [c for c in columns if c != STAMP]
@@ -143,10 +144,11 @@ def export_marts(
                     echo(f"export: {SCHEMA}.{table}: {counts[table]:,} rows -> "
                          f"{target / table}.csv")  # fmt: skip
                     continue
-                since, why = _since(table, full, columns, marks.get(table), folder, target)
+                header = ",".join(exported)
+                since, why = _since(table, full, columns, header, marks.get(table), folder, target)
                 counts[table], days = _write_table(conn, table, exported, keys, target, since)
                 if STAMP in columns and marked:
-                    new_marks[table] = horizon
+                    new_marks[table] = (horizon, header)
                 echo(f"export: {SCHEMA}.{table}: {len(days):,} days, {counts[table]:,} rows "
                      f"-> {target / table}/ ({why})")  # fmt: skip
             if new_marks:  # every file is in place: the next run starts from the horizon
@@ -190,20 +192,25 @@ def _columns(conn: psycopg.Connection, table: str) -> list[str]:
     return [row[0] for row in rows]
 
 
-def _read_marks(conn: psycopg.Connection) -> dict[str, tuple[str, datetime]]:
-    rows = conn.execute("select table_name, directory, rebuilt_from from raw.export_marks")
-    return {table: (directory, since) for table, directory, since in rows}
+Mark = tuple[str, datetime, str]  # directory, rebuilt_from, header
 
 
-def _write_marks(conn: psycopg.Connection, marks: dict[str, datetime], folder: str) -> None:
+def _read_marks(conn: psycopg.Connection) -> dict[str, Mark]:
+    rows = conn.execute("select table_name, directory, rebuilt_from, header from raw.export_marks")
+    return {table: (directory, since, header) for table, directory, since, header in rows}
+
+
+def _write_marks(
+    conn: psycopg.Connection, marks: dict[str, tuple[datetime, str]], folder: str
+) -> None:
     with conn.transaction():
-        for table, since in marks.items():
+        for table, (since, header) in marks.items():
             conn.execute(
-                "insert into raw.export_marks (table_name, directory, rebuilt_from) "
-                "values (%s, %s, %s) on conflict (table_name) do update set "
+                "insert into raw.export_marks (table_name, directory, rebuilt_from, header) "
+                "values (%s, %s, %s, %s) on conflict (table_name) do update set "
                 "directory = excluded.directory, rebuilt_from = excluded.rebuilt_from, "
-                "exported_at = now()",
-                (table, folder, since),
+                "header = excluded.header, exported_at = now()",
+                (table, folder, since, header),
             )
 
 
@@ -211,7 +218,8 @@ def _since(
     table: str,
     full: bool,
     columns: Sequence[str],
-    mark: tuple[str, datetime] | None,
+    header: str,
+    mark: Mark | None,
     folder: str,
     target: Path,
 ) -> tuple[datetime | None, str]:
@@ -223,9 +231,11 @@ def _since(
         return None, f"every day: no {STAMP} column yet (the next `aqi dbt build` adds it)"
     if mark is None:
         return None, "every day: first export"
-    directory, since = mark
+    directory, since, marked_header = mark
     if directory != folder:
         return None, f"every day: the last export went to {directory}"
+    if marked_header != header:
+        return None, "every day: the table's columns changed"
     if not (target / table).is_dir():
         return None, f"every day: {target / table} is missing"
     return since, f"days rebuilt since {since.isoformat(timespec='seconds')}"

@@ -9,5 +9,7 @@ create table if not exists raw.export_marks (
     directory    text        not null,
     -- the next run exports the days with a row rebuilt at or after this
     rebuilt_from timestamptz not null,
+    -- the files' header (another one means: export all days, so that every file has it)
+    header       text        not null,
     exported_at  timestamptz not null default now()
 );

@@ -199,6 +199,14 @@ def test_a_failed_export_keeps_the_mark_so_the_next_run_writes_the_days_again(
     }
     assert all(new[2] > old[2] for new, old in zip(_marks(url), marks, strict=True))
 
+    # a new column: every file of that table gets it, not only the changed days
+    with psycopg.connect(url) as conn:
+        conn.execute("alter table gold.daily_avg add column note text")
+    out = _aqi(env, cwd, "export")
+    assert "daily_avg: 5 days" in out and "the table's columns changed" in out, out
+    headers = {p.read_text().split("\n", 1)[0] for p in (exports / "daily_avg").glob("*.csv")}
+    assert len(headers) == 1 and headers.pop().endswith(",note")
+
 
 def test_an_empty_warehouse_is_one_line(tmp_path: Path, fresh_database: str) -> None:
     env = isolated_env(tmp_path / "aq", AQ_DATABASE_URL=fresh_database)
