@@ -33,7 +33,9 @@ from aqi.warehouse import DBT_PROJECT_DIR
 
 __all__ = [
     "GROUPS",
+    "LOADED_AT",
     "RAW_TABLE",
+    "REBUILT_AT",
     "AqiScale",
     "PollutantLimit",
     "aqi_scale",
@@ -53,6 +55,12 @@ RAW_SOURCE = "openaq"
 #: the table the stream writes (aqi/sql/0001_raw_tables.sql), as (schema, table)
 RAW_TABLE = ("raw", "openaq_measurements")
 GOLD_SCHEMA = "gold"
+#: when a raw row was loaded (a clock_timestamp() default); raw's new-rows suite judges the
+#: rows loaded at or after its gate's mark
+LOADED_AT = "loaded_at"
+#: the column every gold model stamps with its building transaction's now(); the gold gate
+#: judges the rows whose stamp is at or after its mark (expectations/runner.py)
+REBUILT_AT = "rebuilt_at"
 #: the groups of checks, in the order the pipeline runs them
 GROUPS = ("raw", "gold")
 _PERIODS = {"minute": "minutes", "hour": "hours", "day": "days"}

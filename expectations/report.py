@@ -1,9 +1,17 @@
 """The readable report of a check run: one line per failed expectation, for people and logs.
 
-GX's own result objects are exhaustive but long; a failed gate in an Airflow log or a
-terminal must say at a glance *which* rule broke, *where*, *how badly* and *on what values*:
+GX's own result objects are exhaustive but long; a failed gate in an Airflow log, an alert
+e-mail or a terminal must say at a glance *which* rule broke, *where* (table and column),
+*how badly* and *on which rows*: one line per failed expectation, then up to
+:data:`MAX_EXAMPLES` sample rows (the row's key columns and the offending values, fetched by
+the runner), and for a table judged in a slice, which rows were judged:
 
-    ✗ gold.pm25_15min  expect_column_values_to_be_between(pm25_avg, 0..2000): 1 of 4,812 rows unexpected, e.g. 5000.0
+    ✗ gold.pm25_15min  expect_column_values_to_be_between(pm25_avg, 0..2000): 1 of 4,812 rows unexpected, sample rows:
+        location_id=3, window_start=2025-11-03 16:00:00+00:00, pm25_avg=5000.0
+        judged: 4,812 rows rebuilt since 2025-11-04T10:00:00+00:00 (the gate last passed)
+
+Without sample rows, the offending values GX reports are shown inline (``e.g. 5000.0``).
+A URL's password in any value or error is masked.
 
 This module works on the JSON form of GX validation results (``to_json_dict()``), so it does
 not import Great Expectations and is unit-tested on hand-made results.
@@ -14,20 +22,25 @@ Public surface: :class:`Outcome`, :class:`CheckReport`, :class:`ExpectationsFail
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aqi.errors import AqiError, first_line
 
-__all__ = ["CheckReport", "ExpectationsFailed", "Outcome", "outcome_from_result"]
+__all__ = ["CheckReport", "ExpectationsFailed", "Outcome", "mask_urls", "outcome_from_result"]
 
-#: example values shown per failed expectation
-MAX_EXAMPLES = 3
-#: longest example value shown, characters
+#: example values (or sample rows) shown per failed expectation
+MAX_EXAMPLES = 5
+#: longest example value or sample row shown, characters
 MAX_EXAMPLE_CHARS = 200
 PASS, FAIL = "✓", "✗"
+#: how a sample row or a scope is indented under its failure line
+INDENT = "    "
+#: ``scheme://user:password@``: the password of a URL in a value or an error
+_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^\s:/@]*:)[^\s@]*@")
 
 
 @dataclass(frozen=True)
@@ -48,11 +61,14 @@ class Outcome:
     #: an aggregate's observed value or a schema mismatch, when there is no row count
     observed: str | None = None
     error: str | None = None
+    #: rows that broke the rule (``key=value, ...``), shown under the line
+    samples: tuple[str, ...] = ()
 
     def line(self) -> str:
-        """``✗ table  expectation(rule): what was found``."""
+        """``✗ table  expectation(rule): what was found``, then the sample rows indented."""
         mark = PASS if self.success else FAIL
-        return f"{mark} {self.table}  {self.expectation}({self.rule}): {self.finding()}"
+        head = f"{mark} {self.table}  {self.expectation}({self.rule}): {self.finding()}"
+        return "\n".join([head, *(INDENT + row for row in self.samples)])
 
     def finding(self) -> str:
         if self.error is not None:
@@ -71,7 +87,9 @@ class Outcome:
         if self.observed is not None:
             parts.append(f"observed {self.observed}")
         text = ", ".join(parts) or ("passed" if self.success else "failed")
-        if self.examples:
+        if self.samples:
+            text += ", sample rows:"
+        elif self.examples:
             text += ", e.g. " + "; ".join(self.examples)
         return text
 
@@ -85,6 +103,8 @@ class CheckReport:
     docs_index: Path
     suites: tuple[str, ...] = ()
     tables: tuple[str, ...] = ()
+    #: per suite judged in a slice and failed: which rows (``12 rows rebuilt since ...``)
+    scopes: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def failures(self) -> list[Outcome]:
@@ -105,6 +125,8 @@ class CheckReport:
             bad = [r for r in mine if not r.success]
             if bad:
                 lines.extend(r.line() for r in bad)
+                if table in self.scopes:
+                    lines.append(f"{INDENT}judged: {self.scopes[table]}")
             else:
                 lines.append(f"{PASS} {table}  {len(mine)} expectations passed")
         lines.append(f"Data Docs: {self.docs_index}")
@@ -133,7 +155,8 @@ def outcome_from_result(
     """An :class:`Outcome` from one GX ``ExpectationValidationResult`` in JSON form.
 
     ``parameters`` resolves ``{"$PARAMETER": name}`` arguments; ``example_rows`` are rows the
-    runner fetched for a failed custom-SQL expectation (GX keeps them only in COMPLETE mode).
+    runner fetched for a failed expectation (GX keeps rows only in COMPLETE mode): the rows
+    of a custom query, or a column rule's offending rows with their key columns.
     """
     config = result.get("expectation_config") or {}
     kind = config.get("type", "expectation")
@@ -142,7 +165,7 @@ def outcome_from_result(
     info = result.get("exception_info") or {}
     error = None
     if info.get("raised_exception"):
-        error = first_line(str(info.get("exception_message") or "raised an exception"))
+        error = mask_urls(first_line(str(info.get("exception_message") or "raised an exception")))
 
     mostly = kwargs.get("mostly")
     unexpected = details.get("unexpected_count")
@@ -150,7 +173,6 @@ def outcome_from_result(
     examples: Iterable[Any] = details.get("partial_unexpected_list") or ()
     if kind == "unexpected_rows_expectation":
         unexpected = details.get("observed_value")
-        examples = [dict(r) for r in example_rows]
     elif "mismatched" in (details.get("details") or {}):
         mismatched = details["details"]["mismatched"]
         observed = "; ".join(
@@ -175,6 +197,7 @@ def outcome_from_result(
         examples=_examples(examples),
         observed=observed,
         error=error,
+        samples=_examples(_row(r) for r in example_rows),
     )
 
 
@@ -249,10 +272,20 @@ def _value(value: Any) -> str:
     return str(value)
 
 
+def mask_urls(text: str) -> str:
+    """``postgresql://u:secret@h`` -> ``postgresql://u:***@h`` wherever it occurs in ``text``."""
+    return _URL_PASSWORD.sub(r"\1***@", text)
+
+
+def _row(row: Mapping[str, Any]) -> str:
+    """A sample row as ``key=value, ...`` (its columns in the order fetched)."""
+    return ", ".join(f"{k}={_value(v)}" for k, v in row.items())
+
+
 def _examples(values: Iterable[Any]) -> tuple[str, ...]:
     shown: list[str] = []
     for value in values:
-        text = _value(value)
+        text = mask_urls(value if isinstance(value, str) else _value(value))
         if len(text) > MAX_EXAMPLE_CHARS:
             text = text[: MAX_EXAMPLE_CHARS - 1] + "…"
         if text not in shown:

@@ -30,11 +30,23 @@ later run; rows that are impossible never get there (the stream quarantines them
 **gold** checks are strict: a gold table is what dashboards show, and dbt built it from
 already-validated silver rows, so any violation is a bug.
 
+**gold judges rebuilt slices**: dbt recomputes only the affected windows, days and series of
+a gold table and stamps each row it writes with ``rebuilt_at`` (its transaction's ``now()``).
+A gold suite (:attr:`TableSuite.sliced_by`) reads the rows rebuilt since the gate last passed
+for that table, so its cost follows the new data like raw's; the column-set check costs the
+same on a slice as on the table (one row description). The grain's uniqueness is judged
+within the slice; a duplicate spanning an old and a new row is what the model's primary key
+(its dbt contract) refuses, and the whole-table run (``aqi check --since all``, nightly)
+checks it too.
+
 Cost: a table can hold 10M rows, so each check is chosen for its number of full scans. Column
 checks without a row condition share one aggregate query per table (plus, for value checks,
 one ``LIMIT``-ed query for example values). A check with a ``row_condition`` costs its own
 three scans, so the per-parameter/units physical maximum (14 seed rows) is one custom SQL
 check per table that joins the seed rows instead of 14 conditioned built-ins (42 scans).
+
+Each suite also names its table's key (:attr:`TableSuite.key`: the grain, or raw's Kafka
+record key), the columns the runner shows with a failed rule's sample rows.
 
 Public surface: :data:`GROUPS`, :class:`TableSuite`, :func:`build_suites`,
 :func:`suite_parameters`, :data:`RAW_COLUMNS`, :data:`RAW_KEY`, :data:`NEW_ROWS`,
@@ -50,6 +62,8 @@ from datetime import datetime, timedelta
 from expectations._gx import gx, gxe
 from expectations.reference import (
     GROUPS,
+    LOADED_AT,
+    REBUILT_AT,
     aqi_scale,
     checked_tables,
     freshness_error_after,
@@ -131,14 +145,21 @@ NEW_ROWS = " (new rows)"
 
 @dataclass(frozen=True)
 class TableSuite:
-    """A suite on one table; ``name`` (``schema.table``, plus :data:`NEW_ROWS` when it judges
-    only the rows loaded since the gate last passed) names the suite and its asset."""
+    """A suite on one table; ``name`` (``schema.table``, plus :data:`NEW_ROWS` for raw's suite
+    on the rows loaded since the gate last passed) names the suite and its asset.
+
+    ``sliced_by`` is the timestamp column whose window the suite reads (``loaded_at`` for
+    raw's new rows, ``rebuilt_at`` for gold; None: always the whole table); ``key`` are the
+    columns that identify a row, shown with sample rows of a failed rule.
+    """
 
     group: str
     schema: str
     table: str
     suite: gx.ExpectationSuite
     new_rows_only: bool = False
+    sliced_by: str | None = None
+    key: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -160,15 +181,21 @@ def build_suites(groups: Sequence[str] = GROUPS) -> list[TableSuite]:
     suites = []
     for group, schema, table in checked_tables(list(groups)):
         if group == "raw":
-            suites.append(_table(group, schema, table, _raw_table_expectations()))
-            suites.append(_table(group, schema, table, _raw_row_expectations(), new_rows=True))
+            suites.append(_table(group, schema, table, _raw_table_expectations(), key=RAW_KEY))
+            suites.append(
+                _table(
+                    group, schema, table, _raw_row_expectations(), key=RAW_KEY,
+                    new_rows=True, sliced_by=LOADED_AT,
+                )
+            )  # fmt: skip
             continue
+        grain = model_unique_key(table)
         expectations = [
             gxe.ExpectTableColumnsToMatchSet(column_set=list(model_columns(table)), exact_match=True),
-            gxe.ExpectCompoundColumnsToBeUnique(column_list=list(model_unique_key(table))),
+            gxe.ExpectCompoundColumnsToBeUnique(column_list=list(grain)),
             *specific.get(table, list)(),
         ]
-        suites.append(_table(group, schema, table, expectations))
+        suites.append(_table(group, schema, table, expectations, key=grain, sliced_by=REBUILT_AT))
     return suites
 
 
@@ -297,7 +324,14 @@ def _aqi_expectations() -> list[gxe.Expectation]:
 
 
 def _table(
-    group: str, schema: str, table: str, expectations: list, *, new_rows: bool = False
+    group: str,
+    schema: str,
+    table: str,
+    expectations: list,
+    *,
+    key: tuple[str, ...],
+    new_rows: bool = False,
+    sliced_by: str | None = None,
 ) -> TableSuite:
     # the constructor, unlike add_expectation, needs no active Data Context; it only logs an
     # invalid expectation and drops it, so the count is checked
@@ -305,7 +339,10 @@ def _table(
     suite = gx.ExpectationSuite(name=name, expectations=expectations)
     if len(suite.expectations) != len(expectations):
         raise ValueError(f"suite {suite.name}: GX rejected some expectations (see its log)")
-    return TableSuite(group=group, schema=schema, table=table, suite=suite, new_rows_only=new_rows)
+    return TableSuite(
+        group=group, schema=schema, table=table, suite=suite, new_rows_only=new_rows,
+        sliced_by=sliced_by, key=tuple(key),
+    )  # fmt: skip
 
 
 def _limit(parameter: str, units: str) -> float:

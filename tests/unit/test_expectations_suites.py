@@ -63,6 +63,8 @@ def test_one_suite_per_table_named_schema_dot_table(suites) -> None:
     assert [ts.group for ts in build_suites(["raw"])] == ["raw", "raw"]
     # raw's values are judged on the new rows only; its shape and freshness on the table
     assert [ts.new_rows_only for ts in suites.values()] == [False, True] + [False] * len(GOLD)
+    # gold's on the rows rebuilt since the gate last passed (the runner's window)
+    assert [ts.sliced_by for ts in suites.values()] == [None, "loaded_at"] + ["rebuilt_at"] * 4
     for name, ts in suites.items():
         assert ts.suite.name == name and len(ts.suite.expectations) >= 5
     with pytest.raises(ValueError, match="silver"):
@@ -144,6 +146,10 @@ def test_gold_columns_and_grains_are_dbts(suites) -> None:
         (columns,) = _of(suite, "expect_table_columns_to_match_set")
         assert columns.kwargs["column_set"] == list(reference.model_columns(name.split(".")[1]))
     assert "pm25_avg" in reference.model_columns("pm25_15min")
+    # the gold gate slices by rebuilt_at: every gold model has it (and the column check knows)
+    for model in reference.gold_models():
+        assert reference.REBUILT_AT in reference.model_columns(model), model
+        assert suites[f"gold.{model}"].key == reference.model_unique_key(model)
     assert {"aqi", "aqi_category", "hours_covered"} <= set(reference.model_columns("daily_avg"))
 
 
@@ -324,7 +330,7 @@ def test_other_failures_read_well() -> None:
         ),
         (
             "✗ gold.pm25_15min  unexpected_rows_expectation(window_start on a quarter hour): 1 row "
-            "unexpected, e.g. (location_id=17, window_start=2025-11-03 16:07:00+00:00)"
+            "unexpected, sample rows:\n    location_id=17, window_start=2025-11-03 16:07:00+00:00"
         ),
         (
             "✗ raw.openaq_measurements  expect_column_max_to_be_between(max(loaded_at) >= "
@@ -374,3 +380,82 @@ def test_runner_helpers_keep_the_password_out() -> None:
     message = runner._scrub(f"could not use {url}: password s3cr%2Ft rejected", url)
     assert "s3cr" not in message and "postgresql://aq:***@db.example:5432/aq" in message
     assert runner.SUITES == ("raw", "gold")
+
+
+def test_sample_rows_and_the_judged_slice_read_under_the_failure(tmp_path: Path) -> None:
+    result = _result(
+        "expect_column_values_to_be_between",
+        {"column": "pm25_avg", "min_value": 0.0, "max_value": 2000.0},
+        {"element_count": 12, "unexpected_count": 7, "partial_unexpected_list": [5000.0] * 7},
+    )
+    rows = [{"location_id": i, "window_start": "2025-11-03 16:00:00+00:00", "pm25_avg": 5000.0}
+            for i in range(7)]  # fmt: skip
+    outcome = outcome_from_result("gold.pm25_15min", result, example_rows=rows)
+    head, *samples = outcome.line().splitlines()
+    assert head == (
+        "✗ gold.pm25_15min  expect_column_values_to_be_between(pm25_avg, 0..2000): 7 of 12 rows "
+        "unexpected, sample rows:"
+    )
+    assert len(samples) == 5  # at most MAX_EXAMPLES
+    assert samples[0] == "    location_id=0, window_start=2025-11-03 16:00:00+00:00, pm25_avg=5000.0"
+    report = CheckReport(
+        success=False, results=[outcome], docs_index=tmp_path / "index.html", suites=("gold",),
+        tables=("gold.pm25_15min",),
+        scopes={"gold.pm25_15min": "12 rows rebuilt since 2026-01-01T00:00:00+00:00 (as asked)"},
+    )  # fmt: skip
+    lines = report.text().splitlines()
+    assert lines[1] == head and lines[2:7] == samples
+    assert lines[7] == "    judged: 12 rows rebuilt since 2026-01-01T00:00:00+00:00 (as asked)"
+
+
+def test_urls_in_values_and_errors_are_masked() -> None:
+    from expectations.report import mask_urls
+
+    assert mask_urls("see postgresql://aq:s3cret@db:5432/aq and https://x.org/a:b") == (
+        "see postgresql://aq:***@db:5432/aq and https://x.org/a:b"
+    )
+    result = {
+        **_result("expect_column_values_to_be_in_set", {"column": "source", "value_set": ["a"]},
+                  {"element_count": 2, "unexpected_count": 1,
+                   "partial_unexpected_list": ["http://u:pw@h/x"]}),
+        "exception_info": {"raised_exception": True,
+                           "exception_message": "cannot connect to postgresql://aq:pw@db/aq"},
+    }  # fmt: skip
+    outcome = outcome_from_result("raw.openaq_measurements", result,
+                                  example_rows=[{"source": "http://u:pw@h/x"}])  # fmt: skip
+    assert "pw" not in outcome.line() and "postgresql://aq:***@db/aq" in outcome.line()
+    assert "http://u:***@h/x" in "".join(outcome.samples + outcome.examples)
+
+
+def test_sample_queries_restate_the_rules_with_the_key() -> None:
+    from expectations.runner import EXAMPLE_ROWS, sample_query
+
+    key, table = ("location_id", "local_date"), '"gold"."daily_avg"'
+
+    def text(kind: str, **kwargs) -> tuple[str, list]:
+        statement, params = sample_query(kind, kwargs, key, table)
+        return statement.as_string(), params
+
+    between, params = text("expect_column_values_to_be_between", column="aqi", min_value=0,
+                           max_value=500)  # fmt: skip
+    assert between == (
+        'select "location_id", "local_date", "aqi" from "gold"."daily_avg" where "aqi" is not '
+        f'null and ("aqi" < %s or "aqi" > %s) limit {EXAMPLE_ROWS}'
+    )
+    assert params == [0, 500]
+    strict, params = text("expect_column_values_to_be_between", column="n", max_value=3,
+                          strict_max=True)  # fmt: skip
+    assert '("n" >= %s)' in strict and params == [3]
+    in_set, params = text("expect_column_values_to_be_in_set", column="aqi_category",
+                          value_set=["Good"])  # fmt: skip
+    assert 'not ("aqi_category" = any(%s))' in in_set and params == [["Good"]]
+    pair, params = text("expect_column_pair_values_a_to_be_greater_than_b", column_A="a",
+                        column_B="b", or_equal=True)  # fmt: skip
+    assert 'select "location_id", "local_date", "a", "b" from' in pair
+    assert 'not coalesce("a" >= "b", false)' in pair and params == []
+    unique, _ = text("expect_compound_columns_to_be_unique", column_list=list(key))
+    assert unique.startswith('select "location_id", "local_date" from "gold"."daily_avg" where')
+    assert "group by \"location_id\", \"local_date\" having count(*) > 1" in unique
+    # no rows to show for a schema or an aggregate rule
+    assert sample_query("expect_table_columns_to_match_set", {"column_set": []}, key, table) is None
+    assert sample_query("expect_column_max_to_be_between", {"column": "x"}, key, table) is None
