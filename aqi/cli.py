@@ -807,18 +807,20 @@ def docs_cmd(port: int, no_serve: bool) -> None:
     default="last-pass",
     show_default=True,
     metavar="last-pass|all|TIME",
-    help="Which raw rows the value checks judge: those loaded since the raw gate last "
-    "passed, all of them, or those loaded at or after TIME (ISO 8601 with an offset, e.g. "
-    "2026-12-03T10:00:00Z). A passing run moves the mark, so after a bad batch has been "
-    "looked into, a run --since a later TIME lets the gate go on.",
+    help="Which rows the value checks judge: those loaded (raw) or rebuilt by dbt (gold, "
+    "rebuilt_at) since the table's gate last passed, all of them (the nightly full check), "
+    "or those loaded or rebuilt at or after TIME (ISO 8601 with an offset, e.g. "
+    "2026-12-03T10:00:00Z). A table that passes gets its mark moved, one that fails keeps "
+    "it; after a bad batch has been looked into, a run --since a later TIME lets the gate go on.",
 )
 def check_cmd(suites: tuple[str, ...], since: str) -> None:
     """Run the Great Expectations checks on raw.openaq_measurements and the gold tables.
 
     The same checks gate the openaq_elt DAG. Raw's columns, types and freshness are checked
-    on the whole table, its values on the rows loaded since the gate last passed (--since).
-    Prints a report naming every failed expectation, builds Data Docs under AQ_HOME/gx_docs,
-    and exits 1 if any check failed.
+    on the whole table, its values on the rows loaded since the gate last passed; each gold
+    table on the rows dbt rebuilt since its gate last passed (--since all: everything).
+    Prints a report naming every failed expectation with sample rows, builds Data Docs under
+    AQ_HOME/gx_docs, and exits 1 if any check failed.
     """
     from expectations.runner import SINCE_LAST_PASS, SUITES, WHOLE_TABLE, run_checks
 
