@@ -35,10 +35,14 @@ from aqi.warehouse import DBT_PROJECT_DIR, run_dbt
 
 __all__ = [
     "DBT_PROFILE",
+    "WATCHER_SENSOR_ARGS",
     "cosmos_configs",
     "dbt_manifest_path",
     "drain_stream",
+    "freshness_callback",
+    "full_tests",
     "prepare_dbt_manifest",
+    "publish",
     "quality_gate",
     "refresh_exports",
     "run_aqi_command",
@@ -81,15 +85,25 @@ def run_aqi_command(args: Sequence[str], echo: Echo = print) -> None:
 def drain_stream(settings: Settings | None = None, echo: Echo = print) -> str:
     """Bring raw.openaq_measurements up to date with the topic; returns what it did.
 
-    With no stream running, drain the topic (``aqi stream --available-now``). When a
-    long-running ``aqi stream`` holds the checkpoint, a second stream would fight over it:
-    instead wait until that stream's batches have reached the topic's end offsets as they
-    were when this task started, and fail if it does not catch up in time (it is stuck).
+    With no stream running, drain the topic (``aqi stream --available-now``), unless the
+    checkpoint has already committed everything up to the topic's end offsets: then a Spark
+    start (the JVM, the session: most of a small run's time) would read nothing, and is
+    skipped. When a long-running ``aqi stream`` holds the checkpoint, a second stream would
+    fight over it: instead wait until that stream's batches have reached the topic's end
+    offsets as they were when this task started, and fail if it does not catch up in time
+    (it is stuck).
     """
-    from spark_streaming.job import QUERY_NAME, stream_is_running
+    from aqi.connections import kafka_bootstrap_servers
+    from aqi.topics import end_offsets
+    from spark_streaming.job import QUERY_NAME, checkpoint_is_caught_up, stream_is_running
 
     s = settings or load_settings()
-    if not stream_is_running(s.checkpoints_dir / QUERY_NAME):
+    checkpoint = s.checkpoints_dir / QUERY_NAME
+    if not stream_is_running(checkpoint):
+        ends = end_offsets(kafka_bootstrap_servers(s), s.kafka_topic)
+        if checkpoint_is_caught_up(checkpoint, s.kafka_topic, ends):
+            echo(f"stream: raw is up to date with {s.kafka_topic} (offsets {ends}); no stream")
+            return "up to date"
         run_aqi_command(["stream", "--available-now"], echo)
         return "drained"
     _wait_for_running_stream(s, echo)
@@ -117,21 +131,61 @@ def run_backfill(
     run_aqi_command(["backfill", "--location", *ids, "--since", since, "--until", end], echo)
 
 
-def quality_gate(suite: str, settings: Settings | None = None, echo: Echo = print) -> None:
+def quality_gate(
+    suite: str, settings: Settings | None = None, echo: Echo = print, *, whole: bool = False
+) -> None:
     """Run the Great Expectations checks of ``suite``; raise with the report if any fails.
 
-    The exception (:class:`expectations.report.ExpectationsFailed`) carries the readable
-    report as its message, so it is what the failed task's log and ``run-once`` show.
+    By default the value checks judge what is new since the gate last passed (raw: rows
+    loaded; gold: rows dbt rebuilt), so the gate costs what the run's data costs; ``whole``
+    judges every row (the nightly check). The exception
+    (:class:`expectations.report.ExpectationsFailed`) carries the readable report, naming
+    each failed expectation with sample rows, as its message: it is what the failed task's
+    log, ``run-once`` and the failure alert show.
     """
-    from expectations.runner import require_checks
+    from expectations.runner import SINCE_LAST_PASS, WHOLE_TABLE, require_checks
 
-    report = require_checks(settings or load_settings(), [suite], echo=echo)
+    since = WHOLE_TABLE if whole else SINCE_LAST_PASS
+    report = require_checks(settings or load_settings(), [suite], echo=echo, since=since)
     echo(report.text())
 
 
-def refresh_exports(settings: Settings | None = None, echo: Echo = print) -> dict[str, int]:
-    """Rewrite the CSV exports of the gold marts under AQ_HOME/exports; rows per table."""
-    return export_marts(settings or load_settings(), echo=echo)
+def refresh_exports(
+    settings: Settings | None = None, echo: Echo = print, *, full: bool = False
+) -> dict[str, int]:
+    """Write the CSV exports of the gold marts under AQ_HOME/exports: the days dbt rebuilt
+    since the last export and ``latest.csv`` (every day with ``full``); rows per table."""
+    return export_marts(settings or load_settings(), echo=echo, full=full)
+
+
+def publish(run_id: str, settings: Settings | None = None, echo: Echo = print) -> dict[str, int]:
+    """The last step of a successful openaq_elt run: the exports, then the heartbeat that
+    the deadline watchdog (:func:`aqi.alerts.check_deadline`) reads.
+
+    One task rather than two: a task is a process start under the scheduler, and the run
+    has succeeded exactly when its exports are written.
+    """
+    from aqi import alerts
+    from aqi.services.airflow import ELT_DAG_ID
+
+    s = settings or load_settings()
+    rows = refresh_exports(s, echo)
+    alerts.record_success(s, ELT_DAG_ID, run_id)
+    return rows
+
+
+def full_tests(settings: Settings | None = None, echo: Echo = print) -> None:
+    """Every dbt data test on every row (selector ``nightly_full``, var ``full_tests``).
+
+    The runs of openaq_elt test only the rows each model rebuilt; this catches what a
+    slice cannot see (a duplicate across an old and a new slice, a row broken by hand).
+    Read-only, so it may run while openaq_elt does.
+    """
+    s = settings or load_settings()
+    echo("dbt: test --selector nightly_full --vars '{full_tests: true}'")
+    args = ["test", "--selector", "nightly_full", "--vars", "{full_tests: true}"]
+    if run_dbt(s, args) != 0:
+        raise AqiError("the nightly full dbt tests failed: see the failures above")
 
 
 def dbt_manifest_path() -> Path:
@@ -150,15 +204,28 @@ def prepare_dbt_manifest(settings: Settings, echo: Echo = print) -> Path:
 def cosmos_configs() -> dict[str, Any]:
     """Keyword arguments of Cosmos' ``DbtTaskGroup`` for the warehouse project.
 
+    Execution mode WATCHER: one task (``dbt.dbt_producer_watcher``) runs ``dbt build`` once,
+    in the worker through dbtRunner, with dbt's own threads; every model, seed and model's
+    tests still have their task, a sensor that succeeds or fails when the producer reports
+    that node (from dbt's events, through XCom), so the UI shows each model and its tests
+    as before. A retried model task, after the producer has ended, runs ``dbt run`` (or
+    ``dbt test``) of that one model itself. Measured against one process per model
+    (ExecutionMode.LOCAL), see docs/benchmarks.md. The sensors poke (no triggerer runs in
+    the embedded Airflow) every second.
+
     The DAG is rendered from the manifest (no dbt call while Airflow parses DAG files, so
-    parsing stays fast); dbt runs in the worker through dbtRunner, in this environment;
-    each model becomes a task followed by a task with its tests. The connection is the
-    project's own (dbt_project/profiles.yml reads AQ_DATABASE_URL from the task's
-    environment, which :func:`warehouse_env` fills in), so no password lands in Airflow's
-    metadata or rendered fields.
+    parsing stays fast). The connection is the project's own (dbt_project/profiles.yml reads
+    AQ_DATABASE_URL from the task's environment, which :func:`warehouse_env` fills in), so
+    no password lands in Airflow's metadata or rendered fields.
     """
     from cosmos import ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
-    from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, TestBehavior
+    from cosmos.constants import (
+        ExecutionMode,
+        InvocationMode,
+        LoadMode,
+        SourceRenderingBehavior,
+        TestBehavior,
+    )
 
     manifest = dbt_manifest_path()
     if not manifest.is_file():
@@ -178,15 +245,44 @@ def cosmos_configs() -> dict[str, Any]:
             profiles_yml_filepath=DBT_PROJECT_DIR / "profiles.yml",
         ),
         "execution_config": ExecutionConfig(
-            execution_mode=ExecutionMode.LOCAL,
+            execution_mode=ExecutionMode.WATCHER,
             invocation_mode=InvocationMode.DBT_RUNNER,
+            # the producer: one attempt (Cosmos skips a retried producer; the model tasks'
+            # own retries then run their model), source freshness as above
+            setup_operator_args={"retries": 0, "freshness_callback": freshness_callback},
         ),
         "render_config": RenderConfig(
             load_method=LoadMode.DBT_MANIFEST,
             test_behavior=TestBehavior.AFTER_EACH,
+            # the raw source gets a task: the producer's `dbt source freshness` first
+            source_rendering_behavior=SourceRenderingBehavior.WITH_TESTS_OR_FRESHNESS,
             emit_datasets=False,
         ),
     }
+
+
+def freshness_callback(
+    context: Any, dag: Any, task_group: Any, nodes: Any, sources_json: dict[str, Any] | None
+) -> list[tuple[str, str]]:
+    """What the dbt producer skips after ``dbt source freshness``: the models that read only
+    from a source past its ``error_after`` (dbt_project/models/staging/_openaq__sources.yml).
+
+    Cosmos' default also skips on ``warn``; here a warning is only a warning (the source's
+    task logs it and succeeds), while an error fails the source's task, so the run fails
+    (and alerts) instead of publishing a warehouse that stopped receiving data.
+    """
+    from cosmos.operators.watcher import _default_freshness_callback
+
+    if not sources_json:
+        return []
+    errors = [r for r in sources_json.get("results", []) if r.get("status") == "error"]
+    return _default_freshness_callback(
+        context, dag, task_group, nodes, {**sources_json, "results": errors}
+    )
+
+
+#: what the model sensors of :func:`cosmos_configs` take besides the common operator_args
+WATCHER_SENSOR_ARGS: dict[str, Any] = {"deferrable": False, "poke_interval": 1}
 
 
 def warehouse_env(context: Any = None) -> None:

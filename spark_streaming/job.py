@@ -8,7 +8,8 @@ each micro-batch is written by :func:`handle_batch` to idempotent sinks (see
 :mod:`spark_streaming.sinks`), so a batch Spark replays after a crash changes nothing.
 
 Public surface: :class:`StreamOptions`, :func:`run_stream`, :func:`handle_batch`,
-:func:`checkpoint_lock`, :func:`stream_is_running`, :func:`check_starting_offsets`.
+:func:`checkpoint_lock`, :func:`stream_is_running`, :func:`checkpoint_is_caught_up`,
+:func:`check_starting_offsets`.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ __all__ = [
     "QUERY_NAME",
     "StreamOptions",
     "check_starting_offsets",
+    "checkpoint_is_caught_up",
     "checkpoint_lock",
     "handle_batch",
     "run_stream",
@@ -156,6 +158,37 @@ def stream_is_running(checkpoint_dir: Path) -> bool:
             return True
         fcntl.flock(handle, fcntl.LOCK_UN)
         return False
+
+
+def checkpoint_is_caught_up(checkpoint_dir: Path, topic: str, ends: dict[int, int]) -> bool:
+    """True when the checkpoint's last batch is committed and ended at ``ends`` (the topic's
+    end offsets): a stream started now would read nothing, so it need not start at all.
+
+    Read from Spark's own checkpoint log: ``offsets/<n>`` holds a version line, the batch
+    metadata and then one JSON object per source (``{topic: {partition: end offset}}``), and
+    ``commits/<n>`` exists once batch ``n`` was written to the sinks. Anything unexpected
+    (no batch yet, an uncommitted batch to replay, other partitions, an unreadable file)
+    answers False, and the caller runs the stream, which knows what to do.
+    """
+    offsets_dir = checkpoint_dir / "offsets"
+    try:
+        batches = [int(p.name) for p in offsets_dir.iterdir() if p.name.isdigit()]
+    except OSError:
+        return False
+    if not batches or not ends:
+        return False
+    last = max(batches)
+    if not (checkpoint_dir / "commits" / str(last)).is_file():
+        return False
+    try:
+        lines = (offsets_dir / str(last)).read_text().splitlines()
+        done = {}
+        for line in lines[2:]:
+            done.update(json.loads(line) or {})
+    except (OSError, ValueError):
+        return False
+    committed = {int(p): int(o) for p, o in (done.get(topic) or {}).items()}
+    return committed == {int(p): int(o) for p, o in ends.items()}
 
 
 def _lock_path(checkpoint_dir: Path) -> Path:

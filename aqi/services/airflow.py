@@ -27,6 +27,8 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from aqi.config import Settings
@@ -43,7 +45,15 @@ from aqi.services.process import (
     wait_until,
 )
 
-__all__ = ["ADMIN_USER", "ELT_DAG_ID", "EmbeddedAirflow", "airflow_env", "run_once"]
+__all__ = [
+    "ADMIN_USER",
+    "ELT_DAG_ID",
+    "DagRunResult",
+    "EmbeddedAirflow",
+    "TaskTiming",
+    "airflow_env",
+    "run_once",
+]
 
 Echo = Callable[[str], None]
 HOST = "127.0.0.1"
@@ -75,7 +85,10 @@ def airflow_env(settings: Settings) -> dict[str, str]:
     metadata = database_url(settings, "airflow").replace(
         "postgresql://", "postgresql+psycopg2://", 1
     )
-    inherited = {k: v for k, v in os.environ.items() if k != "AQ_DATABASE_URL"}
+    # this project's variables as load_settings saw them (environment + .env), so a task
+    # (whose cwd is AIRFLOW_HOME, where no .env is) resolves the same settings as the CLI
+    inherited = {**os.environ, **settings.source}
+    inherited.pop("AQ_DATABASE_URL", None)
     if settings.database_url is not None:
         inherited["AQ_DATABASE_URL"] = settings.database_url
     return {
@@ -102,6 +115,9 @@ def airflow_env(settings: Settings) -> dict[str, str]:
             secrets, "airflow_fernet_key", factory=_fernet_key
         ),
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "60",
+        # an idle scheduler loops every 0.25 s instead of 1 s: the dbt group is a chain of
+        # short sensor tasks (one per model and its tests), each waiting for the loop
+        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25",
         # no telemetry: Airflow, Cosmos, dbt, Great Expectations
         "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
         "SCARF_ANALYTICS": "false",
@@ -180,6 +196,44 @@ class _TaskSummary:
         """The exception message at the end of a traceback (all its lines)."""
         starts = [i for i, line in enumerate(lines) if self._EXCEPTION.match(line)]
         return [line for line in lines[starts[-1] :] if line.strip()] if starts else lines[-5:]
+
+
+@dataclass(frozen=True)
+class TaskTiming:
+    """One task instance of a finished run, as the REST API reports it."""
+
+    task_id: str
+    state: str | None
+    try_number: int
+    start: datetime | None
+    end: datetime | None
+
+    @property
+    def seconds(self) -> float | None:
+        return (self.end - self.start).total_seconds() if self.start and self.end else None
+
+
+@dataclass(frozen=True)
+class DagRunResult:
+    """A DAG run triggered through the REST API and followed to its end."""
+
+    dag_id: str
+    run_id: str
+    state: str
+    #: queued -> end, as the scheduler recorded them (not this client's clock)
+    queued_at: datetime | None
+    start: datetime | None
+    end: datetime | None
+    tasks: tuple[TaskTiming, ...]
+
+    @property
+    def seconds(self) -> float | None:
+        """Start to end of the run (from the moment it was queued)."""
+        begin = self.queued_at or self.start
+        return (self.end - begin).total_seconds() if begin and self.end else None
+
+    def failed_tasks(self) -> list[str]:
+        return [t.task_id for t in self.tasks if t.state not in ("success", "skipped")]
 
 
 class EmbeddedAirflow:
@@ -274,6 +328,109 @@ class EmbeddedAirflow:
         except (OSError, urllib.error.URLError, ValueError):
             return None
 
+    def trigger(
+        self,
+        dag_id: str = ELT_DAG_ID,
+        *,
+        conf: dict | None = None,
+        wait: bool = True,
+        timeout: float = 1800.0,
+        echo: Echo = print,
+    ) -> DagRunResult:
+        """Trigger ``dag_id`` through the REST API (as a user or an external system would),
+        unpausing it first, and with ``wait`` follow the run to its end under the scheduler.
+
+        Unlike :func:`run_once` this needs the daemons of :meth:`up`: the run is the real
+        thing (scheduler, LocalExecutor, one process per task), which is what the timing and
+        the scheduler tests need.
+        """
+        token = self._token()
+        self._api("PATCH", f"/api/v2/dags/{dag_id}", token, {"is_paused": False})
+        if wait:
+            # a run already going (the schedule's) would hold this one in the queue
+            # (max_active_runs=1): start when the DAG is idle, so the timing is this run's
+            self._wait_idle(dag_id, token, deadline=time.monotonic() + timeout)
+        body: dict = {"logical_date": None}
+        if conf:
+            body["conf"] = conf
+        run = self._api("POST", f"/api/v2/dags/{dag_id}/dagRuns", token, body)
+        run_id = run["dag_run_id"]
+        echo(f"airflow: triggered {dag_id} run {run_id}")
+        deadline = time.monotonic() + timeout
+        seen: set[str] = set()
+        while wait and run["state"] not in ("success", "failed"):
+            if time.monotonic() > deadline:
+                raise ServiceError(f"{dag_id} run {run_id} did not end within {timeout:.0f} s")
+            time.sleep(1.0)
+            run = self._api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}", token)
+            for task in self._task_timings(dag_id, run_id, token):
+                ended = task.state in ("success", "failed", "skipped", "upstream_failed")
+                if ended and task.task_id not in seen:
+                    seen.add(task.task_id)
+                    took = f" ({task.seconds:.1f} s)" if task.seconds is not None else ""
+                    echo(f"  {task.state:<8} {task.task_id}{took}")
+        return DagRunResult(
+            dag_id=dag_id,
+            run_id=run_id,
+            state=run["state"],
+            queued_at=_when(run.get("queued_at")),
+            start=_when(run.get("start_date")),
+            end=_when(run.get("end_date")),
+            tasks=tuple(self._task_timings(dag_id, run_id, token)),
+        )
+
+    def _wait_idle(self, dag_id: str, token: str, deadline: float) -> None:
+        while True:
+            active = self._api(
+                "GET", f"/api/v2/dags/{dag_id}/dagRuns?state=queued&state=running", token
+            )["dag_runs"]
+            if not active:
+                return
+            if time.monotonic() > deadline:
+                raise ServiceError(f"{dag_id} still has a run going: {active[0]['dag_run_id']}")
+            time.sleep(1.0)
+
+    def _task_timings(self, dag_id: str, run_id: str, token: str) -> list[TaskTiming]:
+        found = self._api(
+            "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=1000", token
+        )["task_instances"]
+        return [
+            TaskTiming(
+                task_id=t["task_id"],
+                state=t["state"],
+                try_number=t["try_number"],
+                start=_when(t.get("start_date")),
+                end=_when(t.get("end_date")),
+            )
+            for t in found
+        ]
+
+    def _token(self) -> str:
+        password, _ = admin_password(self.settings)
+        answer = self._api(
+            "POST", "/auth/token", None, {"username": ADMIN_USER, "password": password}
+        )
+        return answer["access_token"]
+
+    def _api(self, method: str, path: str, token: str | None, body: dict | None = None) -> dict:
+        request = urllib.request.Request(
+            self.url + path,
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Content-Type": "application/json"}
+            | ({"Authorization": f"Bearer {token}"} if token else {}),
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.load(response)
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")[:300]
+            raise ServiceError(f"airflow API {method} {path}: HTTP {exc.code} {detail}") from None
+        except OSError as exc:
+            raise ServiceError(
+                f"airflow API at {self.url} does not answer ({exc}): is it up? aqi airflow up"
+            ) from None
+
     def _healthy(self) -> bool:
         health = self.health()
         if not health:
@@ -332,6 +489,10 @@ def _airflow() -> str:
     if not executable.exists():
         raise ServiceError("Airflow is not installed in this environment: run `make env`")
     return str(executable)
+
+
+def _when(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
 
 
 def _fernet_key() -> str:
