@@ -80,8 +80,11 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "AQ_KAFKA_PORT": ("59092", "TCP port of the embedded Apache Kafka broker on 127.0.0.1."),
     "AQ_AIRFLOW_PORT": ("58080", "TCP port of the embedded Airflow API server / UI on 127.0.0.1."),
     "AQ_AIRFLOW_PARALLELISM": (
-        "2",
-        "Tasks the embedded Airflow runs at once (LocalExecutor); each worker takes ~150 MB.",
+        "4",
+        (
+            "Tasks the embedded Airflow runs at once (LocalExecutor); each worker takes "
+            "~150 MB. The dbt build runs in one task while its per-model tasks watch it."
+        ),
     ),
     "AQ_SUPERSET_PORT": ("8088", "TCP port of the embedded Superset (dashboards) on 127.0.0.1."),
     "OPENAQ_REQUESTS_PER_MINUTE": (
@@ -165,7 +168,7 @@ class Settings:
     pg_port: int
     kafka_port: int
     airflow_port: int = 58080
-    airflow_parallelism: int = 2
+    airflow_parallelism: int = 4
     superset_port: int = 8088
     openaq_requests_per_minute: int = 60
     openaq_requests_per_hour: int = 2000

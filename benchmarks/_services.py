@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import tempfile
@@ -12,7 +13,7 @@ from pathlib import Path
 from aqi.config import Settings, load_settings
 from aqi.services import services_down, services_up
 
-__all__ = ["temporary_services", "temporary_settings"]
+__all__ = ["settings_env", "temporary_services", "temporary_settings"]
 
 
 def _free_port() -> int:
@@ -24,12 +25,25 @@ def _free_port() -> int:
 def temporary_settings() -> Settings:
     """Settings for a fresh AQ_HOME on free ports (never the user's running services)."""
     home = Path(tempfile.mkdtemp(prefix="aq-bench-"))
+    home.chmod(0o755)  # as root, the embedded PostgreSQL runs as another user that must enter
     env = {
         "AQ_HOME": str(home),
         "AQ_PG_PORT": str(_free_port()),
         "AQ_KAFKA_PORT": str(_free_port()),
+        "AQ_AIRFLOW_PORT": str(_free_port()),
     }
     return load_settings(env, dotenv=None)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes an ``aqi`` child process use these settings."""
+    return {
+        **os.environ,
+        "AQ_HOME": str(settings.aq_home),
+        "AQ_PG_PORT": str(settings.pg_port),
+        "AQ_KAFKA_PORT": str(settings.kafka_port),
+        "AQ_AIRFLOW_PORT": str(settings.airflow_port),
+    }
 
 
 @contextmanager

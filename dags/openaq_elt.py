@@ -1,23 +1,41 @@
 """openaq_elt: every 15 minutes, raw -> gated dbt warehouse -> gated gold -> CSV exports.
 
-1. ``drain_stream``: ``aqi stream --available-now`` (or wait for the long-running stream).
-2. ``check_raw``: Great Expectations on raw.openaq_measurements; a failure stops the run.
-3. ``dbt``: the dbt project through Cosmos, one task per model with its tests right after.
-4. ``check_gold``: Great Expectations on the gold tables; a failure stops the run.
-5. ``export_marts``: CSV files of the gold tables under AQ_HOME/exports.
+1. ``drain_stream``: ``aqi stream --available-now`` (or wait for the long-running stream;
+   nothing at all when raw already holds the whole topic).
+2. ``check_raw``: Great Expectations on the raw rows loaded since it last passed.
+3. ``dbt``: the dbt project through Cosmos in WATCHER mode: ``dbt_producer_watcher`` runs
+   ``dbt source freshness`` then one ``dbt build`` (tests of each model on the rows it
+   rebuilt); every source, model and model's tests keeps its own task, which reports what
+   the build did to it and, when retried, runs that model by itself.
+4. ``check_gold``: Great Expectations on the gold rows dbt rebuilt since it last passed.
+5. ``publish``: CSV files of the changed days of the gold tables (and latest.csv) under
+   AQ_HOME/exports, then the heartbeat the ``openaq_watchdog`` DAG reads.
 
-Param ``full_refresh`` rebuilds every incremental model (dbt ``--full-refresh``).
-The logic lives in :mod:`aqi.orchestration`; this file only wires it.
+Transient tasks retry with exponential backoff; a task that fails for good sends the
+configured alerts (AQ_ALERT_*, off by default). Param ``full_refresh`` rebuilds every
+incremental model (dbt ``--full-refresh``). The logic lives in :mod:`aqi.orchestration`;
+this file only wires it.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, dag, get_current_context, task
 from cosmos import DbtTaskGroup
 
-from aqi import orchestration
+from aqi import alerts, orchestration
+from aqi.config import load_settings
+
+#: drain, dbt and exports: a broker, a database or a disk that hiccups gets three more tries
+TRANSIENT_RETRIES = {
+    "retries": 3,
+    "retry_delay": timedelta(seconds=15),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=5),
+}
+#: a failed expectation is not transient: fail (and alert) at once
+GATE = {"retries": 0}
 
 
 @dag(
@@ -28,7 +46,10 @@ from aqi import orchestration
     max_active_runs=1,
     is_paused_upon_creation=False,
     dagrun_timeout=timedelta(hours=1),
-    default_args={"retries": 0},
+    default_args={
+        **TRANSIENT_RETRIES,
+        "on_failure_callback": alerts.failure_notifiers(load_settings()),
+    },
     params={
         "full_refresh": Param(
             False, type="boolean", description="Rebuild the incremental models from scratch."
@@ -42,7 +63,7 @@ def openaq_elt() -> None:
     def drain_stream() -> str:
         return orchestration.drain_stream()
 
-    @task
+    @task(**GATE)
     def check_raw() -> None:
         orchestration.quality_gate("raw")
 
@@ -52,19 +73,20 @@ def openaq_elt() -> None:
             "full_refresh": "{{ params.full_refresh }}",
             # the warehouse's URL, resolved in the task: the Airflow daemons do not hold it
             "on_execute_callback": orchestration.warehouse_env,
+            **orchestration.WATCHER_SENSOR_ARGS,
         },
         **orchestration.cosmos_configs(),
     )
 
-    @task
+    @task(**GATE)
     def check_gold() -> None:
         orchestration.quality_gate("gold")
 
     @task
-    def export_marts() -> dict[str, int]:
-        return orchestration.refresh_exports()
+    def publish() -> dict[str, int]:
+        return orchestration.publish(get_current_context()["run_id"])
 
-    drain_stream() >> check_raw() >> warehouse >> check_gold() >> export_marts()
+    drain_stream() >> check_raw() >> warehouse >> check_gold() >> publish()
 
 
 openaq_elt()

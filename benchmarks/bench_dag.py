@@ -1,0 +1,137 @@
+"""Benchmark one openaq_elt run under the real scheduler (issue 16).
+
+    python benchmarks/bench_dag.py tiny
+    python benchmarks/bench_dag.py world --rows 10000000
+
+``tiny``: 3 simulated locations x 2 days on the topic, drained into raw, then the embedded
+Airflow (API server, scheduler, DAG processor, LocalExecutor) and runs triggered through
+the REST API: the first run (empty warehouse, full build), then three runs after 15 more
+minutes of data each (the steady state, median reported). Goal: start to end <= 30 s.
+
+``world``: ``--rows`` simulated readings loaded straight into raw (like bench_warehouse.py),
+one run to build the warehouse, then one world hour (150,000 readings over 30,000
+locations) added to raw and one triggered run timed from drained raw to published gold,
+gates and exports. Goal: <= 120 s, and the time in tests, gates and exports grows <= 1.5x
+from 1M to 10M raw rows.
+
+Each run's tasks and their seconds go to stderr; the last line is the row for
+docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from itertools import islice
+from pathlib import Path
+
+from _services import settings_env, temporary_services
+
+from aqi.connections import database_url
+from aqi.services.airflow import DagRunResult, EmbeddedAirflow
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+AQI = str(Path(sys.executable).with_name("aqi"))
+
+
+def _aqi(settings, *args: str, timeout: float = 1800) -> None:
+    subprocess.run([AQI, *args], env=settings_env(settings), check=True, timeout=timeout,
+                   stdout=subprocess.DEVNULL)  # fmt: skip
+
+
+def _report(label: str, run: DagRunResult) -> None:
+    print(f"{label}: {run.state} in {run.seconds:.1f} s", file=sys.stderr)
+    for task in sorted(run.tasks, key=lambda t: t.start or datetime.max.replace(tzinfo=UTC)):
+        took = f"{task.seconds:6.1f} s" if task.seconds is not None else "       -"
+        print(f"  {took}  {task.state:<8} {task.task_id}", file=sys.stderr)
+    if run.state != "success":
+        raise SystemExit(f"{label} failed: {run.failed_tasks()}")
+
+
+def _phase_seconds(run: DagRunResult, prefixes: tuple[str, ...]) -> float:
+    """Wall seconds from the first start to the last end of the tasks named ``prefixes``."""
+    tasks = [t for t in run.tasks if t.task_id.startswith(prefixes) and t.start and t.end]
+    if not tasks:
+        return 0.0
+    return (max(t.end for t in tasks) - min(t.start for t in tasks)).total_seconds()
+
+
+def tiny(_: argparse.Namespace) -> None:
+    with temporary_services() as settings:
+        _aqi(settings, "replay", "--simulate", "--locations", "3", "--days", "2")
+        _aqi(settings, "stream", "--available-now")
+        _aqi(settings, "dbt", "parse", "--quiet")
+        airflow = EmbeddedAirflow(settings)
+        airflow.up(echo=lambda line: None)
+        try:
+            first = airflow.trigger(echo=lambda line: None)
+            _report("first run (full build)", first)
+            steady = []
+            for seed in (1, 2, 3):
+                _aqi(settings, "replay", "--simulate", "--locations", "3", "--days", "0.0104",
+                     "--seed", str(seed))  # fmt: skip
+                run = airflow.trigger(echo=lambda line: None)
+                _report(f"steady run {seed} (15 min of new data)", run)
+                steady.append(run)
+        finally:
+            airflow.down(echo=lambda line: None)
+    median = statistics.median(r.seconds for r in steady)
+    print(f"| tiny (3 locations x 2 days) | {first.seconds:.1f} s | "
+          f"{', '.join(f'{r.seconds:.1f}' for r in steady)} s | {median:.1f} s |")  # fmt: skip
+
+
+def world(args: argparse.Namespace) -> None:
+    from warehouse_support import load_raw_events
+
+    from ingestion.simulator import SimulationConfig, simulate
+
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    locations = 300
+    days = args.rows / 122 / locations * 1.05
+    with temporary_services() as settings:
+        url = database_url(settings)
+        started = time.perf_counter()
+        history = SimulationConfig(
+            locations=locations, days=days, seed=3, end=end - timedelta(hours=1)
+        )
+        loaded = load_raw_events(url, islice(simulate(history), args.rows))
+        print(
+            f"loaded {loaded:,} raw rows in {time.perf_counter() - started:.0f} s", file=sys.stderr
+        )
+        _aqi(settings, "dbt", "parse", "--quiet")
+        airflow = EmbeddedAirflow(settings)
+        airflow.up(echo=lambda line: None)
+        try:
+            _report("first run (full build)", airflow.trigger(echo=lambda line: None, timeout=7200))
+            hour = SimulationConfig(locations=30_000, days=1 / 24, seed=5, end=end)
+            added = load_raw_events(url, islice(simulate(hour), 150_000))
+            print(f"added one world hour: {added:,} rows", file=sys.stderr)
+            run = airflow.trigger(echo=lambda line: None, timeout=3600)
+            _report("world hour run", run)
+        finally:
+            airflow.down(echo=lambda line: None)
+    checks = sum(_phase_seconds(run, (p,)) for p in ("check_gold", "export_marts"))
+    print(f"| {loaded:,} raw + {added:,} | {run.seconds:.1f} s | "
+          f"gates+exports {checks:.1f} s |")  # fmt: skip
+
+
+def main() -> None:
+    # killed (timeout, Ctrl-C): still stop Airflow and the services of the temporary AQ_HOME
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="size", required=True)
+    sub.add_parser("tiny", help="3 locations x 2 days; first and steady runs")
+    world_parser = sub.add_parser("world", help="--rows of history plus one world hour")
+    world_parser.add_argument("--rows", type=int, default=1_000_000)
+    args = parser.parse_args()
+    {"tiny": tiny, "world": world}[args.size](args)
+
+
+if __name__ == "__main__":
+    main()
