@@ -11,7 +11,7 @@ VENV := $(CURDIR)/.venv
 AQI := $(VENV)/bin/aqi
 PYTEST_ARGS ?=
 
-.PHONY: help uv env jvm superset-env java-check dashboards-browser demo demo-live demo-down test test-unit test-integration services-down lint clean bench bench-archive bench-collect bench-fuzz bench-warehouse
+.PHONY: help uv env jvm superset-env java-check dashboards-browser demo demo-live demo-down test test-unit test-integration services-down lint clean bench bench-archive bench-collect bench-dag bench-fuzz bench-warehouse
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -90,6 +90,12 @@ bench-archive: env jvm java-check ## `aqi backfill --source archive`: 3,497 mock
 
 bench-collect: env ## a simulated day of `aqi collect --world` on the mock's world profile with the real rate limits (~15 min)
 	@$(VENV)/bin/python benchmarks/bench_collect.py --hours 24
+
+bench-dag: env jvm java-check ## openaq_elt under the embedded scheduler: tiny warehouse, then 1M and 10M raw + one world hour (~40 min; quiet machine)
+	@$(VENV)/bin/python benchmarks/bench_dag.py tiny --stream running
+	@$(VENV)/bin/python benchmarks/bench_dag.py tiny --stream none
+	@$(VENV)/bin/python benchmarks/bench_dag.py world --rows 1000000
+	@$(VENV)/bin/python benchmarks/bench_dag.py world --rows 10000000
 
 bench-fuzz: env jvm java-check ## the stream's parser on 1,000,000 fuzzed messages, held to the contract (~25 min)
 	@$(VENV)/bin/python benchmarks/bench_fuzz_parse.py --messages 1000000

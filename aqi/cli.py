@@ -940,8 +940,9 @@ def airflow_status_cmd(as_json: bool) -> None:
 def airflow_run_once_cmd(full_refresh: bool) -> None:
     """Run openaq_elt once, in this process (airflow dags test); no scheduler needed.
 
-    Drains the stream, checks raw, builds the warehouse model by model with its tests,
-    checks gold and refreshes the CSV exports. Exits non-zero when the run fails.
+    Drains the stream, checks raw, builds the warehouse (one dbt build, a task per model
+    and its tests), checks gold and writes the changed days' CSV exports. Exits non-zero
+    when the run fails.
     """
     from aqi.orchestration import prepare_dbt_manifest
     from aqi.services import services_up

@@ -90,7 +90,7 @@ def run_demo(settings: Settings, options: DemoOptions, echo: Echo = print) -> No
         *history,
         ("stream: Kafka -> Bronze Parquet + raw.openaq_measurements", lambda: _drain(settings, echo)),
         (
-            "openaq_elt once: GX raw -> dbt (one task per model) -> GX gold -> CSV exports",
+            "openaq_elt once: GX raw -> dbt (one build, a task per model) -> GX gold -> CSV exports",
             lambda: _aqi(["airflow", "run-once"], echo),
         ),
     ]  # fmt: skip

@@ -249,7 +249,11 @@ def cosmos_configs() -> dict[str, Any]:
             invocation_mode=InvocationMode.DBT_RUNNER,
             # the producer: one attempt (Cosmos skips a retried producer; the model tasks'
             # own retries then run their model), source freshness as above
-            setup_operator_args={"retries": 0, "freshness_callback": freshness_callback},
+            setup_operator_args={
+                "retries": 0,
+                "freshness_callback": freshness_callback,
+                "dbt_cmd_flags": PRODUCER_DBT_FLAGS,
+            },
         ),
         "render_config": RenderConfig(
             load_method=LoadMode.DBT_MANIFEST,
@@ -280,6 +284,11 @@ def freshness_callback(
         context, dag, task_group, nodes, {**sources_json, "results": errors}
     )
 
+
+#: the producer's ``dbt build``: more threads than cores (a node's time is mostly waiting
+#: for PostgreSQL and dbt's own bookkeeping), and no unit tests, which check the models' SQL,
+#: not the data, and run in ``make test`` (dbt's advice for production builds)
+PRODUCER_DBT_FLAGS = ["--threads", "4", "--exclude-resource-type", "unit_test"]
 
 #: what the model sensors of :func:`cosmos_configs` take besides the common operator_args
 WATCHER_SENSOR_ARGS: dict[str, Any] = {"deferrable": False, "poke_interval": 1}

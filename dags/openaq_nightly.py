@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from airflow.sdk import dag, task
+from airflow.sdk import CronTriggerTimetable, dag, task
 
 from aqi import alerts, orchestration
 from aqi.config import load_settings
@@ -23,7 +23,8 @@ from aqi.config import load_settings
 
 @dag(
     dag_id="openaq_nightly",
-    schedule="30 2 * * *",
+    # at 02:30 UTC, never "the run missed before the DAG existed" right at `airflow up`
+    schedule=CronTriggerTimetable("30 2 * * *", timezone="UTC"),
     start_date=datetime(2025, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,

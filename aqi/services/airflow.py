@@ -361,7 +361,7 @@ class EmbeddedAirflow:
         while wait and run["state"] not in ("success", "failed"):
             if time.monotonic() > deadline:
                 raise ServiceError(f"{dag_id} run {run_id} did not end within {timeout:.0f} s")
-            time.sleep(1.0)
+            time.sleep(2.0)  # the API server also serves the tasks: poll it gently
             run = self._api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}", token)
             for task in self._task_timings(dag_id, run_id, token):
                 ended = task.state in ("success", "failed", "skipped", "upstream_failed")
