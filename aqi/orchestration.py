@@ -85,8 +85,9 @@ def run_aqi_command(args: Sequence[str], echo: Echo = print) -> None:
 def drain_stream(settings: Settings | None = None, echo: Echo = print) -> str:
     """Bring raw.openaq_measurements up to date with the topic; returns what it did.
 
-    With no stream running, drain the topic (``aqi stream --available-now``), unless the
-    checkpoint has already committed everything up to the topic's end offsets: then a Spark
+    With no stream running, drain the topic (``aqi stream --available-now``), unless nothing
+    was ever written to it or the checkpoint has already committed everything up to the
+    topic's end offsets: then a Spark
     start (the JVM, the session: most of a small run's time) would read nothing, and is
     skipped. When a long-running ``aqi stream`` holds the checkpoint, a second stream would
     fight over it: instead wait until that stream's batches have reached the topic's end
@@ -101,6 +102,9 @@ def drain_stream(settings: Settings | None = None, echo: Echo = print) -> str:
     checkpoint = s.checkpoints_dir / QUERY_NAME
     if not stream_is_running(checkpoint):
         ends = end_offsets(kafka_bootstrap_servers(s), s.kafka_topic)
+        if not any(ends.values()):
+            echo(f"stream: nothing was ever written to {s.kafka_topic}; no stream")
+            return "nothing to drain"
         if checkpoint_is_caught_up(checkpoint, s.kafka_topic, ends):
             echo(f"stream: raw is up to date with {s.kafka_topic} (offsets {ends}); no stream")
             return "up to date"
@@ -339,4 +343,4 @@ def _wait_for_running_stream(settings: Settings, echo: Echo) -> None:
                 f"the running aqi stream is still {behind:,} records behind the topic after "
                 f"{CATCH_UP_TIMEOUT_S:.0f} s: check its log"
             )
-        time.sleep(5)
+        time.sleep(1)  # one indexed query: the run waits for the data, not for the poll

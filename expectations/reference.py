@@ -156,12 +156,17 @@ def model_columns(model: str, path: Path = GOLD_MODELS_YML) -> tuple[str, ...]:
 
 
 def model_unique_key(model: str, path: Path = GOLD_MODELS_YML) -> tuple[str, ...]:
-    """The columns of the model's ``unique_combination`` test (its grain)."""
-    for test in _model(model, path).get("tests", []) or _model(model, path).get("data_tests", []):
+    """The model's grain: its contract's ``primary_key`` constraint, or the columns of its
+    ``unique_combination`` test."""
+    entry = _model(model, path)
+    for constraint in entry.get("constraints", []) or []:
+        if constraint.get("type") == "primary_key":
+            return tuple(constraint["columns"])
+    for test in entry.get("tests", []) or entry.get("data_tests", []):
         if isinstance(test, dict) and "unique_combination" in test:
             spec = test["unique_combination"]
             return tuple((spec.get("arguments") or spec)["columns"])
-    raise LookupError(f"{path}: model {model!r} has no unique_combination test")
+    raise LookupError(f"{path}: model {model!r} has no primary key nor unique_combination test")
 
 
 def _model(model: str, path: Path) -> dict[str, Any]:

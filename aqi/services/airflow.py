@@ -115,9 +115,6 @@ def airflow_env(settings: Settings) -> dict[str, str]:
             secrets, "airflow_fernet_key", factory=_fernet_key
         ),
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "60",
-        # an idle scheduler loops every 0.25 s instead of 1 s: the dbt group is a chain of
-        # short sensor tasks (one per model and its tests), each waiting for the loop
-        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25",
         # no telemetry: Airflow, Cosmos, dbt, Great Expectations
         "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
         "SCARF_ANALYTICS": "false",

@@ -86,3 +86,38 @@ def test_one_stream_per_checkpoint(tmp_path: Path) -> None:
         with pytest.raises(AqiError, match="another `aqi stream`"), checkpoint_lock(checkpoint):
             pass
     assert not stream_is_running(checkpoint)
+
+
+def _node(resource_type: str, *parents: str):
+    from types import SimpleNamespace
+
+    import cosmos.operators.watcher  # noqa: F401  (first: cosmos.constants alone is circular)
+    from cosmos.constants import DbtResourceType
+
+    return SimpleNamespace(resource_type=DbtResourceType(resource_type), depends_on=list(parents))
+
+
+def test_a_source_past_error_after_skips_what_reads_only_from_it_and_a_warning_skips_nothing() -> (
+    None
+):
+    from aqi.orchestration import freshness_callback
+
+    raw, other = "source.p.openaq.openaq_measurements", "source.p.other.table"
+    nodes = {
+        raw: _node("source"),
+        other: _node("source"),
+        "model.p.stg": _node("model", raw),
+        "model.p.int": _node("model", "model.p.stg"),
+        "seed.p.limits": _node("seed"),
+        "model.p.both": _node("model", "model.p.int", "seed.p.limits"),
+        "model.p.other_stg": _node("model", other),
+    }
+    results = {"results": [{"unique_id": raw, "status": "error"},
+                           {"unique_id": other, "status": "warn"}]}  # fmt: skip
+    skipped = dict(freshness_callback({}, None, None, nodes, results))
+    # every model reading only from the stale source, however far downstream; a model with a
+    # clean input (a seed) still runs; a warning is only a warning
+    assert skipped == {"model.p.stg": "skipped", "model.p.int": "skipped"}
+    warn_only = {"results": [{"unique_id": raw, "status": "warn"}]}
+    assert freshness_callback({}, None, None, nodes, warn_only) == []
+    assert freshness_callback({}, None, None, nodes, None) == []
