@@ -35,7 +35,6 @@ from aqi.warehouse import DBT_PROJECT_DIR, run_dbt
 
 __all__ = [
     "DBT_PROFILE",
-    "WATCHER_SENSOR_ARGS",
     "cosmos_configs",
     "dbt_manifest_path",
     "drain_stream",
@@ -48,6 +47,7 @@ __all__ = [
     "run_aqi_command",
     "run_backfill",
     "warehouse_env",
+    "watcher_sensor_args",
 ]
 
 Echo = Callable[[str], None]
@@ -294,8 +294,21 @@ def freshness_callback(
 #: not the data, and run in ``make test`` (dbt's advice for production builds)
 PRODUCER_DBT_FLAGS = ["--threads", "4", "--exclude-resource-type", "unit_test"]
 
-#: what the model sensors of :func:`cosmos_configs` take besides the common operator_args
-WATCHER_SENSOR_ARGS: dict[str, Any] = {"deferrable": False, "poke_interval": 1}
+#: set by ``aqi airflow run-once`` (:func:`aqi.services.airflow.run_once`) for ``airflow dags
+#: test``, which runs one task at a time in its own process
+DAGS_TEST_ENV = "AQ_AIRFLOW_DAGS_TEST"
+
+
+def watcher_sensor_args() -> dict[str, Any]:
+    """What the model sensors of :func:`cosmos_configs` take besides the common operator_args.
+
+    Under the scheduler they poke every second in their worker slot (no triggerer runs in the
+    embedded Airflow, so not deferrable). ``airflow dags test`` runs one task at a time: a
+    sensor picked before the producer would poke forever, so there they reschedule (give
+    the turn back between pokes) and the producer gets to run.
+    """
+    mode = "reschedule" if os.environ.get(DAGS_TEST_ENV) == "1" else "poke"
+    return {"deferrable": False, "poke_interval": 1, "mode": mode}
 
 
 def warehouse_env(context: Any = None) -> None:

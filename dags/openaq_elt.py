@@ -73,7 +73,7 @@ def openaq_elt() -> None:
             "full_refresh": "{{ params.full_refresh }}",
             # the warehouse's URL, resolved in the task: the Airflow daemons do not hold it
             "on_execute_callback": orchestration.warehouse_env,
-            **orchestration.WATCHER_SENSOR_ARGS,
+            **orchestration.watcher_sensor_args(),
         },
         **orchestration.cosmos_configs(),
     )

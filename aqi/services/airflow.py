@@ -137,7 +137,10 @@ def run_once(
     Airflow's full output goes to ``AQ_HOME/logs/airflow-run-once.log``; ``echo`` gets one
     line per finished task and, for a failed task, its error (e.g. the quality report).
     """
-    env = airflow_env(settings)
+    from aqi.orchestration import DAGS_TEST_ENV
+
+    # one task at a time: the dbt model sensors must give the turn back to the producer
+    env = {**airflow_env(settings), DAGS_TEST_ENV: "1"}
     _migrate_metadata(settings, env, echo)
     command = ["dags", "test", dag_id]
     if conf:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from alert_sinks import running_http_sink
 from conftest import (
     REPO_ROOT,
     listening_sockets,
@@ -35,6 +36,8 @@ from aqi.exports import EXPORTED_TABLES
 pytestmark = pytest.mark.integration
 
 GX_TASKS = {"check_raw", "check_gold"}
+PRODUCER = "dbt.dbt_producer_watcher"
+SOURCE_TASK = "dbt.openaq_openaq_measurements_source"
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +61,8 @@ dags = {{}}
 for dag_id, dag in bag.dags.items():
     dags[dag_id] = {{
         "tasks": {{t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks}},
+        "retries": {{t.task_id: [t.retries, bool(t.retry_exponential_backoff)] for t in dag.tasks}},
+        "kinds": {{t.task_id: type(t).__name__ for t in dag.tasks}},
         "schedule": str(dag.schedule),
         "catchup": dag.catchup,
         "max_active_runs": dag.max_active_runs,
@@ -78,9 +83,20 @@ print("@@" + json.dumps({{"errors": {{k: str(v) for k, v in bag.import_errors.it
     return json.loads(line[2:])
 
 
-def _manifest_models() -> set[str]:
+def _manifest_models() -> dict[str, bool]:
+    """Every model of the manifest -> whether it has data tests."""
     manifest = json.loads((REPO_ROOT / "dbt_project/target/manifest.json").read_text())
-    return {n["name"] for n in manifest["nodes"].values() if n["resource_type"] == "model"}
+    tested = {
+        parent
+        for node in manifest["nodes"].values()
+        if node["resource_type"] == "test"
+        for parent in node["depends_on"]["nodes"]
+    }
+    return {
+        n["name"]: uid in tested
+        for uid, n in manifest["nodes"].items()
+        if n["resource_type"] == "model"
+    }
 
 
 def _downstream_closure(tasks: dict[str, list[str]], start: str) -> set[str]:
@@ -98,24 +114,48 @@ def test_dag_files_import_fast_and_show_one_task_per_model(stack: dict) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     report = _dagbag_report(stack["env"], stack["cwd"])
     assert report["errors"] == {}
-    assert set(report["dags"]) == {"openaq_elt", "openaq_backfill"}
+    assert set(report["dags"]) == {
+        "openaq_elt", "openaq_backfill", "openaq_watchdog", "openaq_nightly"
+    }  # fmt: skip
 
     elt = report["dags"]["openaq_elt"]
     assert elt["catchup"] is False and elt["max_active_runs"] == 1
     assert elt["schedule"] == "*/15 * * * *" and elt["params"] == ["full_refresh"]
-    tasks = elt["tasks"]
+    tasks, kinds, retries = elt["tasks"], elt["kinds"], elt["retries"]
+    # one dbt build per run: the producer; every model, seed and source keeps its own task
+    assert kinds[PRODUCER] == "DbtProducerWatcherOperator"
     models = _manifest_models()
-    assert models >= {"measurements", "pm25_15min", "daily_avg", "exceedance_30d", "latest"}
-    for model in models:
-        # the model's run, then its tests right after it
-        assert f"dbt.{model}.test" in tasks[f"dbt.{model}.run"], model
+    assert set(models) >= {"measurements", "pm25_15min", "daily_avg", "exceedance_30d", "latest"}
+    assert all(models[m] for m in ("measurements", "pm25_15min", "daily_avg", "latest"))
+    for model, has_tests in models.items():
+        if has_tests:
+            # the model's task, then its tests' task right after it; both watch the producer
+            assert f"dbt.{model}.test" in tasks[f"dbt.{model}.run"], model
+            assert kinds[f"dbt.{model}.run"] == "DbtRunWatcherOperator"
+            assert kinds[f"dbt.{model}.test"] == "DbtTestWatcherOperator"
+        else:  # Cosmos names a model without tests <model>_run, outside a group
+            assert kinds[f"dbt.{model}_run"] == "DbtRunWatcherOperator", model
+    assert kinds[SOURCE_TASK] == "DbtSourceWatcherOperator"  # dbt source freshness
+    assert sum(kind == "DbtProducerWatcherOperator" for kind in kinds.values()) == 1
     assert GX_TASKS <= set(tasks)
     dbt_tasks = {t for t in tasks if t.startswith("dbt.")}
     # the raw gate comes before every dbt task, the gold gate after all of them
     assert dbt_tasks <= _downstream_closure(tasks, "check_raw")
     assert all("check_gold" in _downstream_closure(tasks, t) for t in dbt_tasks)
-    assert _downstream_closure(tasks, "check_gold") == {"export_marts"}
+    assert _downstream_closure(tasks, "check_gold") == {"publish"}
     assert "check_raw" in _downstream_closure(tasks, "drain_stream")
+    # transient tasks retry with backoff; a gate fails at once; the producer runs once (a
+    # retried model task runs its model itself)
+    for task in ("drain_stream", "publish", "dbt.pm25_15min.run", "dbt.latest.test"):
+        assert retries[task][0] >= 2 and retries[task][1], task
+    assert retries["check_raw"][0] == retries["check_gold"][0] == 0
+    assert retries[PRODUCER][0] == 0
+
+    watchdog = report["dags"]["openaq_watchdog"]
+    assert watchdog["schedule"] == "*/5 * * * *" and set(watchdog["tasks"]) == {"check_deadline"}
+    nightly = report["dags"]["openaq_nightly"]["tasks"]
+    assert nightly == {"full_tests": ["full_check"], "full_check": ["full_export"],
+                       "full_export": []}  # fmt: skip
 
     backfill = report["dags"]["openaq_backfill"]
     assert backfill["schedule"] == "None"
@@ -144,11 +184,20 @@ def test_dags_test_runs_openaq_elt_end_to_end(stack: dict) -> None:
 
     exports = stack["settings"].exports_dir
     for table, rows in counts.items():
-        with open(exports / f"{table}.csv", newline="", encoding="utf-8") as handle:
-            lines = list(csv.reader(handle))
-        assert len(lines) - 1 == rows, table
-        assert lines[0][0] == "location_id"
+        files = [exports / "latest.csv"] if table == "latest" else sorted(
+            (exports / table).glob(f"{table}_*.csv")
+        )  # fmt: skip
+        assert files, table
+        exported = 0
+        for path in files:
+            with open(path, newline="", encoding="utf-8") as handle:
+                lines = list(csv.reader(handle))
+            assert lines[0][0] == "location_id", path
+            exported += len(lines) - 1
+        assert exported == rows, table
     assert (stack["settings"].gx_docs_dir / "index.html").is_file()
+    # the run's last task recorded its success for the deadline watchdog
+    assert "openaq_elt" in (stack["settings"].state_dir / "pipeline_heartbeats.json").read_text()
 
     # the same gate and exports by hand
     check = run_aqi(["check"], stack["env"], stack["cwd"], timeout=300)
@@ -156,28 +205,33 @@ def test_dags_test_runs_openaq_elt_end_to_end(stack: dict) -> None:
     assert "gx_docs" in check.stdout
     exported = run_aqi(["export", "--dir", str(stack["cwd"] / "csv")], stack["env"], stack["cwd"])
     assert exported.returncode == 0, exported.stderr
-    assert sorted(p.name for p in (stack["cwd"] / "csv").iterdir()) == sorted(
-        f"{t}.csv" for t in EXPORTED_TABLES
+    copy = stack["cwd"] / "csv"
+    assert sorted(p.relative_to(copy) for p in copy.rglob("*.csv")) == sorted(
+        p.relative_to(exports) for p in exports.rglob("*.csv")
     )
-    assert (stack["cwd"] / "csv" / "latest.csv").read_bytes() == (
-        exports / "latest.csv"
-    ).read_bytes()
+    for path in exports.rglob("*.csv"):
+        assert (copy / path.relative_to(exports)).read_bytes() == path.read_bytes(), path
 
 
-def test_gx_gate_fails_the_run_on_bad_gold_data_and_stops_the_exports(stack: dict) -> None:
-    exports = stack["settings"].exports_dir / "pm25_15min.csv"
-    before = exports.stat().st_mtime_ns
+def test_gx_gate_fails_the_run_on_bad_gold_data_stops_the_exports_and_alerts(
+    stack: dict,
+) -> None:
+    latest_csv = stack["settings"].exports_dir / "latest.csv"  # every published run rewrites it
+    before = latest_csv.stat().st_mtime_ns
     with psycopg.connect(stack["url"]) as conn:
         key = conn.execute(
-            "select location_id, window_start, pm25_avg from gold.pm25_15min limit 1"
+            "select location_id, window_start, pm25_avg, rebuilt_at from gold.pm25_15min limit 1"
         ).fetchone()
+        # a bad row as if the run had just rebuilt it: the gate judges the rebuilt slices
         conn.execute(
-            "update gold.pm25_15min set pm25_avg = 5000 where location_id = %s "
-            "and window_start = %s",
+            "update gold.pm25_15min set pm25_avg = 5000, rebuilt_at = now() "
+            "where location_id = %s and window_start = %s",
             key[:2],
         )
     try:
-        result = run_aqi(["airflow", "run-once"], stack["env"], stack["cwd"], timeout=900)
+        with running_http_sink() as sink:
+            env = {**stack["env"], "AQ_ALERT_WEBHOOK_URL": sink.url}
+            result = run_aqi(["airflow", "run-once"], env, stack["cwd"], timeout=900)
         output = result.stdout + result.stderr
         assert result.returncode != 0
         assert "openaq_elt FAILED" in output
@@ -185,13 +239,19 @@ def test_gx_gate_fails_the_run_on_bad_gold_data_and_stops_the_exports(stack: dic
         assert "gold.pm25_15min" in output
         assert "expect_column_values_to_be_between" in output
         assert "pm25_avg" in output and "5000" in output
-        assert exports.stat().st_mtime_ns == before, "exports ran after a failed gate"
+        assert latest_csv.stat().st_mtime_ns == before, "exports ran after a failed gate"
+        # the DAG's failure notifier sent one alert, naming the gate and what failed
+        alerts = [json.loads(post["body"]) for post in sink.posts]
+        assert [a["task_id"] for a in alerts] == ["check_gold"], alerts
+        assert alerts[0]["event"] == "task_failed" and alerts[0]["dag_id"] == "openaq_elt"
+        assert "expect_column_values_to_be_between" in alerts[0]["message"]
+        assert "5000" in alerts[0]["message"]
     finally:
         with psycopg.connect(stack["url"]) as conn:
             conn.execute(
-                "update gold.pm25_15min set pm25_avg = %s where location_id = %s "
-                "and window_start = %s",
-                (key[2], *key[:2]),
+                "update gold.pm25_15min set pm25_avg = %s, rebuilt_at = %s "
+                "where location_id = %s and window_start = %s",
+                (key[2], key[3], *key[:2]),
             )
 
 
@@ -227,19 +287,28 @@ def test_embedded_airflow_answers_health_and_runs_a_rest_triggered_dag(stack: di
 
         token = _api(base, "POST", "/auth/token", body={"username": "admin", "password": password})
         token = token["access_token"]
-        _api(base, "PATCH", "/api/v2/dags/openaq_elt", token, {"is_paused": False})
-        run = _api(base, "POST", "/api/v2/dags/openaq_elt/dagRuns", token, {"logical_date": None})
-        run_id = run["dag_run_id"]
-        deadline = time.monotonic() + 900
-        state = run["state"]
-        while state not in ("success", "failed") and time.monotonic() < deadline:
-            time.sleep(5)
-            state = _api(base, "GET", f"/api/v2/dags/openaq_elt/dagRuns/{run_id}", token)["state"]
-        if state != "success":
-            tis = _api(base, "GET", f"/api/v2/dags/openaq_elt/dagRuns/{run_id}/taskInstances",
-                       token)  # fmt: skip
-            failed = [t["task_id"] for t in tis["task_instances"] if t["state"] != "success"]
-            pytest.fail(f"REST-triggered run ended {state}; not successful: {failed}")
+        # openaq_elt under the real scheduler (LocalExecutor), triggered through the REST API
+        # (EmbeddedAirflow.trigger: unpause, wait for the schedule's own run, POST, follow)
+        from aqi.services.airflow import EmbeddedAirflow
+
+        run = EmbeddedAirflow(stack["settings"]).trigger(timeout=900)
+        run_id = run.run_id
+        if run.state != "success":
+            pytest.fail(f"REST-triggered run ended {run.state}; not successful: "
+                        f"{run.failed_tasks()}")  # fmt: skip
+        by_id = {t.task_id: t for t in run.tasks}
+        # one dbt process: the producer's build; every model's and test's task succeeded on
+        # its first try, from what the producer reported (a retry would run dbt itself)
+        assert by_id["dbt.dbt_producer_watcher"].state == "success"
+        watchers = [
+            t for t in run.tasks if t.task_id.startswith("dbt.") and "producer" not in t.task_id
+        ]
+        assert len(watchers) >= 12 and all(t.state == "success" for t in watchers)
+        assert all(t.try_number == 1 for t in watchers), [
+            (t.task_id, t.try_number) for t in watchers
+        ]
+        assert {"drain_stream", "check_raw", "check_gold", "publish"} <= set(by_id)
+        assert run.seconds is not None and run.seconds > 0
         # the scheduler runs without its log server (it would listen on every interface):
         # the API server reads a task's log from AIRFLOW_HOME/logs itself
         runs = f"/api/v2/dags/openaq_elt/dagRuns/{run_id}/taskInstances"
