@@ -336,26 +336,34 @@ class EmbeddedAirflow:
         wait: bool = True,
         timeout: float = 1800.0,
         echo: Echo = print,
+        after: datetime | None = None,
     ) -> DagRunResult:
         """Trigger ``dag_id`` through the REST API (as a user or an external system would),
         unpausing it first, and with ``wait`` follow the run to its end under the scheduler.
 
         Unlike :func:`run_once` this needs the daemons of :meth:`up`: the run is the real
         thing (scheduler, LocalExecutor, one process per task), which is what the timing and
-        the scheduler tests need.
+        the scheduler tests need. With ``after`` (aware), a run the schedule queued at or
+        after that moment is followed instead of triggering another: it is the one that
+        takes the data added then.
         """
         token = self._token()
         self._api("PATCH", f"/api/v2/dags/{dag_id}", token, {"is_paused": False})
-        if wait:
+        run = self._run_queued_after(dag_id, token, after) if after else None
+        if wait and run is None:
             # a run already going (the schedule's) would hold this one in the queue
             # (max_active_runs=1): start when the DAG is idle, so the timing is this run's
             self._wait_idle(dag_id, token, deadline=time.monotonic() + timeout)
-        body: dict = {"logical_date": None}
-        if conf:
-            body["conf"] = conf
-        run = self._api("POST", f"/api/v2/dags/{dag_id}/dagRuns", token, body)
+            run = self._run_queued_after(dag_id, token, after) if after else None
+        if run is None:
+            body: dict = {"logical_date": None}
+            if conf:
+                body["conf"] = conf
+            run = self._api("POST", f"/api/v2/dags/{dag_id}/dagRuns", token, body)
+            echo(f"airflow: triggered {dag_id} run {run['dag_run_id']}")
+        else:
+            echo(f"airflow: following {dag_id} run {run['dag_run_id']} (queued by the schedule)")
         run_id = run["dag_run_id"]
-        echo(f"airflow: triggered {dag_id} run {run_id}")
         deadline = time.monotonic() + timeout
         seen: set[str] = set()
         while wait and run["state"] not in ("success", "failed"):
@@ -378,6 +386,15 @@ class EmbeddedAirflow:
             end=_when(run.get("end_date")),
             tasks=tuple(self._task_timings(dag_id, run_id, token)),
         )
+
+    def _run_queued_after(self, dag_id: str, token: str, after: datetime) -> dict | None:
+        # the API does not order by queued_at: take the newest runs and choose here
+        runs = self._api(
+            "GET", f"/api/v2/dags/{dag_id}/dagRuns?order_by=-run_after&limit=20", token
+        )["dag_runs"]
+        queued = [(when, r) for r in runs if (when := _when(r.get("queued_at")))]
+        late = sorted((pair for pair in queued if pair[0] >= after), key=lambda pair: pair[0])
+        return late[0][1] if late else None
 
     def _wait_idle(self, dag_id: str, token: str, deadline: float) -> None:
         while True:
