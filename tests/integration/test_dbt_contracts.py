@@ -107,6 +107,10 @@ def test_rebuilt_at_and_data_tests_follow_the_rows_of_the_latest_run(
 ) -> None:
     _load_days(fresh_database, 3, 1, END)
     _ok(_dbt(tmp_path, fresh_database, "build"))
+    stamped = ("silver.measurements", *(f"gold.{t}" for t in GOLD))
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        for table in stamped:  # statistics only from the run itself (analyze_stamp), below
+            conn.execute(f"alter table {table} set (autovacuum_enabled = false)")
     _load_days(fresh_database, 1, 2, END + timedelta(days=1))  # one more day
     _ok(_dbt(tmp_path, fresh_database, "build"))
 
@@ -128,6 +132,20 @@ def test_rebuilt_at_and_data_tests_follow_the_rows_of_the_latest_run(
             "select min(rebuilt_at), max(rebuilt_at) from gold.pm25_15min"
         ).fetchone()
         assert first < second
+        # the run refreshed rebuilt_at's statistics (analyze_stamp; autovacuum is off): the
+        # planner sizes the run's slice from them, not as the few rows above a stale histogram
+        for table in stamped:
+            newest, rows, analyzed = conn.execute(
+                f"select max(rebuilt_at), count(*) filter (where rebuilt_at = (select"
+                f" max(rebuilt_at) from {table})), (select last_analyze from pg_stat_user_tables"
+                f" where relid = %s::regclass) from {table}",
+                (table,),
+            ).fetchone()
+            assert analyzed is not None and analyzed >= newest, (table, analyzed, newest)
+            plan = conn.execute(
+                f"explain (format json) select * from {table} where rebuilt_at >= %s", (newest,)
+            ).fetchone()[0]
+            assert plan[0]["Plan"]["Plan Rows"] >= rows / 2, (table, rows, plan)
         old, new = conn.execute(
             "select max(window_start) filter (where rebuilt_at = %s),"
             " min(window_start) filter (where rebuilt_at = %s) from gold.pm25_15min",
