@@ -51,7 +51,7 @@ import re
 import socket
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from email.utils import format_datetime
@@ -259,6 +259,7 @@ class MockArchive(ServedInThread):
         self._faults: list[list[Any]] = []  # [target, status, times left or None]
         self._cuts: dict[str, int | None] = {}
         self._log: list[LoggedRequest] = []
+        self._logged = threading.Condition(self._lock)
         self._hold_after: int | None = None
         self._file_gets = 0
         self._held = 0
@@ -423,6 +424,16 @@ class MockArchive(ServedInThread):
         with self._lock:
             return list(self._log)
 
+    def wait_for_log(
+        self, until: Callable[[list[LoggedRequest]], bool], timeout: float = 10.0
+    ) -> list[LoggedRequest]:
+        """The request log once ``until(log)`` holds (or as it is at ``timeout``): a request
+        is logged after its response is sent, so a client can see the answer, a cut one above
+        all, before the server thread has logged it."""
+        with self._logged:
+            self._logged.wait_for(lambda: until(self._log), timeout=timeout)
+            return list(self._log)
+
     def file_requests(self) -> list[str]:
         """The keys of the file downloads answered 200 (in order)."""
         return [r.path[1:] for r in self.requests if r.path != "/" and r.status == 200]
@@ -515,6 +526,7 @@ class MockArchive(ServedInThread):
             status, sent = self._file(handler, method, path[1:])
         with self._lock:
             self._log.append(LoggedRequest(method, path, query, status, sent))
+            self._logged.notify_all()
 
     def _fault(self, target: str) -> int | None:
         with self._lock:
