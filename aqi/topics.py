@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from aqi.errors import AqiError
@@ -94,6 +94,13 @@ def topic_partitions(bootstrap_servers: str, topic: str) -> list[int]:
     return sorted(described.partitions)
 
 
+#: list_offsets errors of a partition whose leader is not elected or known yet
+_NO_LEADER_YET = (
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+)
+
+
 def end_offsets(
     bootstrap_servers: str, topic: str, partitions: Iterable[int] | None = None
 ) -> dict[int, int]:
@@ -103,13 +110,21 @@ def end_offsets(
     if not ids:
         return {}
     wanted = {TopicPartition(topic, p): OffsetSpec.latest() for p in ids}
-    try:
-        answers = admin.list_offsets(wanted, request_timeout=_REQUEST_TIMEOUT_S)
-        return {tp.partition: future.result().offset for tp, future in answers.items()}
-    except KafkaException as exc:
-        raise KafkaUnavailable(
-            f"no end offsets for {topic} from {bootstrap_servers}: {exc.args[0].str()}"
-        ) from None
+    deadline = time.monotonic() + _REQUEST_TIMEOUT_S
+    while True:
+        try:
+            answers = admin.list_offsets(wanted, request_timeout=_REQUEST_TIMEOUT_S)
+            return {tp.partition: future.result().offset for tp, future in answers.items()}
+        except KafkaException as exc:
+            # a partition just created (or moving) has no leader for a moment: ask again
+            error = exc.args[0]
+            transient = error.retriable() or error.code() in _NO_LEADER_YET
+            if transient and time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
+            raise KafkaUnavailable(
+                f"no end offsets for {topic} from {bootstrap_servers}: {exc.args[0].str()}"
+            ) from None
 
 
 def wait_for_broker(bootstrap_servers: str, timeout: float = 30.0, *, brokers: int = 1) -> None:
