@@ -7,7 +7,10 @@ NowCast, and the gold tables (15-minute PM2.5, local-day means, 30-day exceedanc
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+from fractions import Fraction
 from pathlib import Path
 
 import pandas as pd
@@ -31,11 +34,30 @@ PHYSICAL_MAX = {(r.parameter, r.units): float(r.physical_max) for r in _LIMITS.i
 US = {"pm25": 35, "pm10": 150}
 
 
-def aqi(concentration: float | None, pollutant: str) -> int | None:
-    """EPA sub-index: truncate, interpolate, round half up; 500 above the table."""
+def exact(value: float) -> Fraction:
+    """A reading as the warehouse averages it: the float8 cast to numeric keeps its digits."""
+    return Fraction(Decimal(repr(float(value))))
+
+
+def exact_mean(values: Iterable[Fraction]) -> Fraction:
+    """The mean without rounding: a float mean of 9.0 can come out 8.999999999999998, which
+    truncates to 8.9 and moves the AQI a point (the warehouse averages in numeric)."""
+    values = list(values)
+    return sum(values, Fraction(0)) / len(values)
+
+
+def aqi(concentration: float | Fraction | None, pollutant: str) -> int | None:
+    """EPA sub-index: truncate, interpolate, round half up; 500 above the table.
+
+    A ``Fraction`` is truncated exactly; a float by its shortest decimal form.
+    """
     if concentration is None or pd.isna(concentration) or concentration < 0:
         return None
-    c = Decimal(repr(float(concentration))).quantize(DECIMALS[pollutant], rounding=ROUND_DOWN)
+    if isinstance(concentration, Fraction):
+        step = DECIMALS[pollutant]
+        c = math.floor(concentration / Fraction(step)) * step
+    else:
+        c = Decimal(repr(float(concentration))).quantize(DECIMALS[pollutant], rounding=ROUND_DOWN)
     for lo, hi, i_lo, i_hi in BREAKPOINTS[pollutant]:
         lo_d, hi_d = Decimal(lo), Decimal(hi)
         if lo_d <= c <= hi_d:
@@ -56,7 +78,8 @@ def nowcast(hours: list[float | None]) -> float | None:
         return None
     values = [h for h in hours if h is not None]
     high, low = max(values), min(values)
-    w = max(1 - (high - low) / high, 0.5) if high > 0 else 1.0
+    # exact in, exact out: Fractions stay Fractions (the warehouse computes it in numeric)
+    w = max(1 - (high - low) / high, Fraction(1, 2)) if high > 0 else 1
     pairs = [(w**i, h) for i, h in enumerate(hours) if h is not None]
     return sum(weight * h for weight, h in pairs) / sum(weight for weight, _ in pairs)
 
@@ -113,17 +136,22 @@ def daily_avg(valid: pd.DataFrame) -> pd.DataFrame:
         )
         frames.append(group.assign(local_hour=local.dt.floor("h")))
     data = pd.concat(frames)
+    data["value"] = data.value.map(exact)
     hourly = (
-        data.groupby(["location_id", "parameter", "units", "local_hour"]).value.mean().reset_index()
+        data.groupby(["location_id", "parameter", "units", "local_hour"])
+        .value.agg(exact_mean)
+        .reset_index()
     )
     hourly["local_date"] = hourly.local_hour.dt.date
     daily = hourly.groupby(["location_id", "parameter", "units", "local_date"]).value.agg(
-        ["mean", "size"]
+        [exact_mean, "size"]
     )
-    daily = daily.reset_index().rename(columns={"mean": "avg_value", "size": "hours_covered"})
+    daily = daily.reset_index().rename(columns={"exact_mean": "exact_avg", "size": "hours_covered"})
+    # gold stores the mean as double precision: the exceedance counts compare that
+    daily["avg_value"] = daily.exact_avg.map(float)
     daily["is_complete"] = daily.hours_covered >= 18
     daily["aqi"] = [
-        aqi(row.avg_value, row.parameter)
+        aqi(row.exact_avg, row.parameter)
         if row.is_complete and row.parameter in BREAKPOINTS and row.units == "µg/m³"
         else None
         for row in daily.itertuples()
@@ -156,7 +184,7 @@ def latest(valid: pd.DataFrame) -> pd.DataFrame:
         if parameter in BREAKPOINTS and newest.units == "µg/m³":
             same = group[group.units == newest.units]
             hour = (same.period_end - pd.Timedelta(microseconds=1)).dt.floor("h")
-            means = same.groupby(hour).value.mean()
+            means = same.value.map(exact).groupby(hour).agg(exact_mean)
             top = (newest.period_end - pd.Timedelta(microseconds=1)).floor("h")
             hours = [means.get(top - pd.Timedelta(hours=i)) for i in range(12)]
             index = aqi(nowcast(hours), parameter)

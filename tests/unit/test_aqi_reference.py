@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import csv
 import re
+from datetime import UTC, date, datetime
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
 import yaml
-from reference_aqi import BREAKPOINTS, aqi, category, nowcast
+from reference_aqi import BREAKPOINTS, aqi, category, daily_avg, nowcast, valid_readings
+
+from ingestion.simulator import SimulationConfig, simulate
 
 pytestmark = pytest.mark.unit
 
@@ -59,6 +63,24 @@ def test_truncation_examples() -> None:
     assert aqi(9.09, "pm25") == 50 and aqi(35.49, "pm25") == 100
     assert aqi(54.9, "pm10") == 50 and aqi(154.7, "pm10") == 100
     assert aqi(-1, "pm25") is None
+
+
+def test_exact_concentrations_truncate_exactly() -> None:
+    assert aqi(Fraction(9), "pm25") == 50 and aqi(Fraction(89999, 10000), "pm25") == 49
+    assert aqi(Fraction(54), "pm10") == 50 and aqi(Fraction(5499, 100), "pm10") == 50
+
+
+def test_daily_means_are_exact_at_a_breakpoint() -> None:
+    # a CI run once disagreed with the warehouse on this simulated day: its float mean is
+    # 8.999999999999998 (truncated to 8.9, AQI 49), its exact mean 9.0 (AQI 50), which is
+    # what the warehouse's numeric avg gives
+    end = datetime(2026, 12, 2, 10, tzinfo=UTC)
+    events = list(simulate(SimulationConfig(locations=3, days=2, end=end)))
+    daily = daily_avg(valid_readings(events))
+    day = daily[(daily.location_id == 2178) & (daily.parameter == "pm25")
+                & (daily.local_date == date(2026, 12, 1))]  # fmt: skip
+    assert len(day) == 1 and day.iloc[0].is_complete
+    assert day.iloc[0].exact_avg == 9 and day.iloc[0].aqi == 50
 
 
 def test_nowcast_worked_examples() -> None:
