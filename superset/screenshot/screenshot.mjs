@@ -4,9 +4,14 @@
 // Input: one JSON document on stdin (the password stays off the command line):
 //   {"url": "http://127.0.0.1:8088", "dashboard": "air-quality", "username": "admin",
 //    "password": "...", "out": "/abs/path.png", "executable": "/usr/bin/chromium",
-//    "width": 1600, "height": 1200, "timeout_ms": 120000}
+//    "width": 1600, "height": 1200, "timeout_ms": 120000, "min_ink": 0.0003}
 // Output: one JSON line on stdout, e.g.
-//   {"charts": 8, "rendered": 8, "loading": 0, "errors": [], "file": "...", "titles": [...]}
+//   {"charts": 8, "rendered": 8, "loading": 0, "errors": [], "file": "...", "titles": [...],
+//    "ink": [0.031, ...]}
+// A chart counts as rendered when its visualisation element exists (DRAWN) AND its body shows
+// ink: the share of its pixels that differ from its background colour is at least min_ink.
+// An element alone is not enough: an ECharts or deck.gl canvas exists before anything is
+// drawn on it, and a screenshot taken then shows empty panels.
 // Exit status: 0 when every chart rendered and no error panel shows, 1 otherwise (the PNG is
 // written either way, to show what went wrong), 2 when the browser or the login failed.
 
@@ -39,6 +44,10 @@ const DRAWN = [
   '.superset-legacy-chart-calendar',
 ].join(', ');
 const LOADING = '[data-test="loading-indicator"], .loading';
+// the visualisation inside a chart panel (without the panel's title and menu)
+const BODY = '.slice_container';
+// the request's min_ink (aqi/screenshot.py MIN_INK) is the least ink of a drawn chart body
+
 const ERROR = '.alert-danger, .ant-alert-error, [data-test="error-message"]';
 
 async function readStdin() {
@@ -58,7 +67,9 @@ function oneLine(text, max = 300) {
 function inspect({ chart, drawn, loading, error }) {
   const squash = text => text.replace(/\s+/g, ' ').trim().slice(0, 300);
   const charts = [...document.querySelectorAll(chart)];
-  const result = { charts: charts.length, rendered: 0, loading: 0, errors: [], titles: [] };
+  const result = {
+    charts: charts.length, rendered: 0, loading: 0, errors: [], titles: [], drawn: [],
+  };
   for (const element of charts) {
     const title = element.querySelector('[data-test="editable-title"]');
     result.titles.push(title ? squash(title.textContent) : '');
@@ -70,12 +81,57 @@ function inspect({ chart, drawn, loading, error }) {
     } else if (element.querySelector(drawn)) {
       result.rendered += 1;
     }
+    result.drawn.push(Boolean(element.querySelector(drawn)) && !failed);
   }
   // error panels outside the charts (the dashboard failed to load, say)
   for (const panel of document.querySelectorAll(error)) {
     if (!panel.closest(chart)) result.errors.push(`page: ${squash(panel.textContent)}`);
   }
   return result;
+}
+
+// Share of a PNG's pixels that differ from its most common colour (colours in 16 levels per
+// channel, so anti-aliasing noise of a blank panel does not count). Runs in a blank page.
+async function inkShare(base64) {
+  const image = new Image();
+  image.src = `data:image/png;base64,${base64}`;
+  await image.decode();
+  const canvas = document.createElement('canvas');
+  canvas.width = image.width;
+  canvas.height = image.height;
+  const context = canvas.getContext('2d', { willReadFrequently: true });
+  context.drawImage(image, 0, 0);
+  const { data } = context.getImageData(0, 0, canvas.width, canvas.height);
+  const counts = new Map();
+  for (let i = 0; i < data.length; i += 4) {
+    const key = ((data[i] >> 4) << 8) | ((data[i + 1] >> 4) << 4) | (data[i + 2] >> 4);
+    counts.set(key, (counts.get(key) ?? 0) + 1);
+  }
+  const pixels = data.length / 4;
+  return pixels ? (pixels - Math.max(0, ...counts.values())) / pixels : 0;
+}
+
+// The ink of every chart's body, in the order of the panels on the page.
+async function inks(page, lab) {
+  const charts = page.locator(CHART);
+  const result = [];
+  for (let i = 0; i < (await charts.count()); i += 1) {
+    const body = charts.nth(i).locator(BODY);
+    const target = (await body.count()) > 0 ? body.first() : charts.nth(i);
+    const png = await target.screenshot({ timeout: 10000 }).catch(() => null);
+    const share = png ? await lab.evaluate(inkShare, png.toString('base64')) : 0;
+    result.push(Math.round(share * 10000) / 10000);
+  }
+  return result;
+}
+
+// inspect()'s counts with "rendered" requiring ink as well
+async function drawnState(page, lab, selectors, minInk) {
+  const state = await page.evaluate(inspect, selectors);
+  const ink = await inks(page, lab);
+  const { drawn, ...counts } = state;
+  const rendered = drawn.filter((isDrawn, i) => isDrawn && (ink[i] ?? 0) >= minInk).length;
+  return { ...counts, rendered, ink };
 }
 
 async function shoot(cfg, context) {
@@ -107,17 +163,28 @@ async function shoot(cfg, context) {
   await page.evaluate(() => window.scrollTo(0, document.body.scrollHeight));
   await page.waitForTimeout(300);
   await page.evaluate(() => window.scrollTo(0, 0));
+  const lab = await context.newPage(); // about:blank: decodes the PNGs, no page CSP applies
   const deadline = Date.now() + cfg.timeout_ms;
-  for (;;) {
-    const state = await page.evaluate(inspect, selectors);
+  const settled = async () => {
+    const state = await drawnState(page, lab, selectors, cfg.min_ink);
     const done = state.rendered + state.errors.length >= state.charts;
-    if ((state.charts > 0 && state.loading === 0 && done) || Date.now() > deadline) break;
+    return { state, ready: state.charts > 0 && state.loading === 0 && done };
+  };
+  for (;;) {
+    const { ready } = await settled();
+    if (ready || Date.now() > deadline) break;
     await page.waitForTimeout(500);
   }
-  // let animations (ECharts, deck.gl) and tile requests finish, then count once more
+  // let animations (ECharts, deck.gl) and tile requests finish, then count once more: the
+  // screenshot is taken only once two counts in a row say every chart is drawn
   await page.waitForLoadState('networkidle', { timeout: 15000 }).catch(() => {});
   await page.waitForTimeout(2500);
-  const state = await page.evaluate(inspect, selectors);
+  let { state, ready } = await settled();
+  while (!ready && Date.now() < deadline) {
+    await page.waitForTimeout(1000);
+    ({ state, ready } = await settled());
+  }
+  await lab.close();
   await page.screenshot({ path: cfg.out, fullPage: true });
   return state;
 }

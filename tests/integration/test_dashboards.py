@@ -223,7 +223,7 @@ def test_a_broken_bundle_fails_before_touching_superset(stack: dict, tmp_path: P
 
 
 def test_screenshot_draws_every_chart_without_errors(stack: dict, tmp_path: Path) -> None:
-    from aqi.screenshot import ensure_chromium, take_screenshot
+    from aqi.screenshot import MIN_INK, ensure_chromium, take_screenshot
 
     ensure_chromium(install=True)  # CI: apt-get install -y chromium when root and missing
     out = tmp_path / "dashboard.png"
@@ -231,7 +231,10 @@ def test_screenshot_draws_every_chart_without_errors(stack: dict, tmp_path: Path
     assert summary["charts"] == BUNDLE.chart_count
     assert summary["rendered"] == summary["charts"]
     assert summary["errors"] == [] and summary["loading"] == 0
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 50_000
+    # drawn means ink in every chart's body, not only its canvas element (an empty canvas
+    # once passed as drawn and the PNG showed blank panels)
+    assert len(summary["ink"]) == summary["charts"] and min(summary["ink"]) >= MIN_INK, summary
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the command prints the same count
     result = _dashboards(stack, "screenshot", str(tmp_path / "cli.png"))
     assert result.returncode == 0, result.stdout + result.stderr
