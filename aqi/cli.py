@@ -587,7 +587,7 @@ def mock_api_cmd(port, fixtures_dir, profile, locations, archive_days) -> None:
 
     Example: aqi mock-api --profile world, then aqi collect --world --once
     """
-    from ingestion.mock_server import main as mock_main
+    from openaq_mock.api import main as mock_main
 
     args = ["--port", str(port), "--profile", profile]
     if fixtures_dir:

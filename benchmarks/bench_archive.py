@@ -35,8 +35,8 @@ from aqi.services.kafka import EmbeddedKafka
 from aqi.topics import end_offsets
 from ingestion.archive import file_events, gunzip_text, parse_key, read_archive_csv
 from ingestion.events import event_key, location_from_api
-from ingestion.mock_server import MockOpenAQ
 from ingestion.producer import encode_event
+from openaq_mock.api import MockOpenAQ
 from openaq_mock.archive import MockArchive, synthetic_locations
 
 FIRST_DAY = date(2024, 1, 1)

@@ -31,10 +31,10 @@ from pathlib import Path
 
 from ingestion.collector import Budget, Targets, load_catalog, run_collector
 from ingestion.events import parse_utc
-from ingestion.mock_server import MockOpenAQ
 from ingestion.openaq_client import OpenAQClient
 from ingestion.rate_limit import RateLimiter
 from ingestion.state import IngestionState
+from openaq_mock.api import MockOpenAQ
 from openaq_mock.clock import VirtualClock
 from openaq_mock.world import World, WorldProfile
 

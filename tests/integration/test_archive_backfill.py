@@ -24,8 +24,8 @@ from conftest import AQI, isolated_env, read_topic, run_aqi
 from aqi.config import parse_bbox
 from ingestion.archive import ArchiveScope, archive_job_id, archive_key
 from ingestion.events import validate_event
-from ingestion.mock_server import MockOpenAQ
 from ingestion.state import IngestionState
+from openaq_mock.api import MockOpenAQ
 from openaq_mock.archive import ArchiveReading, MockArchive, synthetic_locations
 
 pytestmark = pytest.mark.integration

@@ -94,7 +94,7 @@ def test_live_demo_collects_from_the_api_and_keeps_collecting(tmp_path: Path) ->
 
     from aqi.services.process import PidFile
     from ingestion.fixtures import DEFAULT_FIXTURES_DIR
-    from ingestion.mock_server import MockOpenAQ
+    from openaq_mock.api import MockOpenAQ
     from openaq_mock.archive import MockArchive
 
     last_day = datetime.now(UTC).date() - timedelta(days=3)  # the archive's 72-hour delay

@@ -20,7 +20,7 @@ from conftest import AQI, isolated_env, read_topic, run_aqi
 
 from aqi.topics import end_offsets
 from ingestion.events import validate_event
-from ingestion.mock_server import MockOpenAQ
+from openaq_mock.api import MockOpenAQ
 
 pytestmark = pytest.mark.integration
 

@@ -21,10 +21,10 @@ from ingestion.collector import (
     load_catalog,
     run_collector,
 )
-from ingestion.mock_server import MockOpenAQ
 from ingestion.openaq_client import OpenAQClient
 from ingestion.rate_limit import RateLimiter
 from ingestion.state import IngestionState, LiveSensor
+from openaq_mock.api import MockOpenAQ
 
 pytestmark = pytest.mark.unit
 

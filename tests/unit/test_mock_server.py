@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from ingestion.fixtures import load_recorded
-from ingestion.mock_server import MockOpenAQ, main
+from openaq_mock.api import MockOpenAQ, main
 
 pytestmark = pytest.mark.unit
 
@@ -427,7 +427,7 @@ def test_cli_help(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_cli_serves_until_interrupted() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "ingestion.mock_server", "--port", "0"],
+        [sys.executable, "-m", "openaq_mock.api", "--port", "0"],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -17,9 +17,9 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 
-from ingestion.mock_server import MockOpenAQ
 from ingestion.rate_limit import RateLimiter
 from openaq_mock import VirtualClock, World, WorldProfile
+from openaq_mock.api import MockOpenAQ
 from openaq_mock.world import PARAMETERS
 
 pytestmark = pytest.mark.unit

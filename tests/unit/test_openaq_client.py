@@ -22,7 +22,6 @@ import pytest
 import requests
 from conftest import FakeClock
 
-from ingestion.mock_server import MockOpenAQ
 from ingestion.openaq_client import (
     MAX_LIMIT,
     OpenAQAuthError,
@@ -32,6 +31,7 @@ from ingestion.openaq_client import (
     Page,
 )
 from ingestion.rate_limit import RateLimiter
+from openaq_mock.api import MockOpenAQ
 
 pytestmark = pytest.mark.unit
 

@@ -14,7 +14,7 @@ Public surface:
 - :class:`LoggedRequest` - one entry of :attr:`MockOpenAQ.requests`.
 - :data:`DEFAULT_PARAMETER` - PM2.5 in µg/m³, the default of
   :meth:`MockOpenAQ.generate_measurements`.
-- :func:`main` - ``python -m ingestion.mock_server --port 8765 [--fixtures DIR]``.
+- :func:`main` - ``python -m openaq_mock.api --port 8765 [--fixtures DIR]``.
 
 Behaviour copied from the real API (OpenAQ's API source code and the recorded responses):
 
@@ -1410,7 +1410,7 @@ class _Handler(BaseHTTPRequestHandler):
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve the mock until Ctrl-C (or SIGTERM), for running a collector against it."""
     parser = argparse.ArgumentParser(
-        prog="python -m ingestion.mock_server",
+        prog="python -m openaq_mock.api",
         description="Local mock of the OpenAQ API v3, serving the recorded fixtures.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
