@@ -30,6 +30,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import psycopg
 from psycopg import sql
 
@@ -443,10 +444,10 @@ def _private_install(bin_dir: Path, postgres_dir: Path) -> Path:
 
 def _is_postgres_of(pid: int, data_dir: Path) -> bool:
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
+        cmdline = psutil.Process(pid).cmdline()
+    except psutil.Error:
         return False
-    return bool(cmdline) and cmdline[0].endswith(b"postgres") and str(data_dir).encode() in cmdline
+    return bool(cmdline) and cmdline[0].endswith("postgres") and str(data_dir) in cmdline
 
 
 def _tail(path: Path, size: int = 4000) -> str:

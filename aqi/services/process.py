@@ -2,8 +2,8 @@
 
 Why not plain pid files: after a ``kill -9`` (or a reboot) a pid file outlives its process
 and the pid may be reused by something else. A :class:`PidFile` therefore records the
-process start time from ``/proc`` next to the pid, and a process counts as ours only when
-both match. ``down`` signals only such processes; ``up`` treats anything else as stale and
+process start time (``psutil``'s ``create_time``) next to the pid, and a process counts as
+ours only when both match. ``down`` signals only such processes; ``up`` treats anything else as stale and
 removes it, after killing what is left of the dead daemon's process group
 (:func:`kill_leftovers`: the workers of a gunicorn or an Airflow scheduler killed with -9
 would otherwise hold its port and its memory).
@@ -21,10 +21,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 __all__ = [
     "PidFile",
     "ProcessRecord",
     "as_user",
+    "group_members",
     "kill_group",
     "kill_leftovers",
     "port_is_open",
@@ -39,14 +42,14 @@ class ProcessRecord:
     """What a pid file remembers about a process we started."""
 
     pid: int
-    start_ticks: int
+    start_time: float
     command: str
     address: str
 
     def is_alive(self) -> bool:
         """True when this exact process (pid and start time) still runs and is not a zombie."""
-        stat = _proc_stat(self.pid)
-        return stat is not None and stat[1] == self.start_ticks and stat[0] != "Z"
+        started = _start_time(self.pid)
+        return started is not None and abs(started - self.start_time) < _SAME_START_S
 
 
 class PidFile:
@@ -58,9 +61,13 @@ class PidFile:
     def read(self) -> ProcessRecord | None:
         try:
             data = json.loads(self.path.read_text())
+            if "start_time" in data:
+                start_time = float(data["start_time"])
+            else:  # written before psutil: clock ticks since boot, as /proc/PID/stat has it
+                start_time = psutil.boot_time() + int(data["start_ticks"]) / _CLOCK_TICKS
             return ProcessRecord(
                 pid=int(data["pid"]),
-                start_ticks=int(data["start_ticks"]),
+                start_time=start_time,
                 command=str(data["command"]),
                 address=str(data.get("address", "")),
             )
@@ -73,10 +80,10 @@ class PidFile:
         return record if record is not None and record.is_alive() else None
 
     def write(self, pid: int, command: str, address: str) -> ProcessRecord:
-        stat = _proc_stat(pid)
-        if stat is None:
+        started = _start_time(pid)
+        if started is None:
             raise RuntimeError(f"process {pid} exited right after it was started")
-        record = ProcessRecord(pid=pid, start_ticks=stat[1], command=command, address=address)
+        record = ProcessRecord(pid=pid, start_time=started, command=command, address=address)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(record.__dict__))
@@ -196,46 +203,49 @@ def kill_leftovers(
     """SIGKILL what is left of a dead daemon's process group; how many processes that was.
 
     A daemon started by :func:`spawn_daemon` leads its own process group, so the group id is
-    the recorded pid; its members are found in ``/proc`` (a live daemon is left alone).
+    the recorded pid (a live daemon is left alone).
     ``port``: the daemon's port, waited for until nothing accepts on it any more (the kernel
     may close a killed worker's listening socket a moment after the process is gone).
     """
     record = pidfile.read()
     if record is None or record.is_alive():
         return 0
-    members = _group_members(record.pid)
+    members = group_members(record.pid)
     for pid in members:
         try:
             os.kill(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-    wait_until(lambda: not _group_members(record.pid), timeout=timeout)
+    wait_until(lambda: not group_members(record.pid), timeout=timeout)
     if members and port is not None:
         wait_until(lambda: not port_is_open(host, port), timeout=timeout)
     return len(members)
 
 
-def _group_members(pgid: int) -> list[int]:
+def group_members(pgid: int) -> list[int]:
     """The live (not zombie) processes of process group ``pgid``."""
     members = []
-    for entry in os.listdir("/proc"):
-        fields = _stat_fields(int(entry)) if entry.isdigit() else None
-        if fields is not None and int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(entry))
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                members.append(proc.pid)
+        except (ProcessLookupError, psutil.Error):
+            continue  # gone meanwhile
     return members
 
 
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, start time in clock ticks since boot) of a pid, from /proc; None if gone."""
-    fields = _stat_fields(pid)
-    return None if fields is None else (fields[0], int(fields[19]))
+#: two start times of one process agree to the clock tick; different processes on one pid
+#: are further apart than this (a pid is not reused within the same tick)
+_SAME_START_S = 0.05
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    """``/proc/PID/stat`` from its third field (state, ppid, pgrp, ...); None if gone."""
+def _start_time(pid: int) -> float | None:
+    """When ``pid`` started (seconds since the epoch); None if it is gone or a zombie."""
     try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc.create_time()
+    except psutil.Error:
         return None
-    # the command name (field 2) may contain spaces and parentheses: split after the last ')'
-    return raw[raw.rindex(")") + 2 :].split()

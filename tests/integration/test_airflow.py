@@ -343,7 +343,7 @@ def test_a_scheduler_killed_with_9_is_recovered_by_up_and_down_leaves_nothing(
     import signal
 
     from aqi.services.airflow import COMPONENTS, EmbeddedAirflow
-    from aqi.services.process import _group_members
+    from aqi.services.process import group_members
 
     env, cwd = stack["env"], stack["cwd"]
     airflow = EmbeddedAirflow(stack["settings"])
@@ -355,7 +355,7 @@ def test_a_scheduler_killed_with_9_is_recovered_by_up_and_down_leaves_nothing(
         result = run_aqi(["airflow", "up"], env, cwd, timeout=600)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         assert "starting scheduler" in result.stdout
-        assert _group_members(scheduler.pid) == [], "what the dead scheduler left is gone"
+        assert group_members(scheduler.pid) == [], "what the dead scheduler left is gone"
         status = json.loads(run_aqi(["airflow", "status", "--json"], env, cwd).stdout)
         assert status["running"] is True
         groups = [pid for pid in status["pids"].values() if pid]
@@ -364,6 +364,6 @@ def test_a_scheduler_killed_with_9_is_recovered_by_up_and_down_leaves_nothing(
         down = run_aqi(["airflow", "down"], env, cwd, timeout=300)
     assert down.returncode == 0, down.stderr
     deadline = time.monotonic() + 15
-    while any(_group_members(g) for g in groups) and time.monotonic() < deadline:
+    while any(group_members(g) for g in groups) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert [g for g in groups if _group_members(g)] == [], "down leaves no process group behind"
+    assert [g for g in groups if group_members(g)] == [], "down leaves no process group behind"

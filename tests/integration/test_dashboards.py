@@ -337,24 +337,24 @@ def test_a_gunicorn_master_killed_with_9_is_recovered_by_up_and_down_leaves_noth
     import os
     import signal
 
-    from aqi.services.process import _group_members
+    from aqi.services.process import group_members
 
     superset = EmbeddedSuperset(stack["settings"])
     master = superset.pidfile.live()
     assert master is not None
-    workers = [p for p in _group_members(master.pid) if p != master.pid]
+    workers = [p for p in group_members(master.pid) if p != master.pid]
     assert workers, "gunicorn runs workers in its process group"
     os.kill(master.pid, signal.SIGKILL)
     result = _dashboards(stack, "up")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert superset.healthy()
-    assert _group_members(master.pid) == [], "the dead master's workers are gone"
+    assert group_members(master.pid) == [], "the dead master's workers are gone"
     new = superset.pidfile.live()
-    assert len(_group_members(new.pid)) >= 2
+    assert len(group_members(new.pid)) >= 2
     result = _dashboards(stack, "down", timeout=120)
     assert result.returncode == 0, result.stderr
     deadline = time.monotonic() + 15
-    while _group_members(new.pid) and time.monotonic() < deadline:
+    while group_members(new.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert _group_members(new.pid) == [], "down leaves no member of the process group behind"
+    assert group_members(new.pid) == [], "down leaves no member of the process group behind"
     assert _dashboards(stack, "up").returncode == 0  # as the other tests expect it

@@ -17,7 +17,7 @@ from aqi.secrets import get_or_create_secret, show_once
 from aqi.services.process import (
     PidFile,
     ProcessRecord,
-    _group_members,
+    group_members,
     kill_leftovers,
     spawn_daemon,
     stop_process,
@@ -67,13 +67,32 @@ def test_pidfile_with_reused_pid_is_stale(tmp_path: Path) -> None:
     try:
         pidfile = PidFile(tmp_path / "p.pid")
         real = pidfile.write(proc.pid, "sleep", "")
-        fake = ProcessRecord(proc.pid, real.start_ticks - 1, "sleep", "")
+        fake = ProcessRecord(proc.pid, real.start_time - 1, "sleep", "")
         pidfile.path.write_text(
-            json.dumps({"pid": fake.pid, "start_ticks": fake.start_ticks, "command": "sleep"})
+            json.dumps({"pid": fake.pid, "start_time": fake.start_time, "command": "sleep"})
         )
         assert pidfile.live() is None
         assert stop_process(fake, timeout=1)  # "already gone" -> must not kill the real one
         assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_pidfile_written_before_psutil_still_names_its_process(tmp_path: Path) -> None:
+    """Older pid files hold the start in clock ticks since boot (/proc/PID/stat, field 22):
+    a daemon started by an older version is still recognised, and so still stopped."""
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        stat = Path(f"/proc/{proc.pid}/stat").read_text()
+        ticks = int(stat[stat.rindex(")") + 2 :].split()[19])
+        pidfile = PidFile(tmp_path / "p.pid")
+        pidfile.path.write_text(json.dumps({"pid": proc.pid, "start_ticks": ticks,
+                                            "command": "sleep", "address": ""}))  # fmt: skip
+        assert pidfile.live() is not None
+        pidfile.path.write_text(json.dumps({"pid": proc.pid, "start_ticks": ticks - 100,
+                                            "command": "sleep"}))  # fmt: skip
+        assert pidfile.live() is None
     finally:
         proc.kill()
         proc.wait()
@@ -114,7 +133,7 @@ def test_leftovers_of_a_dead_daemon_are_killed_and_a_live_one_is_left_alone(
 
 
 def _group(pgid: int) -> list[int]:
-    return _group_members(pgid)
+    return group_members(pgid)
 
 
 def test_private_files_are_0600_from_their_creation(tmp_path: Path) -> None:
