@@ -31,6 +31,7 @@ from typing import Any
 from aqi.config import Settings, load_settings
 from aqi.errors import AqiError
 from aqi.exports import export_marts
+from aqi.services.airflow import DAGS_TEST_ENV
 from aqi.warehouse import DBT_PROJECT_DIR, run_dbt
 
 __all__ = [
@@ -293,10 +294,6 @@ def freshness_callback(
 #: for PostgreSQL and dbt's own bookkeeping), and no unit tests, which check the models' SQL,
 #: not the data, and run in ``make test`` (dbt's advice for production builds)
 PRODUCER_DBT_FLAGS = ["--threads", "4", "--exclude-resource-type", "unit_test"]
-
-#: set by ``aqi airflow run-once`` (:func:`aqi.services.airflow.run_once`) for ``airflow dags
-#: test``, which runs one task at a time in its own process
-DAGS_TEST_ENV = "AQ_AIRFLOW_DAGS_TEST"
 
 
 def watcher_sensor_args() -> dict[str, Any]:

@@ -66,6 +66,9 @@ COMPONENTS = ("api-server", "scheduler", "dag-processor")
 #: host); with the LocalExecutor the API server reads task logs from AIRFLOW_HOME/logs itself
 COMPONENT_ARGS = {"scheduler": ("--skip-serve-logs",)}
 START_TIMEOUT_S = 180.0
+#: set to "1" in the environment of ``airflow dags test`` (:func:`run_once`): the tasks learn
+#: that one task runs at a time (:func:`aqi.orchestration.watcher_sensor_args`)
+DAGS_TEST_ENV = "AQ_AIRFLOW_DAGS_TEST"
 _ADMIN_SECRET = "airflow_admin_password"
 _PASSWORDS_FILE = "airflow_passwords.json"
 
@@ -137,8 +140,6 @@ def run_once(
     Airflow's full output goes to ``AQ_HOME/logs/airflow-run-once.log``; ``echo`` gets one
     line per finished task and, for a failed task, its error (e.g. the quality report).
     """
-    from aqi.orchestration import DAGS_TEST_ENV
-
     # one task at a time: the dbt model sensors must give the turn back to the producer
     env = {**airflow_env(settings), DAGS_TEST_ENV: "1"}
     _migrate_metadata(settings, env, echo)
@@ -276,7 +277,7 @@ class EmbeddedAirflow:
             self.pidfile(component).remove()
             echo(f"airflow: starting {component} ...")
             proc = spawn_daemon(
-                [_airflow(), component, *COMPONENT_ARGS.get(component, ())],
+                [*_command(component), component, *COMPONENT_ARGS.get(component, ())],
                 log_path=self.log_path(component),
                 env=env,
                 cwd=self.settings.airflow_home,
@@ -499,6 +500,15 @@ def _run_airflow(args: Sequence[str], env: dict[str, str], cwd: Path) -> None:
     if result.returncode != 0:
         tail = (result.stderr or result.stdout).strip().splitlines()[-15:]
         raise ServiceError(f"airflow {' '.join(args)} failed:\n" + "\n".join(tail))
+
+
+def _command(component: str) -> list[str]:
+    """How a daemon is started: the scheduler with the tasks' libraries imported first (its
+    workers and tasks are forks of it: :mod:`aqi.services.airflow_scheduler`)."""
+    if component == "scheduler":
+        _airflow()  # the same error when Airflow is not installed
+        return [sys.executable, "-m", "aqi.services.airflow_scheduler"]
+    return [_airflow()]
 
 
 def _airflow() -> str:
