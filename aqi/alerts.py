@@ -1,6 +1,6 @@
 """Alerts: a failed task, or no successful ``openaq_elt`` run for too long, told to people.
 
-Off by default; on when a channel is configured (aqi/config.py, ``AQ_ALERT_*``):
+Off by default; on when a channel is configured (aqi/core/config.py, ``AQ_ALERT_*``):
 
 - e-mail through SMTP (``AQ_ALERT_SMTP_HOST`` + ``AQ_ALERT_EMAIL_TO``; STARTTLS by default,
   port 465 = implicit TLS; a login when ``AQ_ALERT_SMTP_USER``/``_PASSWORD`` are set);
@@ -11,7 +11,7 @@ Every alert goes to every configured channel (:func:`send_alert`). A channel tha
 down, the webhook answers 500, a timeout) is logged in one line and does not raise: an alert
 must not hide the failure it reports, nor fail a task of its own. Both channels time out
 after :data:`TIMEOUT_S`. Neither the SMTP password nor the webhook's token (its path and
-query, :func:`aqi.config.mask_url`) is ever logged.
+query, :func:`aqi.core.config.mask_url`) is ever logged.
 
 Two ways in:
 
@@ -53,7 +53,7 @@ from typing import Any
 
 from airflow.sdk import BaseNotifier
 
-from aqi.config import Settings, load_settings, mask_url
+from aqi.core.config import Settings, load_settings, mask_url
 
 __all__ = [
     "ELT_DAG_ID",
@@ -253,10 +253,10 @@ def check_deadline(
     The outage is named by the last success it follows (or, before any success was recorded,
     by the first check that found none): its alert goes once, and it is remembered only when
     a channel took it, so a channel that was down is tried again at the next check. Raises
-    :class:`~aqi.errors.AqiError` when an alert was due and no channel could take it, so that
+    :class:`~aqi.core.errors.AqiError` when an alert was due and no channel could take it, so that
     the watchdog's task shows it.
     """
-    from aqi.errors import AqiError
+    from aqi.core.errors import AqiError
 
     when = _aware(now) if now is not None else _now()
     deadline = timedelta(minutes=settings.alert_deadline_minutes)

@@ -2,7 +2,7 @@
 
 Each sub-command is a thin shell around a module that does the work, so that DAGs and tests
 call the same code. Every failure ends the command with one line on stderr and an exit code
-of :mod:`aqi.errors`, never a traceback (unless asked: ``--debug`` / ``AQ_DEBUG=1``).
+of :mod:`aqi.core.errors`, never a traceback (unless asked: ``--debug`` / ``AQ_DEBUG=1``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import NoReturn
 
 import click
 
-from aqi.config import (
+from aqi.core.config import (
     ENV_VARS,
     SECRET_VARS,
     STREAM_MAX_OFFSETS_PER_TRIGGER,
@@ -27,8 +27,8 @@ from aqi.config import (
     load_settings,
     mask_url,
 )
-from aqi.connections import database_url, kafka_bootstrap_servers
-from aqi.errors import (
+from aqi.core.connections import database_url, kafka_bootstrap_servers
+from aqi.core.errors import (
     EXIT_DOWN,
     EXIT_ERROR,
     EXIT_INTERRUPTED,
@@ -37,13 +37,13 @@ from aqi.errors import (
     AqiError,
     first_line,
 )
-from aqi.secrets import show_once
+from aqi.core.secrets import show_once
 
 __all__ = ["cli", "main"]
 
 def main() -> None:
     """Console-script entry point: every failure ends with one line on stderr and an exit code
-    (:mod:`aqi.errors`); ``--debug`` or ``AQ_DEBUG=1`` prints the trace before that line."""
+    (:mod:`aqi.core.errors`); ``--debug`` or ``AQ_DEBUG=1`` prints the trace before that line."""
     try:
         cli.main(prog_name="aqi", standalone_mode=False)
     except click.exceptions.Abort:
@@ -153,7 +153,7 @@ def setup_cmd(only: str | None, force: bool) -> None:
     broker or a stream starts). superset: Superset's own environment from superset/uv.lock
     (it pins SQLAlchemy 1.4). Safe to run again: only what changed is redone.
     """
-    from aqi.environments import ensure_jvm_libs, ensure_superset_env
+    from aqi.core.environments import ensure_jvm_libs, ensure_superset_env
 
     if only in (None, "jvm"):
         ensure_jvm_libs(echo=click.echo, force=force)
@@ -182,7 +182,7 @@ class _UTCDateTime(click.ParamType):
 
 
 def _location_ids(values: tuple[str, ...], option: str) -> tuple[int, ...]:
-    from aqi.config import parse_location_ids
+    from aqi.core.config import parse_location_ids
 
     try:
         return parse_location_ids(option, ",".join(values))
@@ -268,7 +268,7 @@ def collect_cmd(world, locations, bbox, country, parameters, interval, once, sta
 
     Example: aqi collect --world --parameters pm25,pm10 --interval 10
     """
-    from aqi.config import parse_bbox, parse_country, parse_parameters
+    from aqi.core.config import parse_bbox, parse_country, parse_parameters
     from ingestion.collector import Budget, Targets, run_collector
 
     s = settings()
@@ -400,7 +400,7 @@ def backfill_cmd(source, locations, more_locations, country, bbox, since, until,
       aqi backfill --location 2178 17 --since 2024-01-01 --until 2024-02-01
       aqi backfill --source archive --country GH --since 2024-01-01 --until 2024-01-31
     """
-    from aqi.config import parse_bbox, parse_country
+    from aqi.core.config import parse_bbox, parse_country
     from ingestion.progress import Progress
 
     ids = _location_ids(locations + more_locations, "--location")
@@ -638,7 +638,7 @@ def db_migrate_cmd() -> None:
 def _require_kafka(s: Settings) -> None:
     """One line at once when no broker answers (Spark's source would retry for minutes, then
     fail with a Java trace)."""
-    from aqi.topics import KafkaUnavailable, wait_for_broker
+    from aqi.core.topics import KafkaUnavailable, wait_for_broker
 
     bootstrap = kafka_bootstrap_servers(s)
     try:
@@ -650,7 +650,7 @@ def _require_kafka(s: Settings) -> None:
 def _migrate(s: Settings) -> list[str]:
     import psycopg
 
-    from aqi.migrations import migrate
+    from aqi.core.migrations import migrate
 
     try:
         return migrate(database_url(s), echo=click.echo)
@@ -766,7 +766,7 @@ def dbt_cmd(ctx: click.Context, dbt_args: tuple[str, ...]) -> None:
     (or embedded) database, so `aqi dbt build --full-refresh` just works. dbt's own help:
     `aqi dbt build --help`.
     """
-    from aqi.warehouse import run_dbt
+    from aqi.core.warehouse import run_dbt
 
     if dbt_args in ((), ("--help",), ("-h",)):
         click.echo(ctx.get_help())
@@ -779,7 +779,7 @@ def dbt_cmd(ctx: click.Context, dbt_args: tuple[str, ...]) -> None:
 @click.option("--no-serve", is_flag=True, help="Only generate the site (dbt_project/target).")
 def docs_cmd(port: int, no_serve: bool) -> None:
     """Generate the dbt docs site and serve it on 127.0.0.1 (Ctrl-C stops)."""
-    from aqi.warehouse import run_dbt
+    from aqi.core.warehouse import run_dbt
 
     s = settings()
     code = run_dbt(s, ["docs", "generate"])

@@ -1,7 +1,7 @@
 """``aqi dashboards``: the embedded Superset and its "Air quality" dashboard, as code.
 
 Register with ``cli.add_command(dashboards_group)`` in :mod:`aqi.cli`; errors are
-:class:`~aqi.errors.AqiError`, reported in one line by ``aqi``'s ``main``.
+:class:`~aqi.core.errors.AqiError`, reported in one line by ``aqi``'s ``main``.
 
 - ``aqi dashboards up``          provision (role, metadata, admin, bundle), serve on 127.0.0.1
 - ``aqi dashboards down``        stop the web server (the database keeps running)
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import click
 
-from aqi.config import load_settings
-from aqi.errors import EXIT_DOWN
-from aqi.secrets import show_once
+from aqi.core.config import load_settings
+from aqi.core.errors import EXIT_DOWN
+from aqi.core.secrets import show_once
 
 __all__ = ["dashboards_group"]
 
@@ -49,7 +49,7 @@ def up_cmd(bundle: Path | None) -> None:
     kept in AQ_HOME/secrets/superset_admin_password), imports the bundle (changed charts are
     updated, removed ones deleted) and starts gunicorn if it is not running.
     """
-    from aqi.environments import ensure_superset_env
+    from aqi.core.environments import ensure_superset_env
     from aqi.services import services_up
     from aqi.services.superset import ADMIN_USER, BUNDLE_DIR, EmbeddedSuperset, admin_password
 

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from aqi.errors import AqiError
+from aqi.core.errors import AqiError
 
 __all__ = ["Bundle", "check_bundle", "load_bundle", "validate_bundle"]
 

@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from aqi.config import DEFAULT_OPENAQ_BASE_URL, Settings
-from aqi.errors import AqiError
+from aqi.core.config import DEFAULT_OPENAQ_BASE_URL, Settings
+from aqi.core.errors import AqiError
 from aqi.orchestration import run_aqi_command
 from aqi.services.process import PidFile, spawn_daemon, stop_process, wait_until
 

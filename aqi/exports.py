@@ -20,7 +20,7 @@ differ from its previous export and from a fresh ``--all`` export. It is bookkee
 warehouse, not a measurement, and is what this module uses to find the changed days.
 
 Incremental: a run rewrites only the days having a row with ``rebuilt_at`` at or after the
-table's mark in ``raw.export_marks`` (aqi/sql/0004_export_marks.sql), then moves the marks once
+table's mark in ``raw.export_marks`` (aqi/core/sql/0004_export_marks.sql), then moves the marks once
 every file is written; a failed run leaves them, so the next run writes those days again.
 Without a mark (first run, another folder, a missing table folder) or when the table's columns
 changed since (every file must have the same header), a table is exported whole.
@@ -43,10 +43,10 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from aqi.config import Settings
-from aqi.connections import database_url
-from aqi.errors import AqiError, first_line
-from aqi.migrations import migrate
+from aqi.core.config import Settings
+from aqi.core.connections import database_url
+from aqi.core.errors import AqiError, first_line
+from aqi.core.migrations import migrate
 
 __all__ = ["EXPORTED_TABLES", "PARTITIONS", "export_marts"]
 

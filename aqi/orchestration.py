@@ -28,11 +28,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from aqi.config import Settings, load_settings
-from aqi.errors import AqiError
+from aqi.core.config import Settings, load_settings
+from aqi.core.errors import AqiError
+from aqi.core.warehouse import DBT_PROJECT_DIR, run_dbt
 from aqi.exports import export_marts
 from aqi.services.airflow import DAGS_TEST_ENV
-from aqi.warehouse import DBT_PROJECT_DIR, run_dbt
 
 __all__ = [
     "DBT_PROFILE",
@@ -95,8 +95,8 @@ def drain_stream(settings: Settings | None = None, echo: Echo = print) -> str:
     offsets as they were when this task started, and fail if it does not catch up in time
     (it is stuck).
     """
-    from aqi.connections import kafka_bootstrap_servers
-    from aqi.topics import end_offsets
+    from aqi.core.connections import kafka_bootstrap_servers
+    from aqi.core.topics import end_offsets
     from spark_streaming.job import QUERY_NAME, checkpoint_is_caught_up, stream_is_running
 
     s = settings or load_settings()
@@ -319,7 +319,7 @@ def warehouse_env(context: Any = None) -> None:
     not take the embedded server for an external one.
     """
     if not os.environ.get("AQ_DATABASE_URL"):
-        from aqi.connections import database_url
+        from aqi.core.connections import database_url
 
         os.environ["AQ_DATABASE_URL"] = database_url(load_settings())
 
@@ -327,8 +327,8 @@ def warehouse_env(context: Any = None) -> None:
 def _wait_for_running_stream(settings: Settings, echo: Echo) -> None:
     import psycopg
 
-    from aqi.connections import database_url, kafka_bootstrap_servers
-    from aqi.topics import end_offsets
+    from aqi.core.connections import database_url, kafka_bootstrap_servers
+    from aqi.core.topics import end_offsets
     from spark_streaming.job import QUERY_NAME
 
     target = end_offsets(kafka_bootstrap_servers(settings), settings.kafka_topic)

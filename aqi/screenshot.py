@@ -20,9 +20,9 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from aqi.config import Settings
-from aqi.environments import REPO_ROOT
-from aqi.errors import AqiError
+from aqi.core.config import Settings
+from aqi.core.environments import REPO_ROOT
+from aqi.core.errors import AqiError
 
 __all__ = [
     "CHROMIUM_HINT",

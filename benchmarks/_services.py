@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from aqi.config import Settings, load_settings
+from aqi.core.config import Settings, load_settings
 from aqi.services import services_down, services_up
 
 __all__ = ["settings_env", "temporary_services", "temporary_settings"]

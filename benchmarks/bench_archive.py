@@ -29,10 +29,10 @@ from pathlib import Path
 
 from _services import temporary_settings
 
-from aqi.config import Settings
-from aqi.connections import kafka_bootstrap_servers
+from aqi.core.config import Settings
+from aqi.core.connections import kafka_bootstrap_servers
+from aqi.core.topics import end_offsets
 from aqi.services.kafka import EmbeddedKafka
-from aqi.topics import end_offsets
 from ingestion.archive import file_events, gunzip_text, parse_key, read_archive_csv
 from ingestion.events import event_key, location_from_api
 from ingestion.producer import encode_event

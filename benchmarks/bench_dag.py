@@ -36,7 +36,7 @@ from pathlib import Path
 
 from _services import settings_env, temporary_services
 
-from aqi.connections import database_url
+from aqi.core.connections import database_url
 from aqi.services.airflow import DagRunResult, EmbeddedAirflow
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from _services import temporary_services
 
-from aqi.connections import kafka_bootstrap_servers
-from aqi.topics import client_config, end_offsets, ensure_topic
+from aqi.core.connections import kafka_bootstrap_servers
+from aqi.core.topics import client_config, end_offsets, ensure_topic
 from ingestion.events import event_key
 from ingestion.producer import encode_event
 from ingestion.simulator import SimulationConfig, simulate

@@ -27,8 +27,8 @@ from typing import Any
 import psycopg
 from _services import temporary_services
 
-from aqi.config import STREAM_TRIGGER_SECONDS
-from aqi.connections import database_url, kafka_bootstrap_servers
+from aqi.core.config import STREAM_TRIGGER_SECONDS
+from aqi.core.connections import database_url, kafka_bootstrap_servers
 from ingestion.producer import EventProducer
 from ingestion.simulator import SimulationConfig, simulate
 

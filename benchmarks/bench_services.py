@@ -17,8 +17,8 @@ from pathlib import Path
 from _services import temporary_settings
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from aqi.core.topics import client_config, end_offsets, ensure_topic
 from aqi.services import services_down, services_status, services_up
-from aqi.topics import client_config, end_offsets, ensure_topic
 
 MESSAGES = 50_000
 
@@ -73,7 +73,7 @@ def main() -> None:
             ends = end_offsets(bootstrap, "bench")
             probes.append(time.perf_counter() - start)
         assert sum(ends.values()) == MESSAGES, ends
-        rows.append(("aqi.topics.end_offsets, 3 partitions (median of 5)",
+        rows.append(("aqi.core.topics.end_offsets, 3 partitions (median of 5)",
                      f"{statistics.median(probes) * 1000:.0f} ms"))  # fmt: skip
 
         consumer = Consumer(client_config(bootstrap, "bench", **{"group.id": "bench",

@@ -26,7 +26,7 @@ from pathlib import Path
 import psycopg
 from _services import temporary_services
 
-from aqi.connections import database_url, kafka_bootstrap_servers
+from aqi.core.connections import database_url, kafka_bootstrap_servers
 from ingestion.producer import EventProducer
 from ingestion.simulator import SimulationConfig, simulate
 

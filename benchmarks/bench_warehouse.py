@@ -24,8 +24,8 @@ from pathlib import Path
 
 from _services import temporary_services
 
-from aqi.connections import database_url
-from aqi.warehouse import DBT_PROJECT_DIR, dbt_env
+from aqi.core.connections import database_url
+from aqi.core.warehouse import DBT_PROJECT_DIR, dbt_env
 from ingestion.simulator import SimulationConfig, simulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))

@@ -25,7 +25,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 from cosmos import DbtTaskGroup
 
 from aqi import alerts, orchestration
-from aqi.config import load_settings
+from aqi.core.config import load_settings
 
 #: drain, dbt and exports: a broker, a database or a disk that hiccups gets three more tries
 TRANSIENT_RETRIES = {

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from airflow.sdk import CronTriggerTimetable, dag, task
 
 from aqi import alerts, orchestration
-from aqi.config import load_settings
+from aqi.core.config import load_settings
 
 
 @dag(

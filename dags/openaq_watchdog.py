@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from airflow.sdk import dag, task
 
 from aqi import alerts
-from aqi.config import load_settings
+from aqi.core.config import load_settings
 
 
 @dag(

@@ -4,7 +4,7 @@
     python /opt/aq-docker/healthcheck.py kafka-topic  # the broker answers and AQ_KAFKA_TOPIC exists
 
 Exit status 0 = healthy, 1 = not (with one line on stderr). The Kafka check reads the same
-settings as the project (aqi.config) and uses the project's own topic helper.
+settings as the project (aqi.core.config) and uses the project's own topic helper.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ def check_http(url: str) -> None:
 
 
 def check_kafka_topic() -> None:
-    from aqi.config import load_settings
-    from aqi.topics import topic_partitions
+    from aqi.core.config import load_settings
+    from aqi.core.topics import topic_partitions
 
     settings = load_settings(dotenv=None)
     if settings.kafka_bootstrap_servers is None:

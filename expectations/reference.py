@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from aqi.warehouse import DBT_PROJECT_DIR
+from aqi.core.warehouse import DBT_PROJECT_DIR
 
 __all__ = [
     "GROUPS",
@@ -52,7 +52,7 @@ SOURCES_YML = DBT_PROJECT_DIR / "models" / "staging" / "_openaq__sources.yml"
 GOLD_MODELS_YML = DBT_PROJECT_DIR / "models" / "marts" / "gold" / "_gold__models.yml"
 #: the dbt source whose freshness the raw checks share
 RAW_SOURCE = "openaq"
-#: the table the stream writes (aqi/sql/0001_raw_tables.sql), as (schema, table)
+#: the table the stream writes (aqi/core/sql/0001_raw_tables.sql), as (schema, table)
 RAW_TABLE = ("raw", "openaq_measurements")
 GOLD_SCHEMA = "gold"
 #: when a raw row was loaded (a clock_timestamp() default); raw's new-rows suite judges the

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aqi.errors import AqiError, first_line
+from aqi.core.errors import AqiError, first_line
 
 __all__ = ["CheckReport", "ExpectationsFailed", "Outcome", "mask_urls", "outcome_from_result"]
 

@@ -72,10 +72,10 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from aqi.config import Settings, mask_url
-from aqi.connections import database_url
-from aqi.errors import AqiError, first_line
-from aqi.migrations import migrate
+from aqi.core.config import Settings, mask_url
+from aqi.core.connections import database_url
+from aqi.core.errors import AqiError, first_line
+from aqi.core.migrations import migrate
 from expectations.reference import GROUPS, LOADED_AT, REBUILT_AT, checked_tables
 from expectations.report import CheckReport, ExpectationsFailed, Outcome, outcome_from_result
 

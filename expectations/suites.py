@@ -103,7 +103,7 @@ EXCEEDANCE_WINDOW_DAYS = 30
 PARAM_LATEST_ALLOWED = "latest_allowed_timestamp"
 PARAM_OLDEST_FRESH_LOAD = "oldest_fresh_loaded_at"
 
-#: the raw table's contract (aqi/sql/0001_raw_tables.sql) as PostgreSQL reports the types
+#: the raw table's contract (aqi/core/sql/0001_raw_tables.sql) as PostgreSQL reports the types
 RAW_COLUMNS: dict[str, str] = {
     "schema_version": "SMALLINT",
     "source": "TEXT",
@@ -135,7 +135,7 @@ RAW_COLUMNS: dict[str, str] = {
 }
 #: one row per Kafka record
 #: a Kafka record: its coordinates and its timestamp (offsets restart at 0 when a topic is
-#: recreated or the in-memory broker restarts; aqi/sql/0002_kafka_key_with_timestamp.sql)
+#: recreated or the in-memory broker restarts; aqi/core/sql/0002_kafka_key_with_timestamp.sql)
 RAW_KEY = ("kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp")
 
 

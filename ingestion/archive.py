@@ -90,7 +90,7 @@ from typing import Any
 import requests
 import urllib3
 
-from aqi.errors import AqiError
+from aqi.core.errors import AqiError
 from ingestion.events import (
     PARAMETER_IDS,
     Location,

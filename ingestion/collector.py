@@ -58,7 +58,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from aqi.errors import AqiError
+from aqi.core.errors import AqiError
 from ingestion.events import (
     Location,
     Sensor,

@@ -36,8 +36,8 @@ from typing import Any
 
 import requests
 
-from aqi.config import Settings
-from aqi.errors import AqiError
+from aqi.core.config import Settings
+from aqi.core.errors import AqiError
 from ingestion.events import format_utc
 from ingestion.rate_limit import MAX_PAUSE_S, RateLimiter
 

@@ -27,10 +27,10 @@ from typing import Any, Self
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from aqi.config import Settings
-from aqi.connections import kafka_bootstrap_servers
-from aqi.errors import AqiError
-from aqi.topics import KafkaUnavailable, client_config, ensure_topic
+from aqi.core.config import Settings
+from aqi.core.connections import kafka_bootstrap_servers
+from aqi.core.errors import AqiError
+from aqi.core.topics import KafkaUnavailable, client_config, ensure_topic
 from ingestion.events import event_key
 
 __all__ = [

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from aqi.errors import AqiError
+from aqi.core.errors import AqiError
 from ingestion.events import (
     Location,
     Sensor,

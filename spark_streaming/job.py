@@ -31,13 +31,13 @@ from pathlib import Path
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 
-from aqi.config import (
+from aqi.core.config import (
     STREAM_MAX_OFFSETS_PER_TRIGGER,
     STREAM_MAX_RECORDS_PER_TASK,
     STREAM_TRIGGER_SECONDS,
 )
-from aqi.errors import AqiError
-from aqi.topics import end_offsets
+from aqi.core.errors import AqiError
+from aqi.core.topics import end_offsets
 from spark_streaming.parse import parse_records
 from spark_streaming.sinks import SUMMARY_SCHEMA, BatchMetrics, PostgresSink, write_partition
 

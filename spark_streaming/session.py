@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from aqi.environments import jvm_jars
+from aqi.core.environments import jvm_jars
 
 __all__ = ["DEFAULT_MASTER", "get_spark"]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from aqi.config import ENV_VARS, Settings, load_settings
+from aqi.core.config import ENV_VARS, Settings, load_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 AQI = str(Path(sys.executable).parent / "aqi")
@@ -137,7 +137,7 @@ def warehouse_owner_leaks(settings: Settings, pids: Iterable[int]) -> list[str]:
     its password, or a URL as role ``aq``, in their environment or command line."""
     import psutil
 
-    from aqi.connections import APP_ROLE, app_password
+    from aqi.core.connections import APP_ROLE, app_password
 
     needles = (app_password(settings).encode(), f"://{APP_ROLE}:".encode())
     leaks = []
@@ -198,7 +198,7 @@ def read_partition(
     """Every record in [start, end) of one partition, in offset order (confluent Messages)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    from aqi.topics import client_config
+    from aqi.core.topics import client_config
 
     if end <= start:
         return []
@@ -222,7 +222,7 @@ def read_topic(bootstrap: str, topic: str) -> list[tuple[int, int, bytes | None,
     """Every record of a topic as (partition, offset, key, decoded JSON value), up to its end."""
     import json
 
-    from aqi.topics import end_offsets
+    from aqi.core.topics import end_offsets
 
     records = []
     for partition, end in end_offsets(bootstrap, topic).items():
@@ -272,7 +272,7 @@ def private_stack(root: Path, *, kafka_brokers: int = 1) -> Iterator[dict]:
     For modules that start more on top (Airflow, Superset), or kill what they started, and
     must not share the session's services. Yields env, cwd, settings and the warehouse url.
     """
-    from aqi.connections import database_url
+    from aqi.core.connections import database_url
 
     env = isolated_env(root / "aq")
     args = ["services", "up"] + (["--kafka-brokers", str(kafka_brokers)] if kafka_brokers > 1 else [])
@@ -293,7 +293,7 @@ def temporary_database(settings: Settings, prefix: str = "test") -> Iterator[str
     import psycopg
     from psycopg import sql
 
-    from aqi.connections import APP_ROLE, SUPERUSER, database_url, superuser_password
+    from aqi.core.connections import APP_ROLE, SUPERUSER, database_url, superuser_password
 
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     admin = psycopg.conninfo.make_conninfo(
@@ -323,7 +323,7 @@ def recreate_topic(bootstrap: str, topic: str, partitions: int) -> None:
     """Delete and recreate a topic: same name and partitions, an empty log from offset 0."""
     from confluent_kafka.admin import AdminClient
 
-    from aqi.topics import KafkaUnavailable, client_config, end_offsets, ensure_topic
+    from aqi.core.topics import KafkaUnavailable, client_config, end_offsets, ensure_topic
 
     admin = AdminClient(client_config(bootstrap, "tests"))
     admin.delete_topics([topic])[topic].result(timeout=30)

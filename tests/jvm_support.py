@@ -5,7 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from aqi.environments import JVM_PROJECT_DIR
+from aqi.core.environments import JVM_PROJECT_DIR
 
 __all__ = ["module_dependencies", "pom_properties"]
 

@@ -6,7 +6,7 @@ import json
 import urllib.error
 import urllib.request
 
-from aqi.config import Settings
+from aqi.core.config import Settings
 from aqi.services.superset import EmbeddedSuperset
 
 __all__ = ["Api", "superset_api"]

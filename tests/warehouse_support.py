@@ -16,7 +16,7 @@ import psycopg
 import pytest
 import reference_aqi as ref
 
-from aqi.migrations import migrate
+from aqi.core.migrations import migrate
 from ingestion.events import parse_utc
 from spark_streaming.parse import EVENT_FIELDS
 

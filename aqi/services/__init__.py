@@ -17,12 +17,12 @@ from urllib.parse import urlsplit
 
 import psycopg
 
-from aqi.config import Settings
-from aqi.connections import database_url, kafka_bootstrap_servers
-from aqi.errors import ServiceError
+from aqi.core.config import Settings
+from aqi.core.connections import database_url, kafka_bootstrap_servers
+from aqi.core.errors import ServiceError
+from aqi.core.topics import KafkaUnavailable, ensure_topic, wait_for_broker
 from aqi.services.kafka import EmbeddedKafka
 from aqi.services.postgres import EmbeddedPostgres
-from aqi.topics import KafkaUnavailable, ensure_topic, wait_for_broker
 
 __all__ = ["services_down", "services_status", "services_up"]
 

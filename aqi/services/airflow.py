@@ -31,11 +31,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from aqi.config import Settings
-from aqi.connections import database_url, kafka_bootstrap_servers
-from aqi.environments import REPO_ROOT
-from aqi.errors import ServiceError
-from aqi.secrets import get_or_create_secret, secret_path
+from aqi.core.config import Settings
+from aqi.core.connections import database_url, kafka_bootstrap_servers
+from aqi.core.environments import REPO_ROOT
+from aqi.core.errors import ServiceError
+from aqi.core.secrets import get_or_create_secret, secret_path
 from aqi.services.process import (
     PidFile,
     kill_leftovers,

@@ -9,7 +9,7 @@ What users run in production, started from the jars ``make jvm`` resolved from M
   event (the producer sends with ``acks=all``);
 - each node's log directory and configuration live under ``AQ_HOME/kafka/node-<id>/``; the
   storage is formatted once (``kafka.tools.StorageTool format``) and the cluster id and
-  ports are kept in ``AQ_HOME/kafka/cluster.json`` (:class:`aqi.connections.KafkaLayout`);
+  ports are kept in ``AQ_HOME/kafka/cluster.json`` (:class:`aqi.core.connections.KafkaLayout`);
 - the heap is capped at :data:`HEAP` per node; Kafka keeps its log in files (the page cache),
   not in the heap, so a ``kill -9`` of the process loses nothing it acknowledged, and ``up``
   recovers the log and starts it again.
@@ -30,8 +30,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from aqi.config import Settings
-from aqi.connections import (
+from aqi.core.config import Settings
+from aqi.core.connections import (
     EMBEDDED_HOST,
     KafkaLayout,
     KafkaNode,
@@ -40,10 +40,10 @@ from aqi.connections import (
     read_kafka_layout,
     write_kafka_layout,
 )
-from aqi.environments import jvm_jars
-from aqi.errors import AqiError, ServiceError
+from aqi.core.environments import jvm_jars
+from aqi.core.errors import AqiError, ServiceError
+from aqi.core.topics import KafkaUnavailable, ensure_topic, wait_for_broker
 from aqi.services.process import PidFile, port_is_open, spawn_daemon, stop_process, wait_until
-from aqi.topics import KafkaUnavailable, ensure_topic, wait_for_broker
 
 __all__ = ["HEAP", "EmbeddedKafka", "kafka_version"]
 
@@ -309,7 +309,7 @@ class EmbeddedKafka:
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "log.dirs": folder / "data",
             "num.partitions": self.settings.kafka_partitions,
-            # topics are created by the project (aqi.topics.ensure_topic), never by a typo
+            # topics are created by the project (aqi.core.topics.ensure_topic), never by a typo
             "auto.create.topics.enable": "false",
             "default.replication.factor": replicas,
             "min.insync.replicas": min_isr,

@@ -34,8 +34,8 @@ import psutil
 import psycopg
 from psycopg import sql
 
-from aqi.config import Settings
-from aqi.connections import (
+from aqi.core.config import Settings
+from aqi.core.connections import (
     APP_ROLE,
     DATABASE_OWNERS,
     DATABASES,
@@ -44,8 +44,8 @@ from aqi.connections import (
     role_password,
     superuser_password,
 )
-from aqi.errors import ServiceError
-from aqi.secrets import write_private
+from aqi.core.errors import ServiceError
+from aqi.core.secrets import write_private
 from aqi.services.process import (
     PidFile,
     as_user,

@@ -41,11 +41,11 @@ from urllib.parse import quote, urlsplit
 import psycopg
 from psycopg import sql
 
-from aqi.config import SECRET_VARS, Settings
-from aqi.connections import APP_ROLE, DATABASES, SUPERUSER, database_url, superuser_password
-from aqi.environments import REPO_ROOT, superset_env_dir
-from aqi.errors import ServiceError, first_line
-from aqi.secrets import get_or_create_secret, secret_path
+from aqi.core.config import SECRET_VARS, Settings
+from aqi.core.connections import APP_ROLE, DATABASES, SUPERUSER, database_url, superuser_password
+from aqi.core.environments import REPO_ROOT, superset_env_dir
+from aqi.core.errors import ServiceError, first_line
+from aqi.core.secrets import get_or_create_secret, secret_path
 from aqi.services.process import (
     PidFile,
     kill_leftovers,

@@ -30,7 +30,7 @@ from conftest import (
     warehouse_owner_leaks,
 )
 
-from aqi.config import load_settings
+from aqi.core.config import load_settings
 from aqi.exports import EXPORTED_TABLES
 
 pytestmark = pytest.mark.integration

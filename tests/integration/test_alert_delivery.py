@@ -33,8 +33,8 @@ from alert_sinks import TOKEN, HttpSink, SmtpSink, running_http_sink, running_sm
 from conftest import free_port
 
 from aqi import alerts
-from aqi.config import ENV_VARS, Settings, load_settings
-from aqi.errors import AqiError
+from aqi.core.config import ENV_VARS, Settings, load_settings
+from aqi.core.errors import AqiError
 
 pytestmark = pytest.mark.integration
 
@@ -106,8 +106,8 @@ PROBE_DAG = textwrap.dedent(
     from airflow.sdk import dag, task
 
     from aqi import alerts
-    from aqi.config import load_settings
-    from aqi.errors import AqiError
+    from aqi.core.config import load_settings
+    from aqi.core.errors import AqiError
 
     REPORT = {report!r}
 

@@ -21,7 +21,7 @@ import psutil
 import pytest
 from conftest import AQI, isolated_env, read_topic, run_aqi
 
-from aqi.config import parse_bbox
+from aqi.core.config import parse_bbox
 from ingestion.archive import ArchiveScope, archive_job_id, archive_key
 from ingestion.events import validate_event
 from ingestion.state import IngestionState

@@ -31,7 +31,7 @@ from conftest import (
 from superset_support import Api, superset_api
 from warehouse_support import load_raw_events
 
-from aqi.connections import database_url
+from aqi.core.connections import database_url
 from aqi.dashboards_bundle import load_bundle
 from aqi.services.superset import BUNDLE_DIR, READER_ROLE, EmbeddedSuperset, reader_url
 from ingestion.simulator import SimulationConfig, simulate

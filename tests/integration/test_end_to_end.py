@@ -27,8 +27,8 @@ from conftest import (
 from superset_support import superset_api
 from warehouse_support import assert_gold_matches_reference
 
-from aqi.config import load_settings
-from aqi.connections import database_url, kafka_bootstrap_servers
+from aqi.core.config import load_settings
+from aqi.core.connections import database_url, kafka_bootstrap_servers
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from aqi.environments import REPO_ROOT, ensure_superset_env, superset_env_dir
+from aqi.core.environments import REPO_ROOT, ensure_superset_env, superset_env_dir
 
 pytestmark = pytest.mark.integration
 

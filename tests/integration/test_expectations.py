@@ -26,8 +26,8 @@ from conftest import isolated_env, run_aqi, temporary_database
 from psycopg import sql
 from warehouse_support import load_raw_events
 
-from aqi.config import Settings, load_settings
-from aqi.connections import database_url
+from aqi.core.config import Settings, load_settings
+from aqi.core.connections import database_url
 from expectations.runner import ChecksUnavailable, ExpectationsFailed, require_checks, run_checks
 from ingestion.simulator import SimulationConfig, simulate
 

@@ -17,7 +17,7 @@ import pytest
 from conftest import AQI, private_stack, run_aqi
 from stream_support import bronze_count, event_keys, raw_keys, unique_events
 
-from aqi.connections import kafka_bootstrap_servers
+from aqi.core.connections import kafka_bootstrap_servers
 from aqi.services.postgres import EmbeddedPostgres
 from ingestion.producer import EventProducer
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import AQI, isolated_env, read_topic, run_aqi
 
-from aqi.topics import end_offsets
+from aqi.core.topics import end_offsets
 from ingestion.events import validate_event
 from openaq_mock.api import MockOpenAQ
 

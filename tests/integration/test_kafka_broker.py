@@ -15,10 +15,10 @@ import pytest
 from confluent_kafka import Producer
 from conftest import isolated_env, read_partition, run_aqi
 
-from aqi.config import load_settings
-from aqi.connections import kafka_bootstrap_servers
+from aqi.core.config import load_settings
+from aqi.core.connections import kafka_bootstrap_servers
+from aqi.core.topics import client_config, end_offsets, ensure_topic, topic_partitions
 from aqi.services.kafka import EmbeddedKafka
-from aqi.topics import client_config, end_offsets, ensure_topic, topic_partitions
 from ingestion.producer import EventProducer, ProducerError
 
 pytestmark = pytest.mark.integration

@@ -18,9 +18,9 @@ import pytest
 from conftest import AQI, private_stack, run_aqi
 from stream_support import bronze_count, raw_keys, unique_events
 
-from aqi.connections import kafka_bootstrap_servers
+from aqi.core.connections import kafka_bootstrap_servers
+from aqi.core.topics import end_offsets
 from aqi.services.kafka import EmbeddedKafka
-from aqi.topics import end_offsets
 from ingestion.producer import EventProducer
 
 pytestmark = pytest.mark.integration

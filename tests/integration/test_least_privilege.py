@@ -20,8 +20,8 @@ import pytest
 from conftest import AS_ROOT, isolated_env
 from psycopg import sql
 
-from aqi.config import Settings, load_settings
-from aqi.connections import (
+from aqi.core.config import Settings, load_settings
+from aqi.core.connections import (
     APP_ROLE,
     DATABASE_OWNERS,
     DATABASES,
@@ -29,7 +29,7 @@ from aqi.connections import (
     database_url,
     superuser_password,
 )
-from aqi.errors import ServiceError
+from aqi.core.errors import ServiceError
 from aqi.services.postgres import EmbeddedPostgres, find_postgres_bin
 
 pytestmark = pytest.mark.integration

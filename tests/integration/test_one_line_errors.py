@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port, isolated_env, run_aqi
 
-from aqi.errors import EXIT_ERROR, EXIT_USAGE
+from aqi.core.errors import EXIT_ERROR, EXIT_USAGE
 
 pytestmark = pytest.mark.integration
 

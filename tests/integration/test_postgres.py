@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from aqi.connections import DATABASE_OWNERS, DATABASES, database_url
+from aqi.core.connections import DATABASE_OWNERS, DATABASES, database_url
 
 pytestmark = pytest.mark.integration
 

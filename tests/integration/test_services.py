@@ -15,8 +15,8 @@ import psycopg
 import pytest
 from conftest import isolated_env, run_aqi
 
+from aqi.core.topics import topic_partitions
 from aqi.services.process import PidFile, wait_until
-from aqi.topics import topic_partitions
 
 pytestmark = pytest.mark.integration
 

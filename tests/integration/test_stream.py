@@ -19,7 +19,7 @@ import pytest
 from confluent_kafka import Producer
 from conftest import AQI, isolated_env, listening_sockets, off_loopback, recreate_topic, run_aqi
 
-from aqi.topics import client_config
+from aqi.core.topics import client_config
 from ingestion.events import validate_event
 from ingestion.producer import EventProducer
 from ingestion.simulator import SimulationConfig, simulate

@@ -22,7 +22,7 @@ from conftest import isolated_env, run_aqi
 from event_fuzz import event_pool, hostile_message, judge, nasty_corpus
 from stream_support import bronze_count
 
-from aqi.topics import client_config, ensure_topic
+from aqi.core.topics import client_config, ensure_topic
 from ingestion.producer import EventProducer
 
 pytestmark = pytest.mark.integration

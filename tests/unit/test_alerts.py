@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from aqi import alerts
-from aqi.config import ENV_VARS, SECRET_VARS, ConfigError, load_settings, mask_url
+from aqi.core.config import ENV_VARS, SECRET_VARS, ConfigError, load_settings, mask_url
 
 pytestmark = pytest.mark.unit
 

@@ -77,7 +77,7 @@ def test_an_unforeseen_failure_is_one_line_and_exit_70(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], debug: bool
 ) -> None:
     from aqi import cli as cli_module
-    from aqi.errors import EXIT_UNEXPECTED
+    from aqi.core.errors import EXIT_UNEXPECTED
 
     def broken(**_kwargs) -> None:
         raise RuntimeError("boom\nmore detail on a second line")
@@ -98,7 +98,7 @@ def test_an_unforeseen_failure_is_one_line_and_exit_70(
 
 
 def test_first_line_of_an_error() -> None:
-    from aqi.errors import first_line
+    from aqi.core.errors import first_line
 
     assert first_line(OSError("\n  connection refused  \n\tIs the server running?")) == (
         "connection refused"

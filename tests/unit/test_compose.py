@@ -2,7 +2,7 @@
 
 Every check reads the real files (docker-compose.yml, the Dockerfiles it builds, the scripts
 it mounts, .env.example, uv.lock) and the project's own list of variables
-(:data:`aqi.config.ENV_VARS`); nothing here is a copy of what the compose file says. The
+(:data:`aqi.core.config.ENV_VARS`); nothing here is a copy of what the compose file says. The
 structure is validated against the Compose Specification JSON schema that the
 ``check-jsonschema`` package ships (Apache-2.0, dev dependency group).
 
@@ -31,7 +31,7 @@ import jsonschema
 import pytest
 import yaml
 
-from aqi.config import ENV_VARS
+from aqi.core.config import ENV_VARS
 
 pytestmark = pytest.mark.unit
 
@@ -42,7 +42,7 @@ COMPOSE_ONLY_MARKER = "# --- docker compose only ---"
 LOOPBACK = "127.0.0.1"
 
 #: variable names the project owns: in a container that runs project code they must be
-#: variables the project reads (aqi.config.ENV_VARS), or they are typos that nothing reads
+#: variables the project reads (aqi.core.config.ENV_VARS), or they are typos that nothing reads
 PROJECT_VAR = re.compile(r"^(AQ_|OPENAQ_|KAFKA_BOOTSTRAP_SERVERS$)")
 #: names that hold secrets (a *_FILE variable holds a path, not the secret)
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|(^|_)KEY$")
@@ -299,7 +299,7 @@ def test_project_code_reads_only_variables_the_project_knows():
                 var not in ENV_VARS
             ):
                 unknown.append(f"{name}: {var}")
-    assert unknown == [], f"not in aqi.config.ENV_VARS: {unknown}"
+    assert unknown == [], f"not in aqi.core.config.ENV_VARS: {unknown}"
 
 
 def test_project_services_run_the_pipeline_against_the_compose_services():
@@ -469,8 +469,8 @@ def test_superset_has_the_postgres_driver():
 
 def test_airflow_image_bakes_the_manifest_cosmos_renders_from():
     """openaq_elt is rendered from dbt_project/target/manifest.json (aqi.orchestration)."""
+    from aqi.core.warehouse import DBT_PROJECT_DIR
     from aqi.orchestration import dbt_manifest_path
-    from aqi.warehouse import DBT_PROJECT_DIR
 
     dockerfile = (ROOT / "docker" / "airflow" / "Dockerfile").read_text(encoding="utf-8")
     assert re.search(r"dbt parse --project-dir dbt_project --profiles-dir dbt_project", dockerfile)
@@ -570,7 +570,7 @@ def locked_version(package: str) -> str:
 
 def embedded_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **env: str):
     """Settings of an embedded installation in ``tmp_path`` (nothing from this machine)."""
-    from aqi.config import load_settings
+    from aqi.core.config import load_settings
 
     for name in list(os.environ):
         if name not in ("PATH", "HOME"):
@@ -624,7 +624,7 @@ def test_kafka_runs_the_version_of_the_embedded_path():
 def test_spark_and_airflow_share_the_checkpoint_and_its_lock():
     """openaq_elt's drain_stream (Airflow) knows the spark service's `aqi stream` is running by
     the flock next to its checkpoint: both must see the same file, on one writable volume."""
-    from aqi.config import load_settings
+    from aqi.core.config import load_settings
     from spark_streaming.job import QUERY_NAME, _lock_path
 
     names = services_with_image("apache/spark") + services_with_image("apache/airflow")
@@ -644,7 +644,7 @@ def test_spark_and_airflow_share_the_checkpoint_and_its_lock():
 
 def test_airflow_runs_the_mounted_checkout_of_the_project():
     """dags/ and the packages the DAGs import, from the checkout, over the image's copies."""
-    from aqi.environments import REPO_ROOT
+    from aqi.core.environments import REPO_ROOT
     from aqi.services.airflow import DAGS_DIR
 
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
@@ -682,8 +682,8 @@ def test_airflow_runs_the_mounted_checkout_of_the_project():
 def test_airflow_init_migrates_and_regenerates_the_manifest_cosmos_renders_from():
     """The steps `aqi airflow up` takes before it starts the components, same commands."""
     from aqi import orchestration
+    from aqi.core.warehouse import DBT_PROJECT_DIR
     from aqi.services import airflow as embedded
-    from aqi.warehouse import DBT_PROJECT_DIR
 
     migrate = re.search(r"_run_airflow\((\[[^\]]*\])", inspect.getsource(embedded))
     parse = re.search(r"run_dbt\(settings, (\[[^\]]*\])", inspect.getsource(orchestration))
@@ -883,7 +883,7 @@ def test_superset_provisions_the_bundle_at_start_as_the_read_only_role():
 
 def test_postgres_creates_the_read_only_role_of_the_embedded_path(tmp_path, monkeypatch):
     """The role SQL run at database init is `aqi dashboards role-sql` for this stack."""
-    from aqi.connections import DATABASES
+    from aqi.core.connections import DATABASES
     from aqi.services.superset import READER_SCHEMA, reader_role_sql
 
     (postgres,) = services_with_image("postgres")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from aqi.config import (
+from aqi.core.config import (
     DEFAULT_KAFKA_TOPIC,
     DEFAULT_OPENAQ_BASE_URL,
     ENV_VARS,
@@ -14,7 +14,7 @@ from aqi.config import (
     load_settings,
     mask_url,
 )
-from aqi.connections import database_url, kafka_bootstrap_servers
+from aqi.core.connections import database_url, kafka_bootstrap_servers
 
 pytestmark = pytest.mark.unit
 

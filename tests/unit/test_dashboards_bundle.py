@@ -13,10 +13,10 @@ import pytest
 from click.testing import CliRunner
 
 from aqi.cli_dashboards import dashboards_group
-from aqi.config import load_settings
-from aqi.connections import app_password
+from aqi.core.config import load_settings
+from aqi.core.connections import app_password
+from aqi.core.errors import AqiError
 from aqi.dashboards_bundle import Bundle, load_bundle, validate_bundle
-from aqi.errors import AqiError
 from aqi.services.superset import (
     BUNDLE_DIR,
     CONFIG_PATH,

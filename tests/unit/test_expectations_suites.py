@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from aqi.environments import REPO_ROOT
+from aqi.core.environments import REPO_ROOT
 from expectations import reference
 from expectations.report import CheckReport, ExpectationsFailed, Outcome, outcome_from_result
 
@@ -74,7 +74,7 @@ def test_one_suite_per_table_named_schema_dot_table(suites) -> None:
 def test_raw_contract_matches_the_migration(suites) -> None:
     from expectations.suites import RAW_COLUMNS, RAW_KEY
 
-    ddl = (REPO_ROOT / "aqi" / "sql" / "0001_raw_tables.sql").read_text()
+    ddl = (REPO_ROOT / "aqi" / "core" / "sql" / "0001_raw_tables.sql").read_text()
     body = re.search(
         r"create table if not exists raw\.openaq_measurements \((.*?)\n\);", ddl, re.DOTALL
     )
@@ -86,7 +86,7 @@ def test_raw_contract_matches_the_migration(suites) -> None:
             columns[match.group(1)] = postgres_names.get(match.group(2), match.group(2).upper())
     assert RAW_COLUMNS == columns
     # the record key the stream relies on (0002 added the timestamp to the coordinates)
-    key_ddl = (REPO_ROOT / "aqi" / "sql" / "0002_kafka_key_with_timestamp.sql").read_text()
+    key_ddl = (REPO_ROOT / "aqi" / "core" / "sql" / "0002_kafka_key_with_timestamp.sql").read_text()
     assert f"on raw.openaq_measurements ({', '.join(RAW_KEY[:3])}," in " ".join(key_ddl.split())
     assert "coalesce(kafka_timestamp" in key_ddl
     raw = suites["raw.openaq_measurements"].suite

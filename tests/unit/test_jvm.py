@@ -10,7 +10,7 @@ import pyspark
 import pytest
 from jvm_support import module_dependencies, pom_properties
 
-from aqi.environments import JVM_MODULES, JVM_PROJECT_DIR, jvm_jars, jvm_libs_dir
+from aqi.core.environments import JVM_MODULES, JVM_PROJECT_DIR, jvm_jars, jvm_libs_dir
 
 pytestmark = pytest.mark.unit
 
@@ -61,7 +61,7 @@ def test_installed_jars_add_nothing_spark_already_has() -> None:
 def test_installed_jars_match_the_poms() -> None:
     stamp = jvm_libs_dir() / "installed-from.sha256"
     assert stamp.is_file(), "run `make jvm`"
-    from aqi.environments import _poms_digest
+    from aqi.core.environments import _poms_digest
 
     assert stamp.read_text().strip() == _poms_digest(), "jvm/*/pom.xml changed: run `make jvm`"
     broker = {_artifact(j) for j in jvm_jars("kafka")}

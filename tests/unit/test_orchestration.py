@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from aqi.errors import AqiError
+from aqi.core.errors import AqiError
 from aqi.orchestration import run_backfill
 from aqi.services.airflow import _TaskSummary
 from spark_streaming.job import checkpoint_lock, stream_is_running
@@ -24,7 +24,7 @@ $ aqi stream --available-now
 Traceback (most recent call last):
   File "/work/main/aqi/orchestration.py", line 113, in quality_gate
     raise AqiError(f"quality gate '{suite}' failed:\\n{report.text()}")
-aqi.errors.AqiError: quality gate 'gold' failed:
+aqi.core.errors.AqiError: quality gate 'gold' failed:
 FAILED gold: 1 of 30 expectations
   x gold.pm25_15min  expect_column_values_to_be_between(pm25_avg, 0..2000): 1 of 96 rows, e.g. 5000.0
 2026-11-21T15:29:04.657392Z [info     ] ::endgroup::                   [task] loc=task_runner.py:2379
@@ -41,7 +41,7 @@ def test_run_once_summary_is_one_line_per_task_plus_the_error_of_a_failure() -> 
     assert lines[1].split()[:2] == ["FAILED", "check_gold"]
     details = [x.strip() for x in lines[2:]]
     assert details == [
-        "aqi.errors.AqiError: quality gate 'gold' failed:",
+        "aqi.core.errors.AqiError: quality gate 'gold' failed:",
         "FAILED gold: 1 of 30 expectations",
         (
             "x gold.pm25_15min  expect_column_values_to_be_between(pm25_avg, 0..2000): "

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from aqi.config import load_settings
-from aqi.connections import app_password, database_url, role_password
-from aqi.errors import ServiceError
+from aqi.core.config import load_settings
+from aqi.core.connections import app_password, database_url, role_password
+from aqi.core.errors import ServiceError
 
 pytestmark = pytest.mark.unit
 

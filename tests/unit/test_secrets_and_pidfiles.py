@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from aqi.secrets import get_or_create_secret, show_once
+from aqi.core.secrets import get_or_create_secret, show_once
 from aqi.services.process import (
     PidFile,
     ProcessRecord,
@@ -137,7 +137,7 @@ def _group(pgid: int) -> list[int]:
 
 
 def test_private_files_are_0600_from_their_creation(tmp_path: Path) -> None:
-    from aqi.secrets import write_private
+    from aqi.core.secrets import write_private
 
     old = os.umask(0)  # the most permissive umask: the mode must not come from it
     try:

@@ -10,7 +10,7 @@ from itertools import islice
 
 import pytest
 
-from aqi.errors import AqiError
+from aqi.core.errors import AqiError
 from ingestion.producer import encode_records
 from ingestion.replay import simulated_records
 from ingestion.simulator import SimulationConfig, simulate

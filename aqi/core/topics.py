@@ -24,7 +24,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
-from aqi.errors import AqiError
+from aqi.core.errors import AqiError
 
 __all__ = [
     "KafkaUnavailable",

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from aqi.config import Settings
-from aqi.secrets import get_or_create_secret
+from aqi.core.config import Settings
+from aqi.core.secrets import get_or_create_secret
 
 __all__ = [
     "APP_ROLE",

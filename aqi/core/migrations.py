@@ -1,6 +1,6 @@
 """The database DDL the project owns, applied as ordered, idempotent migrations.
 
-Each ``aqi/sql/NNNN_name.sql`` file is applied once, in order, inside a transaction, and
+Each ``aqi/core/sql/NNNN_name.sql`` file is applied once, in order, inside a transaction, and
 recorded in ``raw.schema_migrations``; a PostgreSQL advisory lock keeps two processes (say
 ``aqi stream`` and ``aqi db migrate``) from applying them at the same time. The files are
 written to be idempotent too (``if not exists``), so a database created by hand converges.

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from aqi.errors import AqiError
+from aqi.core.errors import AqiError
 
 __all__ = [
     "JVM_MODULES",
@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 #: the checkout the package runs from (the project installs in editable mode)
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 #: the Maven project that pins the JVM jars (one module per folder of jars)
 JVM_PROJECT_DIR = REPO_ROOT / "jvm"
 #: module -> what it is for (and the folder its jars go to)

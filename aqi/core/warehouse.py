@@ -15,10 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from aqi.config import Settings
-from aqi.connections import database_url
-from aqi.environments import REPO_ROOT
-from aqi.errors import AqiError
+from aqi.core.config import Settings
+from aqi.core.connections import database_url
+from aqi.core.environments import REPO_ROOT
+from aqi.core.errors import AqiError
 
 __all__ = ["DBT_PROJECT_DIR", "dbt_env", "run_dbt"]
 
