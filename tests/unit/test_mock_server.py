@@ -16,6 +16,7 @@ import requests
 
 from ingestion.fixtures import load_recorded
 from openaq_mock.api import MockOpenAQ, main
+from openaq_mock.clock import VirtualClock
 
 pytestmark = pytest.mark.unit
 
@@ -305,18 +306,21 @@ def test_api_key_is_required_and_never_logged() -> None:
 
 
 def test_rate_limit_headers_count_down_and_429_without_retry_after() -> None:
-    with MockOpenAQ(None, per_minute=4, window_seconds=1.0) as mock:
+    # the windows run on a virtual clock: no real minute to wait, and no pause of a busy
+    # machine between two requests can move one of them into the next window
+    clock = VirtualClock(1_700_000_000.0)
+    with MockOpenAQ(None, per_minute=4, clock=clock) as mock:
         answers = [get(mock, "/locations") for _ in range(5)]
         early = get(mock, "/locations")
         reset = int(answers[-1].headers["x-ratelimit-reset"])
-        time.sleep(reset + 0.05)
+        clock.advance(reset)
         after = get(mock, "/locations")
         violations = mock.requests_before_reset()
     assert [a.status_code for a in answers] == [200, 200, 200, 200, 429]
     assert [a.headers["x-ratelimit-remaining"] for a in answers] == ["3", "2", "1", "0", "0"]
     assert [a.headers["x-ratelimit-used"] for a in answers] == ["1", "2", "3", "4", "4"]
     assert {a.headers["x-ratelimit-limit"] for a in answers} == {"4"}
-    assert all(1 <= int(a.headers["x-ratelimit-reset"]) <= 1 for a in answers)
+    assert {int(a.headers["x-ratelimit-reset"]) for a in answers} == {60}
     assert "Retry-After" not in answers[-1].headers
     assert answers[-1].json() == {"detail": "Too many requests"}
     assert early.status_code == 429 and violations == 1, "a request before the reset is a violation"
@@ -324,20 +328,22 @@ def test_rate_limit_headers_count_down_and_429_without_retry_after() -> None:
 
 
 def test_the_hourly_window_and_separate_keys() -> None:
-    with MockOpenAQ(None, per_minute=100, per_hour=3, window_seconds=1.0) as mock:
+    clock = VirtualClock(1_700_000_000.0)
+    with MockOpenAQ(None, per_minute=100, per_hour=3, clock=clock) as mock:
         a = [get(mock, "/locations", key="a") for _ in range(4)]
         b = get(mock, "/locations", key="b")
     assert [r.status_code for r in a] == [200, 200, 200, 429]
     assert a[-1].headers["x-ratelimit-limit"] == "3"
-    assert int(a[-1].headers["x-ratelimit-reset"]) > 1, "the hour window resets later"
+    assert int(a[-1].headers["x-ratelimit-reset"]) == 3600, "the hour window resets later"
     assert b.status_code == 200 and b.headers["x-ratelimit-used"] == "1", "quotas are per key"
 
 
 def test_429_every_n_and_the_pending_reset() -> None:
-    with MockOpenAQ(None, fail_with_429_every=3, reset_after_429=1) as mock:
+    clock = VirtualClock(1_700_000_000.0)
+    with MockOpenAQ(None, fail_with_429_every=3, reset_after_429=1, clock=clock) as mock:
         first = [get(mock, "/locations") for _ in range(3)]
         impatient = get(mock, "/locations")
-        time.sleep(1.05)
+        clock.advance(1)
         patient = [get(mock, "/locations") for _ in range(3)]
         violations = mock.requests_before_reset()
     assert [r.status_code for r in first] == [200, 200, 429]
