@@ -138,16 +138,21 @@ async function shoot(cfg, context) {
   const page = context.pages()[0] ?? (await context.newPage());
   page.setDefaultTimeout(cfg.timeout_ms);
 
-  // log in through the login form (the dashboard's own requests then use the session cookie)
-  await page.goto(`${cfg.url}/login/`, { waitUntil: 'domcontentloaded' });
-  await page.locator('[data-test="username-input"]').fill(cfg.username);
-  await page.locator('[data-test="password-input"]').fill(cfg.password);
-  await Promise.all([
-    page.waitForURL(url => !url.pathname.startsWith('/login'), { timeout: 30000 }).catch(() => {}),
-    page.locator('[data-test="login-button"]').click(),
-  ]);
-  if (new URL(page.url()).pathname.startsWith('/login')) {
-    throw new Fatal(`login as ${cfg.username} failed at ${cfg.url}/login/`);
+  // log in through the login form (the dashboard's own requests then use the session cookie).
+  // Up to 3 tries: the login page sends an event-log request as it leaves, and when that
+  // request's answer (an anonymous session cookie) lands after the login's, the browser is
+  // sent back to /login (seen in CI: POST /login/ 302, then / -> /login/?next=...)
+  for (let attempt = 1; ; attempt += 1) {
+    await page.goto(`${cfg.url}/login/`, { waitUntil: 'domcontentloaded' });
+    await page.locator('[data-test="username-input"]').fill(cfg.username);
+    await page.locator('[data-test="password-input"]').fill(cfg.password);
+    await Promise.all([
+      page.waitForURL(url => !url.pathname.startsWith('/login'), { timeout: 30000 }).catch(() => {}),
+      page.locator('[data-test="login-button"]').click(),
+    ]);
+    await page.waitForLoadState('networkidle', { timeout: 10000 }).catch(() => {});
+    if (!new URL(page.url()).pathname.startsWith('/login')) break;
+    if (attempt === 3) throw new Fatal(`login as ${cfg.username} failed at ${cfg.url}/login/`);
   }
 
   const dashboard = `${cfg.url}/superset/dashboard/${cfg.dashboard}/?standalone=1`;
