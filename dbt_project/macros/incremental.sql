@@ -99,23 +99,6 @@
     {%- endif -%}
 {%- endmacro %}
 
-{#-
-  The raw watermark of int_measurements__current. A raw row is stamped (loaded_at) when it is
-  inserted but becomes visible when its transaction commits, so "loaded_at > the last value
-  seen" could miss a row whose transaction was still open during the previous run. The pre-hook
-  therefore records, before the model reads raw, the earliest start of any transaction open at
-  that moment (or the moment itself): every row committed later has a loaded_at at or after it.
-  The post-hook makes that the watermark of the next run. Writers must use a role whose
-  transactions this role can see in pg_stat_activity (the project uses one role throughout).
--#}
-{% macro raw_watermark() -%}
-    {%- if is_incremental() -%}
-        {{ stored_watermark(this.schema ~ '.' ~ this.identifier) }}
-    {%- else -%}
-        '-infinity'::timestamptz
-    {%- endif -%}
-{%- endmacro %}
-
 {#- Pre-hook of int_measurements__current: statistics for raw.loaded_at if the raw table has
     none yet (a bulk load that autovacuum has not reached). Without them PostgreSQL takes
     "loaded_at > watermark" for a third of the table and scans all of raw on every run until
@@ -136,6 +119,16 @@
     $$
 {%- endmacro %}
 
+{#-
+  The raw watermark of int_measurements__current. A raw row is stamped (loaded_at) when it is
+  inserted but becomes visible when its transaction commits, so "loaded_at > the last value
+  seen" could miss a row whose transaction was still open during the previous run. The pre-hook
+  therefore records, before the model reads raw, the earliest start of any transaction open at
+  that moment (or the moment itself): every row committed later has a loaded_at at or after it.
+  The post-hook makes that the watermark of the next run, which the model reads with
+  watermark() like every other model. Writers must use a role whose transactions this role
+  can see in pg_stat_activity (the project uses one role throughout).
+-#}
 {% macro record_raw_watermark() -%}
     insert into dbt_meta.watermarks (model_name, processed_upto)
     select '{{ this.schema }}.{{ this.identifier }}#next',

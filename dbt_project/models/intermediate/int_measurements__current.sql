@@ -16,7 +16,7 @@
 -- ingested raw record wins, so replays, duplicates and re-sent corrections collapse. Each
 -- reading is classified valid or rejected (with the reason). Incrementally, only the
 -- readings with a raw record loaded since the last run (macros/incremental.sql,
--- raw_watermark) are recomputed from all their versions, and stamped with this run's
+-- record_raw_watermark) are recomputed from all their versions, and stamped with this run's
 -- _processed_at for the models downstream.
 
 with measurements as not materialized (
@@ -36,7 +36,7 @@ changed_keys as (
 
     select distinct sensor_id, period_end
     from measurements
-    where loaded_at > {{ raw_watermark() }}
+    where loaded_at > {{ watermark() }}
 
 ),
 
