@@ -59,6 +59,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from aqi.core.event_contract import KAFKA_COLUMNS, RAW_COLUMNS
 from expectations._gx import gx, gxe
 from expectations.reference import (
     GROUPS,
@@ -103,40 +104,9 @@ EXCEEDANCE_WINDOW_DAYS = 30
 PARAM_LATEST_ALLOWED = "latest_allowed_timestamp"
 PARAM_OLDEST_FRESH_LOAD = "oldest_fresh_loaded_at"
 
-#: the raw table's contract (aqi/core/sql/0001_raw_tables.sql) as PostgreSQL reports the types
-RAW_COLUMNS: dict[str, str] = {
-    "schema_version": "SMALLINT",
-    "source": "TEXT",
-    "ingest_mode": "TEXT",
-    "ingested_at": "TIMESTAMP WITH TIME ZONE",
-    "location_id": "BIGINT",
-    "location_name": "TEXT",
-    "sensor_id": "BIGINT",
-    "parameter_id": "INTEGER",
-    "parameter": "TEXT",
-    "units": "TEXT",
-    "value": "DOUBLE PRECISION",
-    "period_start": "TIMESTAMP WITH TIME ZONE",
-    "period_end": "TIMESTAMP WITH TIME ZONE",
-    "timezone": "TEXT",
-    "latitude": "DOUBLE PRECISION",
-    "longitude": "DOUBLE PRECISION",
-    "country_code": "TEXT",
-    "provider": "TEXT",
-    "is_mobile": "BOOLEAN",
-    "is_monitor": "BOOLEAN",
-    "flagged": "BOOLEAN",
-    "coverage_percent": "DOUBLE PRECISION",
-    "kafka_topic": "TEXT",
-    "kafka_partition": "INTEGER",
-    "kafka_offset": "BIGINT",
-    "kafka_timestamp": "TIMESTAMP WITH TIME ZONE",
-    "loaded_at": "TIMESTAMP WITH TIME ZONE",
-}
-#: one row per Kafka record
-#: a Kafka record: its coordinates and its timestamp (offsets restart at 0 when a topic is
-#: recreated or the in-memory broker restarts; aqi/core/sql/0002_kafka_key_with_timestamp.sql)
-RAW_KEY = ("kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp")
+#: one row per Kafka record: its coordinates and its timestamp (offsets restart at 0 when a
+#: topic is recreated; aqi/core/sql/0002_kafka_key_with_timestamp.sql)
+RAW_KEY: tuple[str, ...] = tuple(KAFKA_COLUMNS)
 
 
 #: what the name of a suite on a table's new rows adds to the table's name

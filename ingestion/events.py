@@ -20,13 +20,13 @@ Public surface:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
-from pathlib import Path
 from typing import Any, Literal
+
+from aqi.core.event_contract import EVENT_SCHEMA, EVENT_SCHEMA_PATH, INGEST_MODES, SCHEMA_VERSION
 
 __all__ = [
     "EVENT_SCHEMA",
@@ -47,11 +47,8 @@ __all__ = [
     "validate_event",
 ]
 
-SCHEMA_VERSION = 1
+#: the schema's ingest_mode enum, for type checkers (a test holds it equal to INGEST_MODES)
 IngestMode = Literal["live", "backfill", "replay", "simulate"]
-INGEST_MODES: tuple[str, ...] = ("live", "backfill", "replay", "simulate")
-EVENT_SCHEMA_PATH = Path(__file__).parent / "schemas" / "measurement_event.v1.json"
-EVENT_SCHEMA: dict[str, Any] = json.loads(EVENT_SCHEMA_PATH.read_text())
 
 #: (parameter, units) -> OpenAQ v3 parameter id, for the six pollutants in every unit the recorded
 #: OpenAQ responses show (ingestion/fixtures/openaq): the id depends on the units. For a reading

@@ -38,6 +38,10 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from aqi.core.event_contract import EVENT_FIELD_NAMES, SCHEMA_VERSION, EventField, Kind
+from aqi.core.event_contract import EVENT_FIELDS as _FIELDS
+from aqi.core.event_contract import KAFKA_COLUMNS as RAW_KAFKA_COLUMNS
+
 __all__ = [
     "EARLIEST",
     "EVENT_FIELDS",
@@ -47,11 +51,6 @@ __all__ = [
     "parse_records",
 ]
 
-SCHEMA_VERSION = 1
-INGEST_MODES = ("live", "backfill", "replay", "simulate")
-#: the largest integer a double holds exactly: ids beyond it could not be checked exactly
-_MAX_ID = 2**53 - 1
-_MAX_INT32 = 2**31 - 1
 #: RFC 3339 date-time: 'T' or 't', any fraction (kept to the microsecond), Z/z or +hh:mm
 _DATE_TIME = r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?"
 _TIMESTAMP = _DATE_TIME + r"([Zz]|[+-]\d{2}:\d{2})$"
@@ -72,43 +71,16 @@ EARLIEST = "2000-01-01T00:00:00Z"
 #: how far a period may end after the event was ingested or sent (clock skew, not time zones)
 FUTURE_TOLERANCE = "1 hour"
 
-# kind per contract field: how it is checked and typed (in the contract's order)
-_VERSION, _ID, _INT32, _NUM, _STR, _OPT_STR, _BOOL, _TS = (
-    "version", "id", "int32", "num", "str", "ostr", "bool", "ts",
-)  # fmt: skip
-_FIELDS: tuple[tuple[str, str, str], ...] = (
-    # name, kind, output type (the raw table's)
-    ("schema_version", _VERSION, "smallint"),
-    ("source", _STR, "string"),
-    ("ingest_mode", _STR, "string"),
-    ("ingested_at", _TS, "timestamp"),
-    ("location_id", _ID, "bigint"),
-    ("location_name", _OPT_STR, "string"),
-    ("sensor_id", _ID, "bigint"),
-    ("parameter_id", _INT32, "int"),
-    ("parameter", _STR, "string"),
-    ("units", _STR, "string"),
-    ("value", _NUM, "double"),
-    ("period_start", _TS, "timestamp"),
-    ("period_end", _TS, "timestamp"),
-    ("timezone", _STR, "string"),
-    ("latitude", _NUM, "double"),
-    ("longitude", _NUM, "double"),
-    ("country_code", _OPT_STR, "string"),
-    ("provider", _OPT_STR, "string"),
-    ("is_mobile", _BOOL, "boolean"),
-    ("is_monitor", _BOOL, "boolean"),
-    ("flagged", _BOOL, "boolean"),
-    ("coverage_percent", _NUM, "double"),
-)
-EVENT_FIELDS: tuple[str, ...] = tuple(name for name, _, _ in _FIELDS)
-#: the Kafka coordinates every parsed row carries (raw's key), after the event fields
-KAFKA_COLUMNS: tuple[str, ...] = (
-    "kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "kafka_key",
-)  # fmt: skip
-_READ_AS = {_VERSION: "double", _ID: "double", _INT32: "double", _NUM: "double",
-            _STR: "string", _OPT_STR: "string", _BOOL: "boolean", _TS: "string"}  # fmt: skip
-_RANGES = {"latitude": (-90.0, 90.0), "longitude": (-180.0, 180.0)}
+#: the contract's field names, in its order (aqi/core/event_contract.py reads them, their
+#: kinds, ranges and allowed values from the JSON Schema: the checks below follow from them)
+EVENT_FIELDS: tuple[str, ...] = EVENT_FIELD_NAMES
+#: the Kafka coordinates every parsed row carries (raw's key), after the event fields, and the
+#: record's key (kept for the quarantine)
+KAFKA_COLUMNS: tuple[str, ...] = (*RAW_KAFKA_COLUMNS, "kafka_key")
+#: how from_json reads each kind for checking (see the module's docstring)
+_READ_AS = {Kind.VERSION: "double", Kind.ID: "double", Kind.INT32: "double",
+            Kind.NUMBER: "double", Kind.TEXT: "string", Kind.OPTIONAL_TEXT: "string",
+            Kind.BOOLEAN: "boolean", Kind.TIMESTAMP: "string"}  # fmt: skip
 
 
 def parse_records(records: DataFrame) -> DataFrame:
@@ -118,7 +90,7 @@ def parse_records(records: DataFrame) -> DataFrame:
     ``reason`` is null), :data:`KAFKA_COLUMNS`, ``payload`` (the record's text, for the
     quarantine) and ``reason`` (null for a valid event).
     """
-    schema = ", ".join(f"`{name}` {_READ_AS[kind]}" for name, kind, _ in _FIELDS)
+    schema = ", ".join(f"`{f.name}` {_READ_AS[f.kind]}" for f in _FIELDS)
     read = records.select(
         # JSON is UTF-8 (RFC 8259): other bytes are refused, and replaced in what is kept
         F.make_valid_utf8(F.col("value").cast("string")).alias("_raw"),
@@ -141,21 +113,18 @@ def parse_records(records: DataFrame) -> DataFrame:
         "*",
         *[
             # Spark's cast reads 't' only without an offset
-            F.upper(F.col(f"_e.{name}")).try_cast("timestamp").alias(f"_ts_{name}")
-            for name, kind, _ in _FIELDS
-            if kind == _TS
+            F.upper(F.col(f"_e.{f.name}")).try_cast("timestamp").alias(f"_ts_{f.name}")
+            for f in _FIELDS
+            if f.kind == Kind.TIMESTAMP
         ],
     )
     reason = _reason()
-    typed = [
-        F.when(F.col("_reason").isNull(), _typed(name, kind, out)).alias(name)
-        for name, kind, out in _FIELDS
-    ]
+    typed = [F.when(F.col("_reason").isNull(), _typed(f)).alias(f.name) for f in _FIELDS]
     # the key and the text are kept for the quarantine only (raw has neither)
     invalid = F.col("_reason").isNotNull()
     return read.withColumn("_reason", reason).select(
         *typed,
-        "kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp",
+        *RAW_KAFKA_COLUMNS,
         F.when(invalid, _text(F.col("key").cast("string"))).alias("kafka_key"),
         F.when(invalid, _text(F.col("_raw"))).alias("payload"),
         # a reason quotes the field's text, which may hold an escaped NUL
@@ -175,15 +144,16 @@ def _reason() -> Column:
     keys = F.col("_keys")
     names = F.array(*[F.lit(n) for n in EVENT_FIELDS])
     version = F.col("_e.schema_version")
-    checks = [(name, problem, failed) for name, kind, _ in _FIELDS if kind != _VERSION
-              for failed, problem in _field_checks(name, kind)]  # fmt: skip
+    checks = [(f.name, problem, failed) for f in _FIELDS if f.kind != Kind.VERSION
+              for failed, problem in _field_checks(f)]  # fmt: skip
     checks += _impossible()
-    # exactly the contract's fields, by counting: 22 keys, each field present (a value that
-    # is not null was there; a null one is looked up), so no other key and none twice
+    # exactly the contract's fields, by counting: as many keys as fields, each field present
+    # (a value that is not null was there; a null one is looked up), so no other key and
+    # none twice
     present = [
-        F.col(f"_e.{name}").isNotNull() | F.array_contains(keys, name)
-        for name, kind, _ in _FIELDS
-        if kind in (_NUM, _OPT_STR)
+        F.col(f"_e.{f.name}").isNotNull() | F.array_contains(keys, f.name)
+        for f in _FIELDS
+        if f.nullable
     ]
     shape_ok = (
         F.col("_raw").isNotNull()
@@ -250,33 +220,36 @@ def _first_problem(
     return chain.otherwise(F.lit("invalid event"))
 
 
-def _field_checks(name: str, kind: str) -> list[tuple[Column, str]]:
+def _field_checks(field: EventField) -> list[tuple[Column, str]]:
     """(fails, what is wrong) for one field, in the order they are tried."""
+    name, kind = field.name, field.kind
     value = F.col(f"_e.{name}")
-    if kind in (_ID, _INT32):
-        top = _MAX_ID if kind == _ID else _MAX_INT32
+    if kind in (Kind.ID, Kind.INT32):
+        top = int(field.maximum or 0)
         return [
             # NaN passes x = floor(x) in Spark but fails any range: it is "out of range"
             (value.isNull() | (value != F.floor(value)), "expected an integer"),
             (value < 0, "expected a non-negative integer"),
             (~value.between(0, top), f"out of range (at most {top})"),
         ]
-    if kind == _NUM:
+    if kind == Kind.NUMBER:
         checks = [
             # null in the typed parse but not in the JSON: a string, boolean, object, array
             (value.isNull() & F.get_json_object("_raw", f"$.{name}").isNotNull(),
              "expected a number or null"),
             (F.isnan(value) | (F.abs(value) == float("inf")), "expected a finite number"),
         ]  # fmt: skip
-        if name in _RANGES:
-            low, high = _RANGES[name]
+        low, high = field.minimum, field.maximum
+        if low is not None and high is not None:
             checks.append(((value < low) | (value > high), f"out of range ({low:g}..{high:g})"))
-        if name == "coverage_percent":
-            checks.append((value < 0, "negative"))
+        elif low is not None:
+            checks.append((value < low, "negative" if low == 0 else f"below {low:g}"))
+        elif high is not None:
+            checks.append((value > high, f"above {high:g}"))
         return checks
-    if kind == _BOOL:
+    if kind == Kind.BOOLEAN:
         return [(value.isNull(), "expected true or false")]
-    if kind == _TS:
+    if kind == Kind.TIMESTAMP:
         shaped, instant = value.rlike(_TIMESTAMP), F.col(f"_ts_{name}")
         return [
             # checked on records that fail the shape only (And stops at its first false)
@@ -294,22 +267,26 @@ def _field_checks(name: str, kind: str) -> list[tuple[Column, str]]:
     not_a_string = looks_other & ~_is_json_string(name)
     # a NUL can only come as the escape \u0000: the raw text is searched once per record
     nul = F.col("_maybe_nul") & value.contains("\u0000")
-    if kind == _OPT_STR:
+    if kind == Kind.OPTIONAL_TEXT:
         return [
             (value.isNotNull() & not_a_string, "expected a string or null"),
             (value.isNotNull() & nul, "contains a NUL character"),
         ]
-    # a number's text is never 'openaq' nor an ingest mode: those two need no string test
-    if name == "source":
-        return [(value.isNull() | (value != "openaq"), "expected 'openaq'")]
-    if name == "ingest_mode":
-        return [(value.isNull() | ~value.isin(*INGEST_MODES),
-                 f"expected one of {', '.join(INGEST_MODES)}")]  # fmt: skip
-    return [
+    # a number's text is never one of the allowed words ('openaq', an ingest mode): a field
+    # with allowed values needs no string test
+    if len(field.allowed) == 1:
+        return [(value.isNull() | (value != field.allowed[0]), f"expected {field.allowed[0]!r}")]
+    if field.allowed:
+        return [(value.isNull() | ~value.isin(*field.allowed),
+                 f"expected one of {', '.join(field.allowed)}")]  # fmt: skip
+    checks = [
         (value.isNull() | not_a_string, "expected a string"),
         (nul, "contains a NUL character"),
-        (value == "", "empty string"),
     ]
+    if field.min_length:
+        checks.append((F.length(value) < field.min_length, "empty string" if field.min_length == 1
+                       else f"shorter than {field.min_length} characters"))  # fmt: skip
+    return checks
 
 
 def _nothing_after_the_object() -> Column:
@@ -381,12 +358,12 @@ def _got(name: str) -> Column:
     return F.get_json_object("_raw", f"$.{name}")
 
 
-def _typed(name: str, kind: str, out: str) -> Column:
-    value = F.col(f"_e.{name}")
-    if kind == _TS:
-        return F.col(f"_ts_{name}")
-    if kind in (_VERSION, _ID, _INT32):
-        return value.try_cast(out)
+def _typed(field: EventField) -> Column:
+    value = F.col(f"_e.{field.name}")
+    if field.kind == Kind.TIMESTAMP:
+        return F.col(f"_ts_{field.name}")
+    if field.kind in (Kind.VERSION, Kind.ID, Kind.INT32):
+        return value.try_cast(field.spark_type)
     return value
 
 

@@ -38,7 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pa_fs
 import pyarrow.parquet as pq
 
-from spark_streaming.parse import EVENT_FIELDS
+from aqi.core.event_contract import EVENT_FIELD_NAMES, KAFKA_COLUMNS
 
 __all__ = [
     "MEASUREMENT_COLUMNS",
@@ -49,8 +49,9 @@ __all__ = [
     "write_partition",
 ]
 
-KAFKA_FIELDS = ("kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp")
-MEASUREMENT_COLUMNS = (*EVENT_FIELDS, *KAFKA_FIELDS)
+KAFKA_FIELDS: tuple[str, ...] = tuple(KAFKA_COLUMNS)
+#: raw.openaq_measurements' columns but loaded_at (its default)
+MEASUREMENT_COLUMNS = (*EVENT_FIELD_NAMES, *KAFKA_FIELDS)
 QUARANTINE_COLUMNS = (*KAFKA_FIELDS, "kafka_key", "payload", "reason")
 #: what each task reports back: one row per Kafka partition it wrote
 SUMMARY_SCHEMA = (
