@@ -62,6 +62,22 @@ class Bundle:
     def chart_count(self) -> int:
         return len(self.objects.get("charts", {}))
 
+    def gold_tables(self) -> tuple[str, ...]:
+        """The tables of schema ``gold`` the datasets read (a physical dataset's table, the
+        relations a virtual dataset's SQL names), sorted: what the dashboard needs built."""
+        tables = set()
+        for _, dataset in self.items("datasets"):
+            sql = dataset.get("sql")
+            if not sql:
+                if dataset.get("schema") == ALLOWED_SCHEMA:
+                    tables.add(str(dataset.get("table_name")))
+                continue
+            tables.update(
+                table for schema, table in _RELATION.findall(sql)
+                if table and schema.lower() == ALLOWED_SCHEMA
+            )  # fmt: skip
+        return tuple(sorted(tables))
+
 
 def load_bundle(root: Path) -> Bundle:
     """Parse every YAML file of the bundle folder ``root``."""

@@ -46,24 +46,21 @@ from psycopg import sql
 from aqi.core.config import Settings
 from aqi.core.connections import database_url
 from aqi.core.errors import AqiError, first_line
+from aqi.core.gold_contract import GOLD_SCHEMA, gold_models, model_unique_key
 from aqi.core.migrations import migrate
 
 __all__ = ["EXPORTED_TABLES", "PARTITIONS", "export_marts"]
 
-#: gold table -> its key columns (the export's row order)
-EXPORTED_TABLES: dict[str, tuple[str, ...]] = {
-    "pm25_15min": ("location_id", "window_start"),
-    "daily_avg": ("location_id", "parameter", "units", "local_date"),
-    "exceedance_30d": ("location_id", "parameter", "local_date"),
-    "latest": ("location_id", "parameter", "units"),
-}
+#: gold table -> its key columns (the export's row order): every gold model dbt documents,
+#: by its grain (aqi/core/gold_contract.py)
+EXPORTED_TABLES: dict[str, tuple[str, ...]] = {m: model_unique_key(m) for m in gold_models()}
 #: gold table -> the column whose (UTC) date is a file's day; the others are one file each
 PARTITIONS: dict[str, str] = {
     "pm25_15min": "window_start",
     "daily_avg": "local_date",
     "exceedance_30d": "local_date",
 }
-SCHEMA = "gold"
+SCHEMA = GOLD_SCHEMA
 #: when dbt last (re)computed a row: how the changed days are found; not exported
 STAMP = "rebuilt_at"
 #: arbitrary, fixed key of the advisory lock that serialises exports into one warehouse's marks

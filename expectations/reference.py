@@ -10,8 +10,8 @@ warehouse defines them, and a change there changes both at once:
 - :func:`freshness_error_after` - the ``error_after`` of the ``openaq`` source in
   ``models/staging/_openaq__sources.yml`` (what ``dbt source freshness`` calls an error);
 - :func:`gold_models`, :func:`model_columns`, :func:`model_unique_key` - the gold models, the
-  columns each documents and the columns of its ``unique_combination`` test
-  (``models/marts/gold/_gold__models.yml``);
+  columns each documents and its grain (``aqi/core/gold_contract.py``, which reads
+  ``models/marts/gold/_gold__models.yml`` for every part that needs the gold tables);
 - :data:`GROUPS` / :func:`checked_tables` - which tables each group of checks covers, so a
   caller can look for them before paying for the Great Expectations import.
 
@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from aqi.core.gold_contract import GOLD_SCHEMA, gold_models, model_columns, model_unique_key
 from aqi.core.warehouse import DBT_PROJECT_DIR
 
 __all__ = [
@@ -49,12 +50,10 @@ __all__ = [
 
 SEEDS_DIR = DBT_PROJECT_DIR / "seeds"
 SOURCES_YML = DBT_PROJECT_DIR / "models" / "staging" / "_openaq__sources.yml"
-GOLD_MODELS_YML = DBT_PROJECT_DIR / "models" / "marts" / "gold" / "_gold__models.yml"
 #: the dbt source whose freshness the raw checks share
 RAW_SOURCE = "openaq"
 #: the table the stream writes (aqi/core/sql/0001_raw_tables.sql), as (schema, table)
 RAW_TABLE = ("raw", "openaq_measurements")
-GOLD_SCHEMA = "gold"
 #: when a raw row was loaded (a clock_timestamp() default); raw's new-rows suite judges the
 #: rows loaded at or after its gate's mark
 LOADED_AT = "loaded_at"
@@ -143,37 +142,6 @@ def checked_tables(groups: tuple[str, ...] | list[str] = GROUPS) -> list[tuple[s
     if "gold" in groups:
         tables.extend(("gold", GOLD_SCHEMA, model) for model in gold_models())
     return tables
-
-
-def gold_models(path: Path = GOLD_MODELS_YML) -> tuple[str, ...]:
-    """The models documented in the gold yml, in order."""
-    return tuple(entry["name"] for entry in _yaml(path).get("models", []))
-
-
-def model_columns(model: str, path: Path = GOLD_MODELS_YML) -> tuple[str, ...]:
-    """The columns the model's yml documents, in order."""
-    return tuple(column["name"] for column in _model(model, path).get("columns", []))
-
-
-def model_unique_key(model: str, path: Path = GOLD_MODELS_YML) -> tuple[str, ...]:
-    """The model's grain: its contract's ``primary_key`` constraint, or the columns of its
-    ``unique_combination`` test."""
-    entry = _model(model, path)
-    for constraint in entry.get("constraints", []) or []:
-        if constraint.get("type") == "primary_key":
-            return tuple(constraint["columns"])
-    for test in entry.get("tests", []) or entry.get("data_tests", []):
-        if isinstance(test, dict) and "unique_combination" in test:
-            spec = test["unique_combination"]
-            return tuple((spec.get("arguments") or spec)["columns"])
-    raise LookupError(f"{path}: model {model!r} has no primary key nor unique_combination test")
-
-
-def _model(model: str, path: Path) -> dict[str, Any]:
-    for entry in _yaml(path).get("models", []):
-        if entry.get("name") == model:
-            return entry
-    raise LookupError(f"{path}: no model named {model!r}")
 
 
 @cache

@@ -240,12 +240,12 @@ def _provision_reader_role(settings: Settings) -> None:
             conn.execute(statement.encode())
 
 
-#: the gold tables the bundle's datasets read
-GOLD_TABLES = ("latest", "pm25_15min", "daily_avg", "exceedance_30d")
+def missing_gold_tables(settings: Settings, *, bundle: Path = BUNDLE_DIR) -> list[str]:
+    """The gold tables the dashboard needs (its bundle's datasets read them) that do not
+    exist yet (dbt has not built them)."""
+    from aqi.dashboards_bundle import load_bundle
 
-
-def missing_gold_tables(settings: Settings) -> list[str]:
-    """The gold tables the dashboard needs that do not exist yet (dbt has not built them)."""
+    needed = load_bundle(bundle).gold_tables()
     try:
         with psycopg.connect(reader_url(settings), connect_timeout=5) as conn:
             found = {
@@ -256,8 +256,8 @@ def missing_gold_tables(settings: Settings) -> list[str]:
                 )
             }
     except psycopg.Error:
-        return list(GOLD_TABLES)
-    return [f"{READER_SCHEMA}.{t}" for t in GOLD_TABLES if t not in found]
+        return [f"{READER_SCHEMA}.{t}" for t in needed]
+    return [f"{READER_SCHEMA}.{t}" for t in needed if t not in found]
 
 
 def _reader_problem(settings: Settings) -> str | None:
