@@ -75,6 +75,64 @@ def reachable_tmp(tmp_path_factory: pytest.TempPathFactory) -> None:
     tmp_path_factory.mktemp = reachable_mktemp  # type: ignore[method-assign]
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test is ``unit`` or ``integration``, never both: a test not marked integration
+    is a unit test (before ``-m`` selects), and :func:`unit_tests_stay_in_process` holds it to
+    that. A file of unit tests marks the few that start processes or servers integration."""
+    both = [i.nodeid for i in items if i.get_closest_marker("unit") and i.get_closest_marker("integration")]  # fmt: skip
+    if both:
+        raise pytest.UsageError(f"marked both unit and integration: {', '.join(both)}")
+    for item in items:
+        if item.get_closest_marker("integration") is None:
+            item.add_marker(pytest.mark.unit)
+
+
+@pytest.fixture(autouse=True)
+def unit_tests_stay_in_process(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The ``unit`` marker's promise, enforced: no subprocess, no fork, no network socket
+    (a Unix socket is not the network). Such a test belongs to ``integration``: it is slower,
+    and what it waits on can be late on a busy machine. What the test did is recorded, not
+    refused (a refusal mid-test can hang it), and fails it at teardown."""
+    if request.node.get_closest_marker("unit") is None:
+        yield
+        return
+    seen: list[str] = []
+
+    def recorded(original, what: str):
+        def call(*args: object, **kwargs: object) -> object:
+            seen.append(what)
+            return original(*args, **kwargs)
+
+        return call
+
+    def inet_only(method: str):
+        original = getattr(socket.socket, method)
+
+        def checked(self: socket.socket, *args: object, **kwargs: object) -> object:
+            if self.family in (socket.AF_INET, socket.AF_INET6):
+                seen.append(f"{method}s a network socket")
+            return original(self, *args, **kwargs)
+
+        return checked
+
+    with pytest.MonkeyPatch.context() as patch:
+        execute = subprocess.Popen._execute_child  # type: ignore[attr-defined]
+        patch.setattr(subprocess.Popen, "_execute_child", recorded(execute, "starts a process"))
+        for name in ("fork", "forkpty", "posix_spawn", "posix_spawnp", "system"):
+            if hasattr(os, name):
+                patch.setattr(os, name, recorded(getattr(os, name), f"calls os.{name}"))
+        for method in ("connect", "connect_ex", "bind"):
+            patch.setattr(socket.socket, method, inet_only(method))
+        yield
+    if seen:
+        pytest.fail(
+            f"{request.node.nodeid} is marked unit but {', '.join(sorted(set(seen)))}:"
+            " mark it integration",
+            pytrace=False,
+        )
+
+
 class FakeClock:
     """A clock for the rate limiter whose ``sleep`` advances time instead of waiting."""
 
@@ -275,7 +333,9 @@ def private_stack(root: Path, *, kafka_brokers: int = 1) -> Iterator[dict]:
     from aqi.core.connections import database_url
 
     env = isolated_env(root / "aq")
-    args = ["services", "up"] + (["--kafka-brokers", str(kafka_brokers)] if kafka_brokers > 1 else [])
+    args = ["services", "up"] + (
+        ["--kafka-brokers", str(kafka_brokers)] if kafka_brokers > 1 else []
+    )
     result = run_aqi(args, env, root, timeout=300)
     assert result.returncode == 0, result.stderr
     try:

@@ -10,8 +10,6 @@ from conftest import isolated_env, run_aqi
 
 from aqi.cli import cli
 
-pytestmark = pytest.mark.unit
-
 
 def _all_commands(group: click.Group, prefix: tuple[str, ...] = ()):
     for name, command in group.commands.items():
@@ -20,6 +18,7 @@ def _all_commands(group: click.Group, prefix: tuple[str, ...] = ()):
             yield from _all_commands(command, (*prefix, name))
 
 
+@pytest.mark.integration
 def test_every_command_has_help(tmp_path: Path) -> None:
     env = isolated_env(tmp_path / "home")
     paths = list(_all_commands(cli))
@@ -35,6 +34,7 @@ def test_every_command_has_help(tmp_path: Path) -> None:
         assert first_line and first_line[:30] in " ".join(result.stdout.split())
 
 
+@pytest.mark.integration
 def test_invalid_config_is_one_line_naming_the_variable(tmp_path: Path) -> None:
     env = isolated_env(tmp_path / "home", AQ_PG_PORT="not-a-port")
     for args in (["config"], ["services", "status"], ["services", "up"]):
@@ -45,6 +45,7 @@ def test_invalid_config_is_one_line_naming_the_variable(tmp_path: Path) -> None:
         assert len(lines) == 1 and "AQ_PG_PORT" in lines[0], result.stderr
 
 
+@pytest.mark.integration
 def test_config_masks_secrets(tmp_path: Path) -> None:
     env = isolated_env(
         tmp_path / "home",
@@ -60,12 +61,14 @@ def test_config_masks_secrets(tmp_path: Path) -> None:
     assert "sk-very-secret-key" not in as_json.stdout and "db-pass-123" not in as_json.stdout
 
 
+@pytest.mark.integration
 def test_config_reads_dotenv_in_working_directory(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("AQ_KAFKA_TOPIC=topic.from.dotenv\n")
     result = run_aqi(["config"], isolated_env(tmp_path / "home"), tmp_path)
     assert "topic.from.dotenv" in result.stdout
 
 
+@pytest.mark.integration
 def test_unknown_command_is_a_usage_error(tmp_path: Path) -> None:
     result = run_aqi(["servics"], isolated_env(tmp_path / "home"), tmp_path)
     assert result.returncode == 2

@@ -26,8 +26,6 @@ from ingestion.rate_limit import RateLimiter
 from ingestion.state import IngestionState, LiveSensor
 from openaq_mock.api import MockOpenAQ
 
-pytestmark = pytest.mark.unit
-
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 PM25 = {"id": 2, "name": "pm25", "units": "µg/m³", "displayName": "PM2.5"}
 TEMP = {"id": 100, "name": "temperature", "units": "c", "displayName": "T"}
@@ -85,6 +83,7 @@ def _collector(mock: MockOpenAQ, tmp_path: Path, producer: Recorder) -> Collecto
     return Collector(client=_client(mock, tmp_path), producer=producer, state=state)
 
 
+@pytest.mark.integration
 def test_world_is_read_in_bulk_and_each_reading_is_sent_once_across_restarts(
     mock: MockOpenAQ, tmp_path: Path
 ) -> None:
@@ -120,6 +119,7 @@ def test_world_is_read_in_bulk_and_each_reading_is_sent_once_across_restarts(
     assert again.sensors[201] == LiveSensor(newest + timedelta(minutes=30), 1800)
 
 
+@pytest.mark.integration
 def test_a_country_reads_only_its_sensors_and_a_few_locations_read_one_request_each(
     mock: MockOpenAQ, tmp_path: Path
 ) -> None:
@@ -141,6 +141,7 @@ def test_a_country_reads_only_its_sensors_and_a_few_locations_read_one_request_e
     assert {e["sensor_id"] for e in recorder.events} == {201, 301, 101}
 
 
+@pytest.mark.integration
 def test_malformed_readings_and_a_failing_page_do_not_end_the_cycle(
     mock: MockOpenAQ, tmp_path: Path
 ) -> None:
@@ -205,6 +206,7 @@ def test_budget_arithmetic() -> None:
     assert Budget(per_hour=10, share=0.5, wanted_interval_s=600).interval_s(1, 40) == float("inf")
 
 
+@pytest.mark.integration
 def test_run_collector_widens_the_interval_and_keeps_figures(
     mock: MockOpenAQ, tmp_path: Path
 ) -> None:

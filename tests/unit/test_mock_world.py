@@ -22,8 +22,6 @@ from openaq_mock import VirtualClock, World, WorldProfile
 from openaq_mock.api import MockOpenAQ
 from openaq_mock.world import PARAMETERS
 
-pytestmark = pytest.mark.unit
-
 SIX = ("pm25", "pm10", "o3", "no2", "so2", "co")
 #: two months after the profile's reference time, at an odd second
 T = WorldProfile().reference_time + 60 * 86_400 + 1234
@@ -273,6 +271,7 @@ def test_datetime_min_keeps_later_readings(world: World) -> None:
 # -- through HTTP -------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_latest_pages_over_http_make_up_the_whole_list(world: World, served: MockOpenAQ) -> None:
     session = requests.Session()
     expected = world.latest(2, T)
@@ -304,6 +303,7 @@ def test_latest_pages_over_http_make_up_the_whole_list(world: World, served: Moc
     assert served.request_counts() == {"/v3/parameters/{id}/latest": pages + 3}
 
 
+@pytest.mark.integration
 def test_locations_and_sensors_over_http(world: World, served: MockOpenAQ) -> None:
     session = requests.Session()
     first = get(served, "/locations", session, limit=1000).json()
@@ -367,6 +367,7 @@ def test_virtual_clock() -> None:
         clock.sleep(-1)
 
 
+@pytest.mark.integration
 def test_a_simulated_minute_of_rate_limits(world: World, clock: VirtualClock) -> None:
     with MockOpenAQ(None, world=world, clock=clock.time) as mock:
         session = requests.Session()
@@ -394,6 +395,7 @@ def test_a_simulated_minute_of_rate_limits(world: World, clock: VirtualClock) ->
         assert mock.request_counts() == {"/v3/parameters/{id}/latest": 62}
 
 
+@pytest.mark.integration
 def test_the_clients_limiter_on_the_same_virtual_clock_never_trips_the_mock(
     world: World, clock: VirtualClock, tmp_path: Path
 ) -> None:

@@ -23,8 +23,6 @@ from aqi.services.process import (
     stop_process,
 )
 
-pytestmark = pytest.mark.unit
-
 
 def test_secret_is_generated_once_with_0600(tmp_path: Path) -> None:
     secrets_dir = tmp_path / "secrets"
@@ -51,6 +49,7 @@ def test_a_generated_secret_is_shown_once_and_again_when_regenerated(tmp_path: P
     assert shown == [first, second]
 
 
+@pytest.mark.integration
 def test_pidfile_tracks_a_live_process_and_stops_it(tmp_path: Path) -> None:
     proc = subprocess.Popen(["sleep", "60"])
     pidfile = PidFile(tmp_path / "p.pid")
@@ -61,6 +60,7 @@ def test_pidfile_tracks_a_live_process_and_stops_it(tmp_path: Path) -> None:
     assert pidfile.live() is None
 
 
+@pytest.mark.integration
 def test_pidfile_with_reused_pid_is_stale(tmp_path: Path) -> None:
     """Same pid, other start time (a pid reused after kill -9): not ours, never signalled."""
     proc = subprocess.Popen(["sleep", "60"])
@@ -79,6 +79,7 @@ def test_pidfile_with_reused_pid_is_stale(tmp_path: Path) -> None:
         proc.wait()
 
 
+@pytest.mark.integration
 def test_a_pidfile_written_before_psutil_still_names_its_process(tmp_path: Path) -> None:
     """Older pid files hold the start in clock ticks since boot (/proc/PID/stat, field 22):
     a daemon started by an older version is still recognised, and so still stopped."""
@@ -98,6 +99,7 @@ def test_a_pidfile_written_before_psutil_still_names_its_process(tmp_path: Path)
         proc.wait()
 
 
+@pytest.mark.integration
 def test_pidfile_of_dead_process_and_garbage(tmp_path: Path) -> None:
     proc = subprocess.Popen(["true"])
     proc.wait()
@@ -110,6 +112,7 @@ def test_pidfile_of_dead_process_and_garbage(tmp_path: Path) -> None:
     assert PidFile(tmp_path / "missing.pid").live() is None
 
 
+@pytest.mark.integration
 def test_leftovers_of_a_dead_daemon_are_killed_and_a_live_one_is_left_alone(
     tmp_path: Path,
 ) -> None:

@@ -18,7 +18,7 @@ from ingestion.fixtures import load_recorded
 from openaq_mock.api import MockOpenAQ, main
 from openaq_mock.clock import VirtualClock
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2024, 1, 1, tzinfo=UTC)

@@ -33,7 +33,7 @@ from ingestion.openaq_client import (
 from ingestion.rate_limit import RateLimiter
 from openaq_mock.api import MockOpenAQ
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration
 
 KEY = "test-key-7f3c9e1a5b2d"
 T0 = datetime(2024, 1, 1, tzinfo=UTC)

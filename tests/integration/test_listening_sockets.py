@@ -8,7 +8,7 @@ import sys
 import pytest
 from conftest import listening_sockets, off_loopback
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration
 
 # a parent listening on every interface, its child on loopback; each prints its port
 LISTEN = """

@@ -28,7 +28,7 @@ from ingestion.archive import (
 from ingestion.events import location_from_api
 from openaq_mock.archive import MockArchive, synthetic_locations
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration
 
 NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 FIRST, LAST = date(2024, 3, 1), date(2024, 4, 30)  # spans Denver's and Paris' DST changes

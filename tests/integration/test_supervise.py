@@ -13,7 +13,7 @@ import pytest
 
 from aqi.services.supervise import Backoff, supervise
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration
 
 FAST = Backoff(first_s=0.05, max_s=0.2, healthy_after_s=60)
 
