@@ -37,11 +37,12 @@ from aqi.core.environments import REPO_ROOT
 from aqi.core.errors import ServiceError
 from aqi.core.secrets import get_or_create_secret, secret_path
 from aqi.services.process import (
+    Daemon,
     PidFile,
     kill_leftovers,
     port_is_open,
     spawn_daemon,
-    stop_process,
+    stop_daemons,
     wait_until,
 )
 
@@ -295,18 +296,8 @@ class EmbeddedAirflow:
         return any(self.pidfile(c).live() for c in COMPONENTS)
 
     def down(self, echo: Echo = print) -> None:
-        stopped_any = False
-        for component in reversed(COMPONENTS):
-            record = self.pidfile(component).live()
-            if record is None:
-                self.pidfile(component).remove()
-                continue
-            echo(f"airflow: stopping {component} (pid {record.pid}) ...")
-            if not stop_process(record, timeout=30, group=True):
-                raise ServiceError(f"airflow: {component} (pid {record.pid}) did not stop")
-            self.pidfile(component).remove()
-            stopped_any = True
-        echo("airflow: stopped" if stopped_any else "airflow: not running")
+        daemons = [Daemon(c, self.pidfile(c), group=True) for c in reversed(COMPONENTS)]
+        stop_daemons("airflow", daemons, echo)
 
     def status(self) -> dict:
         pids = {c: (r.pid if (r := self.pidfile(c).live()) else None) for c in COMPONENTS}

@@ -43,7 +43,14 @@ from aqi.core.connections import (
 from aqi.core.environments import jvm_jars
 from aqi.core.errors import AqiError, ServiceError
 from aqi.core.topics import KafkaUnavailable, ensure_topic, wait_for_broker
-from aqi.services.process import PidFile, port_is_open, spawn_daemon, stop_process, wait_until
+from aqi.services.process import (
+    Daemon,
+    PidFile,
+    port_is_open,
+    spawn_daemon,
+    stop_daemons,
+    wait_until,
+)
 
 __all__ = ["HEAP", "EmbeddedKafka", "kafka_version"]
 
@@ -139,27 +146,11 @@ class EmbeddedKafka:
         """Stop every node (all at once: a cluster cannot shut down in order without quorum)."""
         layout = read_kafka_layout(self.settings)
         nodes = layout.nodes if layout is not None else (KafkaNode(1, self.port, 0),)
-        running = []
-        for node in nodes:
-            record = self._pidfile(node).live()
-            if record is None:
-                self._pidfile(node).remove()
-                continue
-            echo(f"kafka: {self._label(node, 'stopping', before=True)} (pid {record.pid}) ...")
-            os.kill(record.pid, signal.SIGTERM)
-            running.append((node, record))
-        if not running:
-            echo("kafka: not running")
-            return
-        failed = []
-        for node, record in running:
-            if not stop_process(record, sig=signal.SIGTERM, timeout=STOP_TIMEOUT_S):
-                failed.append(str(record.pid))
-            else:
-                self._pidfile(node).remove()
-        if failed:
-            raise ServiceError(f"kafka: pid {', '.join(failed)} did not stop")
-        echo("kafka: stopped")
+        daemons = [
+            Daemon(self._label(node, "").strip(), self._pidfile(node), stop_timeout=STOP_TIMEOUT_S)
+            for node in nodes
+        ]
+        stop_daemons("kafka", daemons, echo, together=True)
 
     def kill(self, node_id: int) -> int:
         """SIGKILL one node (for failure tests); returns its pid."""

@@ -47,11 +47,12 @@ from aqi.core.connections import (
 from aqi.core.errors import ServiceError
 from aqi.core.secrets import write_private
 from aqi.services.process import (
+    Daemon,
     PidFile,
     as_user,
     port_is_open,
     spawn_daemon,
-    stop_process,
+    stop_daemons,
     wait_until,
 )
 
@@ -129,18 +130,11 @@ class EmbeddedPostgres:
 
     def down(self, echo=print) -> None:
         """Stop the server we started (fast shutdown: clients are disconnected)."""
-        record = self.pidfile.live()
-        if record is None:
-            self.pidfile.remove()
-            echo("postgres: not running")
-            return
         import signal
 
-        echo(f"postgres: stopping pid {record.pid} ...")
-        if not stop_process(record, sig=signal.SIGINT, timeout=60):
-            raise ServiceError(f"postgres: pid {record.pid} did not stop")
-        self.pidfile.remove()
-        echo("postgres: stopped")
+        stop_daemons(
+            "postgres", [Daemon("", self.pidfile, stop_signal=signal.SIGINT, stop_timeout=60)], echo
+        )
 
     def status(self) -> dict:
         record = self.pidfile.live()

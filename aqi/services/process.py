@@ -7,6 +7,13 @@ ours only when both match. ``down`` signals only such processes; ``up`` treats a
 removes it, after killing what is left of the dead daemon's process group
 (:func:`kill_leftovers`: the workers of a gunicorn or an Airflow scheduler killed with -9
 would otherwise hold its port and its memory).
+
+Every embedded service (PostgreSQL, Kafka, Airflow, Superset, the demo's workers) is
+supervised with these pieces and no other: :func:`spawn_daemon` starts it in its own session
+with its log, :class:`PidFile` records it with its start time, :func:`wait_until` waits for
+its health condition with a deadline, and :func:`stop_daemons` stops it (each
+:class:`Daemon` with its own signal, patience and process group). What differs between the
+services (their configuration, their readiness check) stays in their modules.
 """
 
 from __future__ import annotations
@@ -23,7 +30,10 @@ from pathlib import Path
 
 import psutil
 
+from aqi.core.errors import ServiceError
+
 __all__ = [
+    "Daemon",
     "PidFile",
     "ProcessRecord",
     "as_user",
@@ -32,6 +42,7 @@ __all__ = [
     "kill_leftovers",
     "port_is_open",
     "spawn_daemon",
+    "stop_daemons",
     "stop_process",
     "wait_until",
 ]
@@ -149,6 +160,63 @@ def stop_process(
         return True
     _signal(record.pid, signal.SIGKILL, group=group)
     return wait_until(lambda: not record.is_alive(), timeout=10, reap=record.pid)
+
+
+@dataclass(frozen=True)
+class Daemon:
+    """One process a service started and must stop: how messages name it (``label``, empty for
+    a service of one process), its pid file, and how it stops: the signal it shuts down
+    cleanly on, how long that may take, whether its whole process group goes with it."""
+
+    label: str
+    pidfile: PidFile
+    stop_signal: int = signal.SIGTERM
+    stop_timeout: float = 30
+    group: bool = False
+
+
+def stop_daemons(
+    service: str,
+    daemons: Sequence[Daemon],
+    echo: Callable[[str], None],
+    *,
+    together: bool = False,
+) -> None:
+    """How every embedded service stops: each live daemon in the given order (``together``:
+    all signalled first, then awaited, for a cluster that cannot shut down one node at a time
+    without quorum), stale pid files removed; ServiceError naming those that did not stop."""
+    running = []
+    for daemon in daemons:
+        record = daemon.pidfile.live()
+        if record is None:
+            daemon.pidfile.remove()
+        else:
+            running.append((daemon, record))
+    if not running:
+        echo(f"{service}: not running")
+        return
+
+    def named(daemon: Daemon, pid: int) -> str:
+        return f"{daemon.label} (pid {pid})" if daemon.label else f"pid {pid}"
+
+    if together:
+        for daemon, record in running:
+            echo(f"{service}: stopping {named(daemon, record.pid)} ...")
+            _signal(record.pid, daemon.stop_signal, group=daemon.group)
+    failed = []
+    for daemon, record in running:
+        if not together:
+            echo(f"{service}: stopping {named(daemon, record.pid)} ...")
+        stopped = stop_process(
+            record, sig=daemon.stop_signal, timeout=daemon.stop_timeout, group=daemon.group
+        )
+        if stopped:
+            daemon.pidfile.remove()
+        else:
+            failed.append(named(daemon, record.pid))
+    if failed:
+        raise ServiceError(f"{service}: {', '.join(failed)} did not stop")
+    echo(f"{service}: stopped")
 
 
 def kill_group(pgid: int) -> None:

@@ -47,10 +47,12 @@ from aqi.core.environments import REPO_ROOT, superset_env_dir
 from aqi.core.errors import ServiceError, first_line
 from aqi.core.secrets import get_or_create_secret, secret_path
 from aqi.services.process import (
+    Daemon,
     PidFile,
     kill_leftovers,
     port_is_open,
     spawn_daemon,
+    stop_daemons,
     stop_process,
     wait_until,
 )
@@ -435,16 +437,7 @@ class EmbeddedSuperset:
         return self.status()
 
     def down(self, echo: Echo = print) -> None:
-        record = self.pidfile.live()
-        if record is None:
-            self.pidfile.remove()
-            echo("superset: not running")
-            return
-        echo(f"superset: stopping gunicorn (pid {record.pid}) ...")
-        if not stop_process(record, timeout=30, group=True):
-            raise ServiceError(f"superset: gunicorn (pid {record.pid}) did not stop")
-        self.pidfile.remove()
-        echo("superset: stopped")
+        stop_daemons("superset", [Daemon("gunicorn", self.pidfile, group=True)], echo)
 
     def running(self) -> bool:
         return self.pidfile.live() is not None

@@ -15,11 +15,13 @@ import pytest
 
 from aqi.core.secrets import get_or_create_secret, show_once
 from aqi.services.process import (
+    Daemon,
     PidFile,
     ProcessRecord,
     group_members,
     kill_leftovers,
     spawn_daemon,
+    stop_daemons,
     stop_process,
 )
 
@@ -155,3 +157,46 @@ def test_private_files_are_0600_from_their_creation(tmp_path: Path) -> None:
     for path in (fresh, existing):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
         assert path.read_text() == "s3cret\n"
+
+
+@pytest.mark.integration
+def test_stop_daemons_stops_each_in_order_and_clears_stale_pidfiles(tmp_path: Path) -> None:
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+    procs = [
+        spawn_daemon([sys.executable, "-c", "import time; time.sleep(600)"], log_path=tmp_path / "a.log"),
+        spawn_daemon([sys.executable, "-c", stubborn], log_path=tmp_path / "b.log"),
+    ]  # fmt: skip
+    daemons = []
+    for name, proc in zip(("api", "worker"), procs, strict=True):
+        pidfile = PidFile(tmp_path / f"{name}.pid")
+        pidfile.write(proc.pid, name, "")
+        daemons.append(Daemon(name, pidfile, stop_timeout=1, group=True))
+    stale = PidFile(tmp_path / "gone.pid")
+    stale.path.write_text(json.dumps({"pid": 999_999_999, "start_time": 1.0, "command": "x"}))
+    said: list[str] = []
+    try:
+        stop_daemons("svc", [*daemons, Daemon("gone", stale)], said.append)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    # both gone (stop_process reaped them): the stubborn one, which ignores SIGTERM, was
+    # killed after its stop_timeout
+    assert not any(_exists(p.pid) for p in procs)
+    assert said == [
+        f"svc: stopping api (pid {procs[0].pid}) ...",
+        f"svc: stopping worker (pid {procs[1].pid}) ...",
+        "svc: stopped",
+    ]
+    assert not any(d.pidfile.path.exists() for d in daemons) and not stale.path.exists()
+    said.clear()
+    stop_daemons("svc", daemons, said.append)
+    assert said == ["svc: not running"]
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
