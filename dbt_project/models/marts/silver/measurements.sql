@@ -15,16 +15,10 @@
 -- Valid readings, one row per (sensor_id, period_end), latest ingested version. Units are
 -- kept as OpenAQ gives them: a µg/m³ and a ppb reading of the same gas stay apart.
 
-with current_readings as not materialized (
+with changed as not materialized (
 
-    select * from {{ ref('int_measurements__current') }}
-
-),
-
-changed as (
-
-    select * from current_readings
-    where _processed_at > {{ watermark() }}
+    -- the current readings processed since this model's watermark (macros/incremental.sql)
+    {{ changed_readings() }}
 
 ),
 

@@ -12,16 +12,10 @@
 -- Readings kept out of silver.measurements, with the reason: null value, sentinel (<= -999),
 -- negative, above the physical maximum of the parameter and units, or flagged by OpenAQ.
 
-with current_readings as not materialized (
+with changed as not materialized (
 
-    select * from {{ ref('int_measurements__current') }}
-
-),
-
-changed as (
-
-    select * from current_readings
-    where _processed_at > {{ watermark() }}
+    -- the current readings processed since this model's watermark (macros/incremental.sql)
+    {{ changed_readings() }}
 
 ),
 
