@@ -62,13 +62,14 @@ function oneLine(text, max = 300) {
   return text.replace(/\s+/g, ' ').trim().slice(0, max);
 }
 
-// Counts, in the page, the charts that are drawn, still loading, or show an error panel.
+// Counts, in the page, the charts still loading or showing an error panel, and says which
+// have their visualisation element (whether it shows anything is drawnState's question).
 // (Runs in the browser: it gets everything it needs as its argument.)
 function inspect({ chart, drawn, loading, error }) {
   const squash = text => text.replace(/\s+/g, ' ').trim().slice(0, 300);
   const charts = [...document.querySelectorAll(chart)];
   const result = {
-    charts: charts.length, rendered: 0, loading: 0, errors: [], titles: [], drawn: [],
+    charts: charts.length, loading: 0, errors: [], titles: [], drawn: [],
   };
   for (const element of charts) {
     const title = element.querySelector('[data-test="editable-title"]');
@@ -78,8 +79,6 @@ function inspect({ chart, drawn, loading, error }) {
       result.errors.push(`${result.titles.at(-1)}: ${squash(failed.textContent)}`);
     } else if (element.querySelector(loading)) {
       result.loading += 1;
-    } else if (element.querySelector(drawn)) {
-      result.rendered += 1;
     }
     result.drawn.push(Boolean(element.querySelector(drawn)) && !failed);
   }
@@ -111,11 +110,16 @@ async function inkShare(base64) {
   return pixels ? (pixels - Math.max(0, ...counts.values())) / pixels : 0;
 }
 
-// The ink of every chart's body, in the order of the panels on the page.
-async function inks(page, lab) {
+// The ink of every chart's body, in the order of the panels on the page; 0 without a
+// screenshot for the charts not to measure (no visualisation element yet: nothing to see).
+async function inks(page, lab, measure) {
   const charts = page.locator(CHART);
   const result = [];
   for (let i = 0; i < (await charts.count()); i += 1) {
+    if (!measure[i]) {
+      result.push(0);
+      continue;
+    }
     const body = charts.nth(i).locator(BODY);
     const target = (await body.count()) > 0 ? body.first() : charts.nth(i);
     const png = await target.screenshot({ timeout: 10000 }).catch(() => null);
@@ -125,10 +129,10 @@ async function inks(page, lab) {
   return result;
 }
 
-// inspect()'s counts with "rendered" requiring ink as well
+// inspect()'s counts and "rendered": drawn (the element exists) and showing ink
 async function drawnState(page, lab, selectors, minInk) {
   const state = await page.evaluate(inspect, selectors);
-  const ink = await inks(page, lab);
+  const ink = await inks(page, lab, state.drawn);
   const { drawn, ...counts } = state;
   const rendered = drawn.filter((isDrawn, i) => isDrawn && (ink[i] ?? 0) >= minInk).length;
   return { ...counts, rendered, ink };
