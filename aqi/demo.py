@@ -40,7 +40,7 @@ from pathlib import Path
 from aqi.core.config import DEFAULT_OPENAQ_BASE_URL, Settings
 from aqi.core.errors import AqiError
 from aqi.orchestration import run_aqi_command
-from aqi.services.process import PidFile, spawn_daemon, stop_process, wait_until
+from aqi.services.process import Daemon, PidFile, spawn_daemon, stop_daemons, wait_until
 
 __all__ = ["DemoOptions", "run_demo", "stop_demo"]
 
@@ -119,13 +119,12 @@ def run_demo(settings: Settings, options: DemoOptions, echo: Echo = print) -> No
 def stop_demo(settings: Settings, echo: Echo = print) -> None:
     """Stop the live workers, Superset, Airflow and the services; try all of them."""
     failed = []
-    for name in LIVE_WORKERS:
-        record = _worker_pidfile(settings, name).live()
-        if record is not None:
-            echo(f"    aqi {name}: stopping pid {record.pid} ...")
-            if not stop_process(record, timeout=120, group=True):
-                failed.append(f"aqi {name} (pid {record.pid}) did not stop")
-        _worker_pidfile(settings, name).remove()
+    workers = [Daemon(f"aqi {name}", _worker_pidfile(settings, name), stop_timeout=120, group=True)
+               for name in LIVE_WORKERS]  # fmt: skip
+    try:
+        stop_daemons("demo workers", workers, echo)
+    except AqiError as exc:
+        failed.append(str(exc))
     for args in (["dashboards", "down"], ["airflow", "down"], ["services", "down"]):
         try:
             _aqi(args, echo)
