@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,44 +11,62 @@ import pytest
 from aqi.core.errors import AqiError
 from aqi.orchestration import run_backfill
 from aqi.services.airflow import _TaskSummary
+from expectations.report import CheckReport, ExpectationsFailed, Outcome
 from spark_streaming.job import checkpoint_lock, stream_is_running
 
 pytestmark = pytest.mark.unit
 
-# the shape of `airflow dags test` output (Airflow 3.3), trimmed
-DAGS_TEST_OUTPUT = """\
+#: the frame of a failed task in `airflow dags test` output (Airflow 3.3, recorded, trimmed);
+#: {traceback} is today's: a real ExpectationsFailed raised and formatted by this test
+DAGS_TEST_FRAME = """\
 2026-11-21T15:28:28.747191Z [info     ] [DAG TEST] starting task_id=drain_stream map_index=-1 [x]
 $ aqi stream --available-now
 2026-11-21T15:29:04.595004Z [info     ] [DAG TEST] end task task_id=drain_stream map_index=-1 [x]
 2026-11-21T15:29:04.610661Z [info     ] [DAG TEST] starting task_id=check_gold map_index=-1 [x]
 2026-11-21T15:29:04.652132Z [error    ] Task failed with exception     [task] loc=task_runner.py:1676
-Traceback (most recent call last):
-  File "/work/main/aqi/orchestration.py", line 113, in quality_gate
-    raise AqiError(f"quality gate '{suite}' failed:\\n{report.text()}")
-aqi.core.errors.AqiError: quality gate 'gold' failed:
-FAILED gold: 1 of 30 expectations
-  x gold.pm25_15min  expect_column_values_to_be_between(pm25_avg, 0..2000): 1 of 96 rows, e.g. 5000.0
+{traceback}
 2026-11-21T15:29:04.657392Z [info     ] ::endgroup::                   [task] loc=task_runner.py:2379
 2026-11-21T15:29:04.674811Z [info     ] [DAG TEST] end task task_id=check_gold map_index=-1 [x]
 """
 
 
+def _failed_gate() -> tuple[CheckReport, str]:
+    """A gold gate's report with one failure, and the traceback its exception prints."""
+    failure = Outcome(
+        table="gold.pm25_15min",
+        expectation="expect_column_values_to_be_between",
+        rule="pm25_avg, 0..2000",
+        success=False,
+        unexpected=1,
+        checked=96,
+        samples=("location_id=3, window_start=2025-11-03 16:00:00+00:00, pm25_avg=5000.0",),
+    )
+    passed = Outcome(table="gold.latest", expectation="expect_table_row_count_to_be_between",
+                     rule="1..", success=True)  # fmt: skip
+    report = CheckReport(success=False, results=[failure, passed],
+                         docs_index=Path("/aq/gx/index.html"), suites=("gold",))  # fmt: skip
+    try:
+        report.raise_for_failures()
+    except ExpectationsFailed:
+        return report, traceback.format_exc().rstrip("\n")
+    raise AssertionError("a failed report must raise")
+
+
 def test_run_once_summary_is_one_line_per_task_plus_the_error_of_a_failure() -> None:
+    report, trace = _failed_gate()
+    assert trace.startswith("Traceback (most recent call last):")
     lines: list[str] = []
     summary = _TaskSummary(lines.append)
-    for line in DAGS_TEST_OUTPUT.splitlines():
+    for line in DAGS_TEST_FRAME.format(traceback=trace).splitlines():
         summary.feed(line)
     assert lines[0].split()[:2] == ["ok", "drain_stream"]
     assert lines[1].split()[:2] == ["FAILED", "check_gold"]
     details = [x.strip() for x in lines[2:]]
-    assert details == [
-        "aqi.core.errors.AqiError: quality gate 'gold' failed:",
-        "FAILED gold: 1 of 30 expectations",
-        (
-            "x gold.pm25_15min  expect_column_values_to_be_between(pm25_avg, 0..2000): "
-            "1 of 96 rows, e.g. 5000.0"
-        ),
-    ]
+    # the exception's whole message (the report), not the traceback's frames
+    first, *rest = report.text().splitlines()
+    assert details == [f"expectations.report.ExpectationsFailed: {first}", *(r.strip() for r in rest)]
+    assert any(d.startswith("✗ gold.pm25_15min") for d in details)
+    assert details[-1] == "Data Docs: /aq/gx/index.html"
 
 
 def test_backfill_params_need_locations() -> None:
