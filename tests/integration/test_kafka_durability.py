@@ -22,6 +22,7 @@ from aqi.core.connections import kafka_bootstrap_servers
 from aqi.core.topics import end_offsets
 from aqi.services.kafka import EmbeddedKafka
 from ingestion.producer import EventProducer
+from spark_streaming.job import QUERY_NAME, checkpoint_is_caught_up
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +81,15 @@ def test_three_brokers_one_killed_while_producing_and_streaming(tmp_path: Path) 
                     break
                 time.sleep(2)
             assert stream.poll() is None, "".join(output)
-            time.sleep(5)  # a batch more: anything doubled would land now
+            # every record is in raw; once the batch that read up to the topic's end is
+            # committed, anything doubled has landed too (no batch runs without new data)
+            checkpoint = settings.checkpoints_dir / QUERY_NAME
+            ends = end_offsets(bootstrap, settings.kafka_topic)
+            while time.monotonic() < deadline and stream.poll() is None:
+                if checkpoint_is_caught_up(checkpoint, settings.kafka_topic, ends):
+                    break
+                time.sleep(0.5)
+            assert checkpoint_is_caught_up(checkpoint, settings.kafka_topic, ends), "".join(output)
         finally:
             os.killpg(stream.pid, signal.SIGTERM)
             stream.wait(timeout=120)
