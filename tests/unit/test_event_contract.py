@@ -69,6 +69,7 @@ def test_a_new_field_reaches_every_consumer_with_its_rules() -> None:
         ({"type": "number"}, True),  # a number that may not be null: no such check yet
         ({"type": ["string", "null"]}, False),  # optional fields: the stream refuses them
         ({"$ref": "https://example.org/other.json"}, True),
+        ({"const": 5}, True),  # only schema_version may be an integer constant
     ],
 )
 def test_a_schema_construct_without_a_check_is_refused(spec: dict, required: bool) -> None:
