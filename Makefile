@@ -10,6 +10,10 @@ UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 VENV := $(CURDIR)/.venv
 AQI := $(VENV)/bin/aqi
 PYTEST_ARGS ?=
+# worker processes of `make test` / `make test-integration` (pytest-xdist; 0 = one process):
+# tests sharing a module's fixture stay on one worker (--dist loadgroup, xdist_group marks)
+PYTEST_WORKERS ?= 2
+XDIST = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgroup)
 
 .PHONY: help uv env jvm superset-env java-check dashboards-browser demo demo-live demo-down test test-unit test-integration services-down lint clean bench bench-archive bench-collect bench-dag bench-fuzz bench-warehouse
 
@@ -57,7 +61,7 @@ demo-down: ## stop everything the demo started
 
 test: env jvm superset-env java-check lint ## lint, then the whole test suite (unit + integration, real services)
 	@echo "==> running the test suite: pytest"
-	@$(VENV)/bin/pytest $(PYTEST_ARGS)
+	@$(VENV)/bin/pytest $(XDIST) $(PYTEST_ARGS)
 
 test-unit: env ## only the fast unit tests
 	@$(VENV)/bin/pytest -m unit $(PYTEST_ARGS)
@@ -67,7 +71,7 @@ dashboards-browser: ## Debian chromium + playwright-core for `aqi dashboards scr
 	@cd superset/screenshot && npm ci --no-audit --no-fund --loglevel=error
 
 test-integration: env jvm superset-env java-check ## only the integration tests
-	@$(VENV)/bin/pytest -m integration $(PYTEST_ARGS)
+	@$(VENV)/bin/pytest -m integration $(XDIST) $(PYTEST_ARGS)
 
 services-down: ## stop the embedded services
 	@$(AQI) services down

@@ -30,7 +30,7 @@ from typing import Any
 
 from aqi.core.config import Settings, load_settings
 from aqi.core.errors import AqiError
-from aqi.core.warehouse import DBT_PROJECT_DIR, run_dbt
+from aqi.core.warehouse import DBT_PROJECT_DIR, dbt_target_dir, run_dbt
 from aqi.exports import export_marts
 from aqi.services.airflow import DAGS_TEST_ENV
 
@@ -195,7 +195,7 @@ def full_tests(settings: Settings | None = None, echo: Echo = print) -> None:
 
 def dbt_manifest_path() -> Path:
     """The dbt manifest Cosmos renders the DAG from (written by ``aqi dbt parse``)."""
-    return DBT_PROJECT_DIR / "target" / "manifest.json"
+    return dbt_target_dir() / "manifest.json"
 
 
 def prepare_dbt_manifest(settings: Settings, echo: Echo = print) -> Path:

@@ -19,6 +19,11 @@ from pathlib import Path
 
 import pytest
 
+# urllib3's import probes for IPv6 by binding ::1 (urllib3.util.connection.HAS_IPV6): imported
+# here, before any test, so a unit test that happens to import it first is not taken for one
+# that binds a socket (unit_tests_stay_in_process)
+import urllib3  # noqa: F401
+
 from aqi.core.config import ENV_VARS, Settings, load_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -26,6 +31,8 @@ AQI = str(Path(sys.executable).parent / "aqi")
 #: as root the embedded PostgreSQL runs as user aqpostgres, which must enter every folder
 #: above its AQ_HOME; `aqi` never widens a folder outside AQ_HOME, so the tests make theirs so
 AS_ROOT = os.geteuid() == 0
+#: the pytest-xdist worker running this process ("main" without xdist)
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -59,12 +66,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def reachable_tmp(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """As root: the base temporary folder and every folder made in it 0711 (pytest makes them
-    0700), so that a test's AQ_HOME there is reachable by the server's system user. These
-    folders are the tests' own; nothing above the base folder changes."""
+    """As root: the base temporary folder (with xdist, the run's folder above it too) and
+    every folder made in it 0711 (pytest makes them 0700), so that a test's AQ_HOME there is
+    reachable by the server's system user. These folders are the tests' own; nothing above
+    the run's folder changes."""
     if not AS_ROOT:
         return
-    tmp_path_factory.getbasetemp().chmod(0o711)
+    base = tmp_path_factory.getbasetemp()
+    base.chmod(0o711)
+    if WORKER != "main":  # an xdist worker's base is popen-<worker> in the run's own folder
+        base.parent.chmod(0o711)
     mktemp = tmp_path_factory.mktemp
 
     def reachable_mktemp(basename: str, numbered: bool = True) -> Path:
@@ -222,10 +233,17 @@ def off_loopback(sockets: Iterable[tuple[str, int, str, int]]) -> list[tuple[str
 
 
 def isolated_env(aq_home: Path, **overrides: str) -> dict[str, str]:
-    """os.environ without any project variable, plus a private AQ_HOME and free ports."""
+    """os.environ without any project variable, plus a private AQ_HOME and free ports.
+
+    dbt's target and log folders are this worker's own (dbt_project/target/pytest-<worker>):
+    tests running at once in other workers must not read or overwrite each other's manifest,
+    run results or partial-parse state, while the tests of one worker share the partial
+    parse (a fresh folder per test would parse the whole project each time)."""
     env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
     env.update(
         AQ_HOME=str(aq_home),
+        DBT_TARGET_PATH=str(REPO_ROOT / "dbt_project" / "target" / f"pytest-{WORKER}"),
+        DBT_LOG_PATH=str(REPO_ROOT / "dbt_project" / "logs" / f"pytest-{WORKER}"),
         AQ_PG_PORT=str(free_port()),
         AQ_KAFKA_PORT=str(free_port()),
         AQ_AIRFLOW_PORT=str(free_port()),

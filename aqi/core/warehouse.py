@@ -5,7 +5,13 @@ it to the resolved URL (external, or the embedded server's with its generated pa
 users and DAGs never copy credentials around. dbt runs as a child process of this
 environment's own dbt executable: its exit code is passed through.
 
-Public surface: :data:`DBT_PROJECT_DIR`, :func:`dbt_env`, :func:`run_dbt`.
+dbt writes its artifacts (manifest, run results, docs catalog, partial parse state) to its
+target path: ``dbt_project/target`` unless ``DBT_TARGET_PATH`` (dbt's own variable) says
+otherwise, e.g. for two AQ_HOMEs building from one checkout at once. :func:`dbt_target_dir`
+is where the project reads them back, so reader and writer never disagree.
+
+Public surface: :data:`DBT_PROJECT_DIR`, :func:`dbt_target_dir`, :func:`dbt_env`,
+:func:`run_dbt`.
 """
 
 from __future__ import annotations
@@ -20,10 +26,16 @@ from aqi.core.connections import database_url
 from aqi.core.environments import REPO_ROOT
 from aqi.core.errors import AqiError
 
-__all__ = ["DBT_PROJECT_DIR", "dbt_env", "run_dbt"]
+__all__ = ["DBT_PROJECT_DIR", "dbt_env", "dbt_target_dir", "run_dbt"]
 
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
 _DIR_FLAGS = {"--project-dir", "--profiles-dir"}
+
+
+def dbt_target_dir() -> Path:
+    """Where dbt writes its artifacts: ``DBT_TARGET_PATH`` (relative to the project, as dbt
+    reads it) if set, else ``dbt_project/target`` (dbt_project.yml's target-path)."""
+    return DBT_PROJECT_DIR / os.environ.get("DBT_TARGET_PATH", "target")
 
 
 def dbt_env(settings: Settings) -> dict[str, str]:

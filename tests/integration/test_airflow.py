@@ -33,7 +33,8 @@ from conftest import (
 from aqi.core.config import load_settings
 from aqi.exports import EXPORTED_TABLES
 
-pytestmark = pytest.mark.integration
+# the module's tests share one costly fixture: one xdist worker runs them all (make test)
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("airflow")]
 
 GX_TASKS = {"check_raw", "check_gold"}
 PRODUCER = "dbt.dbt_producer_watcher"
@@ -83,9 +84,9 @@ print("@@" + json.dumps({{"errors": {{k: str(v) for k, v in bag.import_errors.it
     return json.loads(line[2:])
 
 
-def _manifest_models() -> dict[str, bool]:
-    """Every model of the manifest -> whether it has data tests."""
-    manifest = json.loads((REPO_ROOT / "dbt_project/target/manifest.json").read_text())
+def _manifest_models(env: dict[str, str]) -> dict[str, bool]:
+    """Every model of the manifest `aqi dbt parse` wrote in env -> whether it has data tests."""
+    manifest = json.loads((Path(env["DBT_TARGET_PATH"]) / "manifest.json").read_text())
     tested = {
         parent
         for node in manifest["nodes"].values()
@@ -124,7 +125,7 @@ def test_dag_files_import_fast_and_show_one_task_per_model(stack: dict) -> None:
     tasks, kinds, retries = elt["tasks"], elt["kinds"], elt["retries"]
     # one dbt build per run: the producer; every model, seed and source keeps its own task
     assert kinds[PRODUCER] == "DbtProducerWatcherOperator"
-    models = _manifest_models()
+    models = _manifest_models(stack["env"])
     assert set(models) >= {"measurements", "pm25_15min", "daily_avg", "exceedance_30d", "latest"}
     assert all(models[m] for m in ("measurements", "pm25_15min", "daily_avg", "latest"))
     for model, has_tests in models.items():

@@ -36,7 +36,8 @@ from aqi import alerts
 from aqi.core.config import ENV_VARS, Settings, load_settings
 from aqi.core.errors import AqiError
 
-pytestmark = pytest.mark.integration
+# the module's tests share one costly fixture: one xdist worker runs them all (make test)
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("alert_delivery")]
 
 PASSWORD = "sm7p-pa55-word"
 #: the kind of message the GX gate raises: names the expectation and sample rows

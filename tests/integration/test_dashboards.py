@@ -36,7 +36,8 @@ from aqi.dashboards_bundle import load_bundle
 from aqi.services.superset import BUNDLE_DIR, READER_ROLE, EmbeddedSuperset, reader_url
 from ingestion.simulator import SimulationConfig, simulate
 
-pytestmark = pytest.mark.integration
+# the module's tests share one costly fixture: one xdist worker runs them all (make test)
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("dashboards")]
 
 BUNDLE = load_bundle(BUNDLE_DIR)
 GOLD = ["latest", "pm25_15min", "daily_avg", "exceedance_30d"]

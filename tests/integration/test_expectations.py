@@ -31,7 +31,8 @@ from aqi.core.connections import database_url
 from expectations.runner import ChecksUnavailable, ExpectationsFailed, require_checks, run_checks
 from ingestion.simulator import SimulationConfig, simulate
 
-pytestmark = pytest.mark.integration
+# the module's tests share one costly fixture: one xdist worker runs them all (make test)
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("expectations")]
 
 SIMULATION = SimulationConfig(locations=3, days=3, seed=11, end=datetime(2025, 11, 4, tzinfo=UTC))
 NEW_RAW = "raw.openaq_measurements (new rows)"

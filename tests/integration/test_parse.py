@@ -23,7 +23,8 @@ from ingestion.replay import fixture_events
 from ingestion.simulator import SimulationConfig, simulate
 from spark_streaming.parse import EVENT_FIELDS, KAFKA_COLUMNS, parse_records
 
-pytestmark = pytest.mark.integration
+# the module's tests share one costly fixture: one xdist worker runs them all (make test)
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("parse")]
 
 END = datetime(2025, 3, 12, tzinfo=UTC)
 KAFKA_SCHEMA = (

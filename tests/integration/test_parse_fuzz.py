@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 
 from spark_streaming.parse import EVENT_FIELDS, parse_records
 
-pytestmark = pytest.mark.integration
+# the module's tests share one costly fixture: one xdist worker runs them all (make test)
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("parse_fuzz")]
 
 SENT = datetime.now(UTC).replace(microsecond=0)
 POOL = event_pool(SENT)

@@ -177,7 +177,7 @@ def test_docs_site_documents_every_column_and_is_served(
     assert freshness.returncode == 0, freshness.stdout[-2000:]
     generated = run_aqi(["docs", "--no-serve"], env, tmp_path, timeout=600)
     assert generated.returncode == 0, generated.stdout[-2000:]
-    target = Path(__file__).resolve().parents[2] / "dbt_project" / "target"
+    target = Path(env["DBT_TARGET_PATH"])
     manifest = json.loads((target / "manifest.json").read_text())
     catalog = json.loads((target / "catalog.json").read_text())
     undocumented = []

@@ -467,8 +467,9 @@ def test_superset_has_the_postgres_driver():
     assert "psycopg2-binary" in runs
 
 
-def test_airflow_image_bakes_the_manifest_cosmos_renders_from():
+def test_airflow_image_bakes_the_manifest_cosmos_renders_from(monkeypatch):
     """openaq_elt is rendered from dbt_project/target/manifest.json (aqi.orchestration)."""
+    monkeypatch.delenv("DBT_TARGET_PATH", raising=False)  # the images do not set it
     from aqi.core.warehouse import DBT_PROJECT_DIR
     from aqi.orchestration import dbt_manifest_path
 
@@ -679,8 +680,9 @@ def test_airflow_runs_the_mounted_checkout_of_the_project():
         assert environment(svc).get("AIRFLOW__CORE__DAGS_FOLDER") == dags, name
 
 
-def test_airflow_init_migrates_and_regenerates_the_manifest_cosmos_renders_from():
+def test_airflow_init_migrates_and_regenerates_the_manifest_cosmos_renders_from(monkeypatch):
     """The steps `aqi airflow up` takes before it starts the components, same commands."""
+    monkeypatch.delenv("DBT_TARGET_PATH", raising=False)  # the images do not set it
     from aqi import orchestration
     from aqi.core.warehouse import DBT_PROJECT_DIR
     from aqi.services import airflow as embedded

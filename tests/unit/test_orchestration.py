@@ -140,3 +140,17 @@ def test_a_source_past_error_after_skips_what_reads_only_from_it_and_a_warning_s
     warn_only = {"results": [{"unique_id": raw, "status": "warn"}]}
     assert freshness_callback({}, None, None, nodes, warn_only) == []
     assert freshness_callback({}, None, None, nodes, None) == []
+
+
+def test_cosmos_reads_the_manifest_where_dbt_writes_it(monkeypatch, tmp_path: Path) -> None:
+    """DBT_TARGET_PATH moves dbt's artifacts (absolute, or relative to the project as dbt
+    reads it); the manifest Cosmos renders from follows it."""
+    from aqi.core.warehouse import DBT_PROJECT_DIR
+    from aqi.orchestration import dbt_manifest_path
+
+    monkeypatch.delenv("DBT_TARGET_PATH", raising=False)
+    assert dbt_manifest_path() == DBT_PROJECT_DIR / "target" / "manifest.json"
+    monkeypatch.setenv("DBT_TARGET_PATH", str(tmp_path / "elsewhere"))
+    assert dbt_manifest_path() == tmp_path / "elsewhere" / "manifest.json"
+    monkeypatch.setenv("DBT_TARGET_PATH", "target-b")
+    assert dbt_manifest_path() == DBT_PROJECT_DIR / "target-b" / "manifest.json"
