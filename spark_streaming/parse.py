@@ -35,6 +35,8 @@ Public surface: :data:`SCHEMA_VERSION`, :data:`EVENT_FIELDS`, :data:`KAFKA_COLUM
 
 from __future__ import annotations
 
+import functools
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -135,11 +137,16 @@ def parse_records(records: DataFrame) -> DataFrame:
 # --- the checks ---------------------------------------------------------------------------
 
 
+@functools.cache
 def _reason() -> Column:
     """The first problem of a record, or null.
 
     Every record pays for one cheap predicate (all checks hold); only a failing record runs
     the ordered chain that names its first problem and quotes the offending text.
+
+    Built once per process: the expression takes thousands of calls into the JVM (~3 s),
+    which every parsed DataFrame would otherwise pay again (the parser's tests and its
+    benchmark parse many). An unresolved expression belongs to no session or DataFrame.
     """
     keys = F.col("_keys")
     names = F.array(*[F.lit(n) for n in EVENT_FIELDS])
