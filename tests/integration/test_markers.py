@@ -72,3 +72,39 @@ def test_x():
     result = suite.runpytest("-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*marked both unit and integration*test_x*"])
+
+
+def test_tests_of_one_xdist_group_run_on_one_worker(suite: pytest.Pytester) -> None:
+    """`make test` runs 2 workers with --dist loadgroup: a module's tests that share a costly
+    fixture (a stack with Airflow or Superset) are grouped so that only one worker builds it.
+    pytest 9.2 made xdist ignore the groups without a word (pyproject.toml pins below it);
+    this fails if an upgrade does that again."""
+    suite.makepyfile(
+        test_grouped="""
+import os
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("stack")]
+
+@pytest.mark.parametrize("n", range(6))
+def test_member(n):
+    print("WORKER", os.environ["PYTEST_XDIST_WORKER"])
+""",
+        test_free="""
+import pytest
+
+pytestmark = pytest.mark.integration
+
+@pytest.mark.parametrize("n", range(6))
+def test_other(n):
+    pass
+""",
+    )
+    result = suite.runpytest_subprocess("-n", "2", "--dist", "loadgroup", "-v", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=12)
+    workers = {
+        line.split()[0]
+        for line in result.outlines
+        if "PASSED" in line and "test_grouped.py::test_member" in line
+    }
+    assert len(workers) == 1, result.outlines
