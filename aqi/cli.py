@@ -775,20 +775,39 @@ def dbt_cmd(ctx: click.Context, dbt_args: tuple[str, ...]) -> None:
 
 
 @cli.command("docs")
-@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
-@click.option("--no-serve", is_flag=True, help="Only generate the site (dbt_project/target).")
-def docs_cmd(port: int, no_serve: bool) -> None:
-    """Generate the dbt docs site and serve it on 127.0.0.1 (Ctrl-C stops)."""
-    from aqi.core.warehouse import run_dbt
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Port on 127.0.0.1 [default: AQ_DOCS_PORT, 8080].")  # fmt: skip
+@click.option("--no-serve", is_flag=True, help="Only generate the site (AQ_HOME/dbt_docs).")
+@click.option("--background", is_flag=True,
+              help="Serve as a daemon and return (pid in AQ_HOME/run/docs.pid); "
+                   "`aqi docs --stop` or `aqi demo --down` stops it.")  # fmt: skip
+@click.option("--stop", is_flag=True, help="Stop the background server, nothing else.")
+def docs_cmd(port: int | None, no_serve: bool, background: bool, stop: bool) -> None:
+    """Generate the dbt docs site and serve it on 127.0.0.1 (Ctrl-C stops).
 
-    s = settings()
-    code = run_dbt(s, ["docs", "generate"])
-    if code or no_serve:
-        sys.exit(code)
-    click.echo(f"docs: http://127.0.0.1:{port}/")
-    sys.exit(
-        run_dbt(s, ["docs", "serve", "--host", "127.0.0.1", "--port", str(port), "--no-browser"])
-    )
+    The site is one self-contained page (dbt docs generate --static) in AQ_HOME/dbt_docs,
+    served by a static server that holds no database credential. Generating again while a
+    background server runs replaces the page it serves.
+    """
+    from aqi.services.docs import DocsSite
+
+    if stop and (no_serve or background or port is not None):
+        raise click.UsageError("--stop takes no other option")
+    if no_serve and background:
+        raise click.UsageError("--no-serve and --background exclude each other")
+    site = DocsSite(settings(), port)
+    if stop:
+        site.down(echo=click.echo)
+        return
+    if not no_serve and not (background and site.status()["running"]):
+        site.check_port()  # before the generation, which takes a while
+    site.generate(echo=click.echo)
+    if no_serve:
+        return
+    if background:
+        site.up(echo=click.echo)
+        return
+    sys.exit(site.serve(echo=click.echo))
 
 
 # --- quality and exports: aqi check / aqi export ----------------------------------------------

@@ -10,7 +10,8 @@ so the demo is a script of the product rather than a second implementation of it
    what a first demo put on the topic and did not stream yet is still there after a restart);
 4. ``aqi airflow run-once`` - openaq_elt: GX gate on raw, dbt, GX gate on gold, CSV exports;
 5. ``aqi dashboards up`` - Superset with the "Air quality" dashboard;
-6. ``aqi airflow up`` - the scheduler, so openaq_elt keeps running every 15 minutes.
+6. ``aqi docs --background`` - the dbt docs site, served on 127.0.0.1:AQ_DOCS_PORT;
+7. ``aqi airflow up`` - the scheduler, so openaq_elt keeps running every 15 minutes.
 
 What was replayed is remembered in ``AQ_HOME/state/demo.json``; ``aqi demo --down`` stops
 everything the demo started.
@@ -98,6 +99,9 @@ def run_demo(settings: Settings, options: DemoOptions, echo: Echo = print) -> No
         steps.append(
             ("Superset: the Air quality dashboard", lambda: _aqi(["dashboards", "up"], echo))
         )
+    steps.append(
+        ("dbt docs: the warehouse's documentation site", lambda: _aqi(["docs", "--background"], echo))
+    )  # fmt: skip
     if options.scheduler:
         steps.append(
             ("Airflow: openaq_elt every 15 minutes", lambda: _aqi(["airflow", "up"], echo))
@@ -117,7 +121,7 @@ def run_demo(settings: Settings, options: DemoOptions, echo: Echo = print) -> No
 
 
 def stop_demo(settings: Settings, echo: Echo = print) -> None:
-    """Stop the live workers, Superset, Airflow and the services; try all of them."""
+    """Stop the live workers, the docs site, Superset, Airflow and the services; try all."""
     failed = []
     workers = [Daemon(f"aqi {name}", _worker_pidfile(settings, name), stop_timeout=120, group=True)
                for name in LIVE_WORKERS]  # fmt: skip
@@ -125,7 +129,8 @@ def stop_demo(settings: Settings, echo: Echo = print) -> None:
         stop_daemons("demo workers", workers, echo)
     except AqiError as exc:
         failed.append(str(exc))
-    for args in (["dashboards", "down"], ["airflow", "down"], ["services", "down"]):
+    downs = (["docs", "--stop"], ["dashboards", "down"], ["airflow", "down"], ["services", "down"])
+    for args in downs:
         try:
             _aqi(args, echo)
         except AqiError as exc:
@@ -276,7 +281,7 @@ def _summary(settings: Settings, options: DemoOptions, echo: Echo) -> None:
     if options.scheduler:
         echo(f"  Airflow                http://127.0.0.1:{settings.airflow_port}/  user admin, "
              f"password in {secrets / 'airflow_admin_password'}")  # fmt: skip
-    echo("  dbt docs               .venv/bin/aqi docs   (then http://127.0.0.1:8080/)")
+    echo(f"  dbt docs               http://127.0.0.1:{settings.docs_port}/")
     echo(f"  CSV exports            {settings.exports_dir}")
     echo(f"  Data quality (GX)      {settings.gx_docs_dir / 'index.html'}")
     echo(f"  Bronze Parquet         {settings.bronze_location}")

@@ -248,6 +248,7 @@ def isolated_env(aq_home: Path, **overrides: str) -> dict[str, str]:
         AQ_KAFKA_PORT=str(free_port()),
         AQ_AIRFLOW_PORT=str(free_port()),
         AQ_SUPERSET_PORT=str(free_port()),
+        AQ_DOCS_PORT=str(free_port()),
     )
     env.update(overrides)
     return env

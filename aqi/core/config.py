@@ -87,6 +87,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         ),
     ),
     "AQ_SUPERSET_PORT": ("8088", "TCP port of the embedded Superset (dashboards) on 127.0.0.1."),
+    "AQ_DOCS_PORT": ("8080", "TCP port of the dbt docs site (aqi docs, aqi demo) on 127.0.0.1."),
     "OPENAQ_REQUESTS_PER_MINUTE": (
         "60",
         "Client-side cap on OpenAQ requests in any 60 s (free tier: 60); raise for paid tiers.",
@@ -170,6 +171,7 @@ class Settings:
     airflow_port: int = 58080
     airflow_parallelism: int = 4
     superset_port: int = 8088
+    docs_port: int = 8080
     openaq_requests_per_minute: int = 60
     openaq_requests_per_hour: int = 2000
     collect_locations: tuple[int, ...] = ()
@@ -243,6 +245,11 @@ class Settings:
         return self.aq_home / "exports"
 
     @property
+    def docs_dir(self) -> Path:
+        """The dbt docs site (one self-contained index.html) that ``aqi docs`` serves."""
+        return self.aq_home / "dbt_docs"
+
+    @property
     def gx_docs_dir(self) -> Path:
         """Great Expectations Data Docs (index.html)."""
         return self.aq_home / "gx_docs"
@@ -297,6 +304,7 @@ def load_settings(
         airflow_port=_int("AQ_AIRFLOW_PORT", get("AQ_AIRFLOW_PORT"), 1, 65535),
         airflow_parallelism=_int("AQ_AIRFLOW_PARALLELISM", get("AQ_AIRFLOW_PARALLELISM"), 1, 64),
         superset_port=_int("AQ_SUPERSET_PORT", get("AQ_SUPERSET_PORT"), 1, 65535),
+        docs_port=_int("AQ_DOCS_PORT", get("AQ_DOCS_PORT"), 1, 65535),
         openaq_requests_per_minute=_int(
             "OPENAQ_REQUESTS_PER_MINUTE", get("OPENAQ_REQUESTS_PER_MINUTE"), 1, 100_000
         ),

@@ -10,7 +10,9 @@ computes from them independently.
 from __future__ import annotations
 
 import json
+import re
 import time
+import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -43,6 +45,7 @@ def _leaderboard(settings) -> pd.DataFrame:
 
 def test_demo_numbers_match_an_independent_computation(tmp_path: Path) -> None:
     env = isolated_env(tmp_path / "aq")
+    settings = load_settings(env, dotenv=None)
     try:
         first = run_aqi(["demo", "--locations", "3", "--days", "2", "--no-scheduler"], env,
                         tmp_path, timeout=1800)  # fmt: skip
@@ -50,13 +53,20 @@ def test_demo_numbers_match_an_independent_computation(tmp_path: Path) -> None:
         assert first.returncode == 0, output[-6000:]
         assert "demo ready" in first.stdout and "superset_admin_password" in first.stdout
 
-        settings = load_settings(env, dotenv=None)
         # what the demo left running (PostgreSQL, Kafka, Superset and all their children)
         # listens on loopback only
         sockets = listening_sockets(project_pids(settings))
-        assert {settings.pg_port, settings.kafka_port, settings.superset_port} <= {
-            port for *_, port in sockets}, sockets  # fmt: skip
+        assert {settings.pg_port, settings.kafka_port, settings.superset_port,
+                settings.docs_port} <= {port for *_, port in sockets}, sockets  # fmt: skip
         assert off_loopback(sockets) == []
+        # every URL the demo prints answers (the dbt docs site with the warehouse's models)
+        urls = re.findall(r"http://127\.0\.0\.1:\d+/", first.stdout)
+        assert f"http://127.0.0.1:{settings.docs_port}/" in urls, first.stdout[-2000:]
+        for url in urls:
+            with urllib.request.urlopen(url, timeout=30) as page:
+                assert page.status == 200, url
+        with urllib.request.urlopen(f"http://127.0.0.1:{settings.docs_port}/") as page:
+            assert b"exceedance_30d" in page.read()
         events = [r[3] for r in read_topic(kafka_bootstrap_servers(settings), settings.kafka_topic)]
         assert len({e["location_id"] for e in events}) == 3
         assert_gold_matches_reference(database_url(settings), events)
@@ -83,6 +93,7 @@ def test_demo_numbers_match_an_independent_computation(tmp_path: Path) -> None:
     finally:
         down = run_aqi(["demo", "--down"], env, tmp_path, timeout=600)
     assert down.returncode == 0, down.stdout + down.stderr
+    assert project_pids(settings) == [], "aqi demo --down left processes running"
 
 
 def test_live_demo_collects_from_the_api_and_keeps_collecting(tmp_path: Path) -> None:

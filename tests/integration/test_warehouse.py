@@ -161,14 +161,28 @@ def test_incremental_build_equals_full_refresh(tmp_path: Path, fresh_database: s
     assert_gold_matches_reference(fresh_database, all_events, all_stale=True)
 
 
+def _page(url: str) -> bytes | None:
+    """The body at url, or None while nothing answers there."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as page:
+            return page.read() if page.status == 200 else None
+    except OSError:
+        return None
+
+
 def test_docs_site_documents_every_column_and_is_served(
     tmp_path: Path, fresh_database: str
 ) -> None:
+    import os
+    import signal
     import subprocess
-    import time
-    import urllib.request
 
-    from conftest import AQI, free_port
+    from conftest import AQI, free_port, listening_sockets, off_loopback, warehouse_owner_leaks
+
+    from aqi.core.config import load_settings
+    from aqi.services.process import PidFile, wait_until
 
     load_raw_events(fresh_database, simulate(SimulationConfig(locations=3, days=1, seed=1)))
     _dbt(tmp_path, fresh_database, "build")
@@ -191,25 +205,45 @@ def test_docs_site_documents_every_column_and_is_served(
         undocumented += [f"{node_id}.{c}" for c in node["columns"] if c not in described]
     assert undocumented == []
     assert any(e["name"] == "air_quality_dashboard" for e in manifest["exposures"].values())
+    # the served folder holds the one self-contained page, with the models inside
+    settings = load_settings(env, dotenv=None)
+    assert sorted(p.name for p in settings.docs_dir.iterdir()) == ["index.html"]
+    assert b"exceedance_30d" in (settings.docs_dir / "index.html").read_bytes()
 
+    # in the foreground: `aqi docs --port`, until stopped
     port = free_port()
     server = subprocess.Popen([AQI, "docs", "--port", str(port)], env=env, cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as page:
-                    assert page.status == 200 and b"dbt" in page.read().lower()
-                    break
-            except (TimeoutError, OSError):
-                time.sleep(1)
-        else:
-            pytest.fail("aqi docs did not serve the site")
+        url = f"http://127.0.0.1:{port}/"
+        assert wait_until(lambda: _page(url) is not None, timeout=120), "aqi docs served nothing"
+        assert b"pm25_15min" in _page(url)
     finally:
-        import os
-        import signal
-
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+    # in the background: on AQ_DOCS_PORT, loopback only, no credential; --stop stops it
+    started = run_aqi(["docs", "--background"], env, tmp_path, timeout=600)
+    assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
+    url = f"http://127.0.0.1:{settings.docs_port}/"
+    assert f"serving {url}" in started.stdout
+    try:
+        assert b"pm25_15min" in _page(url)
+        record = PidFile(settings.run_dir / "docs.pid").live()
+        assert record is not None
+        sockets = listening_sockets([record.pid])
+        assert [port for *_, port in sockets] == [settings.docs_port]
+        assert off_loopback(sockets) == []
+        assert warehouse_owner_leaks(settings, [record.pid]) == []
+        again = run_aqi(["docs", "--background"], env, tmp_path, timeout=600)
+        assert again.returncode == 0 and "already serving" in again.stdout
+        # a port another program holds is one line naming the variable
+        busy = run_aqi(["docs", "--port", str(settings.docs_port)], env, tmp_path, timeout=600)
+        assert busy.returncode == 1 and "Traceback" not in busy.stderr
+        assert "AQ_DOCS_PORT" in busy.stderr.strip().splitlines()[-1]
+    finally:
+        stopped = run_aqi(["docs", "--stop"], env, tmp_path)
+    assert stopped.returncode == 0, stopped.stderr
+    assert "docs: stopped" in stopped.stdout and _page(url) is None
+    assert PidFile(settings.run_dir / "docs.pid").live() is None

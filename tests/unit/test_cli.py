@@ -108,3 +108,15 @@ def test_first_line_of_an_error() -> None:
     )
     assert first_line(KeyError()) == "KeyError"
     assert first_line("") == ""
+
+
+def test_docs_options_that_exclude_each_other_are_usage_errors() -> None:
+    from click.testing import CliRunner
+
+    for args, why in (
+        (["--stop", "--port", "9999"], "--stop takes no other option"),
+        (["--stop", "--background"], "--stop takes no other option"),
+        (["--no-serve", "--background"], "--no-serve and --background exclude each other"),
+    ):
+        result = CliRunner().invoke(cli, ["docs", *args])
+        assert result.exit_code == 2 and why in result.output, (args, result.output)
