@@ -309,7 +309,8 @@ def watcher_sensor_args() -> dict[str, Any]:
 
 
 def warehouse_env(context: Any = None) -> None:
-    """``on_execute_callback`` of the dbt tasks: AQ_DATABASE_URL in this task's environment.
+    """``on_execute_callback`` of the dbt tasks: AQ_DATABASE_URL in this task's environment,
+    and dbt's artifacts where Cosmos looks for them.
 
     dbt (run in the task's process by Cosmos) reads its connection from AQ_DATABASE_URL. With
     the embedded server the Airflow daemons do not carry the warehouse owner's password
@@ -322,6 +323,12 @@ def warehouse_env(context: Any = None) -> None:
         from aqi.core.connections import database_url
 
         os.environ["AQ_DATABASE_URL"] = database_url(load_settings())
+    # Cosmos runs dbt in a temporary copy of the project and reads what dbt wrote there
+    # (target/sources.json after the freshness check, the compiled SQL): a DBT_TARGET_PATH
+    # inherited from `aqi` (it moves `aqi dbt`'s artifacts) would send them elsewhere, and
+    # the sensors would wait for statuses that never come
+    for name in ("DBT_TARGET_PATH", "DBT_LOG_PATH"):
+        os.environ.pop(name, None)
 
 
 def _wait_for_running_stream(settings: Settings, echo: Echo) -> None:

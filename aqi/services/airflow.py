@@ -58,6 +58,8 @@ __all__ = [
 
 Echo = Callable[[str], None]
 HOST = "127.0.0.1"
+#: the dbt docs site in the UI (Cosmos' plugin): <url>/cosmos/<slug>/dbt_docs
+DOCS_SLUG = "warehouse"
 ADMIN_USER = "admin"
 ELT_DAG_ID = "openaq_elt"
 DAGS_DIR = REPO_ROOT / "dags"
@@ -126,6 +128,16 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
         "GX_ANALYTICS_ENABLED": "false",
+        # Cosmos' plugin shows the dbt docs site (aqi docs) in the UI: Browse > dbt docs
+        "AIRFLOW__COSMOS__DBT_DOCS_PROJECTS": json.dumps(
+            {
+                DOCS_SLUG: {
+                    "dir": str(settings.docs_dir),
+                    "index": "index.html",
+                    "name": "dbt docs (warehouse)",
+                }
+            }
+        ),
         # what the tasks need: this project's settings, absolute, whatever their cwd
         "AQ_HOME": str(settings.aq_home),
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap_servers(settings),

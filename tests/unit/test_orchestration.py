@@ -154,3 +154,18 @@ def test_cosmos_reads_the_manifest_where_dbt_writes_it(monkeypatch, tmp_path: Pa
     assert dbt_manifest_path() == tmp_path / "elsewhere" / "manifest.json"
     monkeypatch.setenv("DBT_TARGET_PATH", "target-b")
     assert dbt_manifest_path() == DBT_PROJECT_DIR / "target-b" / "manifest.json"
+
+
+def test_the_dbt_tasks_leave_dbt_s_artifacts_where_cosmos_reads_them(monkeypatch) -> None:
+    """Cosmos reads target/ of its copy of the project: an inherited DBT_TARGET_PATH (or
+    DBT_LOG_PATH) is dropped before dbt runs in the task, the warehouse URL is kept."""
+    import os
+
+    from aqi.orchestration import warehouse_env
+
+    monkeypatch.setenv("AQ_DATABASE_URL", "postgresql://aq@127.0.0.1:1/aq")
+    monkeypatch.setenv("DBT_TARGET_PATH", "/elsewhere/target")
+    monkeypatch.setenv("DBT_LOG_PATH", "/elsewhere/logs")
+    warehouse_env({})
+    assert "DBT_TARGET_PATH" not in os.environ and "DBT_LOG_PATH" not in os.environ
+    assert os.environ["AQ_DATABASE_URL"] == "postgresql://aq@127.0.0.1:1/aq"
