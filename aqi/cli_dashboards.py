@@ -46,12 +46,19 @@ def up_cmd(bundle: Path | None) -> None:
 
     Starts the services if needed, creates/repairs the read-only role, prepares Superset's
     metadata (once per version), creates the admin user with a generated password (shown once,
-    kept in AQ_HOME/secrets/superset_admin_password), imports the bundle (changed charts are
+    kept in AQ_HOME/secrets/superset_admin_password) and the analyst user, who can view and
+    explore but not edit (AQ_HOME/secrets/superset_analyst_password), imports the bundle (changed charts are
     updated, removed ones deleted) and starts gunicorn if it is not running.
     """
     from aqi.core.environments import ensure_superset_env
     from aqi.services import services_up
-    from aqi.services.superset import ADMIN_USER, BUNDLE_DIR, EmbeddedSuperset, admin_password
+    from aqi.services.superset import (
+        ADMIN_USER,
+        ANALYST_USER,
+        BUNDLE_DIR,
+        EmbeddedSuperset,
+        admin_password,
+    )
 
     s = load_settings()
     ensure_superset_env(echo=click.echo)
@@ -59,6 +66,8 @@ def up_cmd(bundle: Path | None) -> None:
     status = EmbeddedSuperset(s).up(echo=click.echo, bundle=bundle or BUNDLE_DIR)
     click.echo(f"superset: dashboard {status['dashboard_url']}")
     click.echo(f"superset: user {ADMIN_USER}, password in {status['password_file']}")
+    click.echo(f"superset: user {ANALYST_USER} (view, filter, explore; no editing, no SQL Lab), "
+               f"password in {s.secrets_dir / 'superset_analyst_password'}")  # fmt: skip
     password, _ = admin_password(s)
     show_once(
         password, s.superset_home / ".admin-password-shown",

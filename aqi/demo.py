@@ -278,6 +278,8 @@ def _summary(settings: Settings, options: DemoOptions, echo: Echo) -> None:
     if options.dashboards:
         echo(f"  Dashboards (Superset)  http://127.0.0.1:{settings.superset_port}/  user admin, "
              f"password in {secrets / 'superset_admin_password'}")  # fmt: skip
+        echo(f"                         or user analyst (view and explore), "
+             f"password in {secrets / 'superset_analyst_password'}")  # fmt: skip
     if options.scheduler:
         echo(f"  Airflow                http://127.0.0.1:{settings.airflow_port}/  user admin, "
              f"password in {secrets / 'airflow_admin_password'}")  # fmt: skip

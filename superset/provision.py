@@ -7,6 +7,7 @@ Secrets arrive as one JSON document on stdin, never on the command line:
 
     {"bundle": "/path/to/superset/bundle",
      "admin": {"username": "admin", "password": "..."},
+     "analyst": {"username": "analyst", "password": "...", "role": "Analyst"},
      "warehouse": {"uri": "postgresql+psycopg2://aq_superset:XXXXXXXXXX@host:port/aq",
                    "password": "..."}}
 
@@ -22,7 +23,12 @@ What it does, every time (idempotent):
 3. deletes charts, datasets and dashboards that an earlier version of the bundle created
    (marked ``is_managed_externally``, on the bundle's database) and that it no longer has;
 4. points the native filters at every chart of their dashboard (``chartsInScope``: chart ids
-   are only known after the import).
+   are only known after the import);
+5. gives the analyst user (created, or its password reset) exactly one role: Superset's
+   Gamma without the permissions that change content (write, delete, import on charts,
+   dashboards, datasets, databases...), plus read access to the bundle's datasets and no
+   other. Gamma has no SQL Lab; the datasets read the gold schema only. So an analyst views,
+   filters and explores the dashboard's data, and cannot save a chart or run SQL.
 
 The last line of stdout is a JSON summary: {"dashboards": {slug: id}, "charts": {uuid: id},
 "datasets": {uuid: id}, "databases": {uuid: id}, "deleted": [...]}.
@@ -37,6 +43,12 @@ from pathlib import Path
 import yaml
 
 YAML_SUFFIXES = (".yaml", ".yml")
+#: what Gamma may do that the analyst may not: change content (permission on view menu)
+CHANGES = {"can_write", "can_delete", "muldelete", "can_add", "can_edit", "can_import",
+           "can_tag", "can_duplicate"}  # fmt: skip
+CONTENT_VIEWS = {"Chart", "Dashboard", "Dataset", "Database", "CssTemplate", "Annotation",
+                 "AnnotationLayerRestApi", "Tag", "SavedQuery", "Query", "ReportSchedule",
+                 "ImportExportRestApi", "Row Level Security", "Theme"}  # fmt: skip
 #: Superset's mask for a password in an exported URI (superset.constants.PASSWORD_MASK)
 PASSWORD_MASK = "X" * 10
 
@@ -103,6 +115,44 @@ def ensure_admin(username: str, password: str) -> object:
         print(f"provision: reset the password of {username} to the generated one")
     db.session.commit()
     return security_manager.find_user(username=username)
+
+
+def ensure_analyst(username: str, password: str, role_name: str, dataset_uuids: set[str]) -> None:
+    """The view-and-explore user: one role, Gamma minus changes plus the bundle's datasets."""
+    from superset.connectors.sqla.models import SqlaTable
+    from werkzeug.security import check_password_hash
+
+    from superset import db, security_manager
+
+    gamma = security_manager.find_role("Gamma")
+    if gamma is None:
+        raise SystemExit("provision: role Gamma is missing: run `superset init` first")
+    permissions = [
+        pvm for pvm in gamma.permissions
+        if not (pvm.permission.name in CHANGES and pvm.view_menu.name in CONTENT_VIEWS)
+    ]  # fmt: skip
+    for table in db.session.query(SqlaTable).all():
+        if str(table.uuid) in dataset_uuids:
+            permissions.append(
+                security_manager.add_permission_view_menu("datasource_access", table.get_perm())
+            )
+    role = security_manager.add_role(role_name)
+    role.permissions = permissions
+    user = security_manager.find_user(username=username)
+    if user is None:
+        user = security_manager.add_user(
+            username, "Air quality", "Analyst", f"{username}@localhost.invalid", role,
+            password=password,
+        )  # fmt: skip
+        if not user:
+            raise SystemExit(f"provision: could not create the user {username}")
+        print(f"provision: created the analyst user {username}")
+    else:
+        user.roles = [role]
+        if not check_password_hash(user.password, password):
+            security_manager.reset_password(user.id, password)
+            print(f"provision: reset the password of {username} to the generated one")
+    db.session.commit()
 
 
 def import_bundle(contents: dict[str, str], passwords: dict[str, str]) -> None:
@@ -220,6 +270,9 @@ def main() -> None:
         import_bundle(contents, passwords)
         deleted = prune(wanted)
         dashboards = scope_native_filters(wanted["dashboards"])
+        analyst = request["analyst"]
+        ensure_analyst(analyst["username"], analyst["password"], analyst["role"],
+                       wanted["datasets"])  # fmt: skip
         summary = {
             "dashboards": dashboards,
             "charts": ids_by_uuid(Slice, wanted["charts"]),

@@ -59,11 +59,14 @@ from aqi.services.process import (
 
 __all__ = [
     "ADMIN_USER",
+    "ANALYST_ROLE",
+    "ANALYST_USER",
     "BUNDLE_DIR",
     "DASHBOARD_SLUG",
     "READER_ROLE",
     "EmbeddedSuperset",
     "admin_password",
+    "analyst_password",
     "ensure_reader_role",
     "provision",
     "reader_role_sql",
@@ -74,6 +77,9 @@ __all__ = [
 Echo = Callable[[str], None]
 HOST = "127.0.0.1"
 ADMIN_USER = "admin"
+#: who may view, filter and explore the dashboard's data, and change nothing (no SQL Lab)
+ANALYST_USER = "analyst"
+ANALYST_ROLE = "Analyst"
 #: the PostgreSQL role Superset reads the warehouse with
 READER_ROLE = "aq_superset"
 #: the only schema it may read
@@ -86,6 +92,7 @@ DASHBOARD_SLUG = "air-quality"
 START_TIMEOUT_S = 120.0
 GUNICORN_WORKERS = 2
 _ADMIN_SECRET = "superset_admin_password"
+_ANALYST_SECRET = "superset_analyst_password"
 _SECRET_KEY = "superset_secret_key"
 _READER_SECRET = "postgres_superset_password"
 
@@ -126,6 +133,11 @@ def admin_password(settings: Settings) -> tuple[str, bool]:
     """The admin password and whether it was generated just now (to show it once)."""
     existed = secret_path(settings.secrets_dir, _ADMIN_SECRET).is_file()
     return get_or_create_secret(settings.secrets_dir, _ADMIN_SECRET), not existed
+
+
+def analyst_password(settings: Settings) -> str:
+    """The analyst's generated password (AQ_HOME/secrets/superset_analyst_password, 0600)."""
+    return get_or_create_secret(settings.secrets_dir, _ANALYST_SECRET)
 
 
 def reader_password(settings: Settings) -> str:
@@ -325,6 +337,11 @@ def provision(
     request = {
         "bundle": str(bundle.resolve()),
         "admin": {"username": ADMIN_USER, "password": password},
+        "analyst": {
+            "username": ANALYST_USER,
+            "password": analyst_password(settings),
+            "role": ANALYST_ROLE,
+        },
         "warehouse": {
             "uri": reader_url(settings, driver="postgresql+psycopg2"),
             "password": reader_password(settings),

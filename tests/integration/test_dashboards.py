@@ -300,6 +300,63 @@ def test_the_superset_role_reads_gold_only_and_writes_nowhere(stack: dict) -> No
             psycopg.connect(reader_url(settings).rsplit("/", 1)[0] + f"/{other}").close()
 
 
+def test_the_analyst_views_and_explores_gold_and_changes_nothing(stack: dict) -> None:
+    settings = stack["settings"]
+    secret = settings.secrets_dir / "superset_analyst_password"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert f"user analyst (view, filter, explore; no editing, no SQL Lab), password in {secret}" \
+        in stack["up"]  # fmt: skip
+    analyst = Api(EmbeddedSuperset(settings).url, "analyst", secret.read_text().strip())
+    admin = _api(stack)
+
+    # views the dashboard: every chart's data, and with the native filters' values
+    (dashboard,) = analyst.get("/api/v1/dashboard/?q=(page_size:100)")["result"]
+    charts = analyst.get("/api/v1/dashboard/air-quality/charts")["result"]
+    assert len(charts) == len(admin.get("/api/v1/dashboard/air-quality/charts")["result"]) > 0
+    for chart in charts:
+        body = analyst.get(f"/api/v1/chart/{chart['id']}/data/")
+        assert all(r["rowcount"] > 0 for r in body["result"]), chart["slice_name"]
+    # explores the bundle's datasets (a query of its own), which read gold only
+    # (tests/unit/test_gold_contract.py), and sees no other
+    datasets = analyst.get("/api/v1/dataset/?q=(page_size:100)")["result"]
+    every = admin.get("/api/v1/dataset/?q=(page_size:100)")["result"]
+    assert sorted(d["id"] for d in datasets) == sorted(d["id"] for d in every)
+    assert len(datasets) == len(BUNDLE.by_uuid("datasets")) > 0
+    for dataset in datasets:
+        status, body = analyst.call("POST", "/api/v1/chart/data", {
+            "datasource": {"id": dataset["id"], "type": "table"},
+            "queries": [{"columns": ["location_id"], "row_limit": 5}],
+            "result_format": "json", "result_type": "full",
+        })  # fmt: skip
+        assert status == 200 and body["result"][0]["rowcount"] > 0, (dataset, body)
+
+    # changes nothing: no chart saved, edited or deleted, no dashboard edited, no SQL Lab
+    chart_id, dataset_id = charts[0]["id"], datasets[0]["id"]
+    database_id = admin.get("/api/v1/database/")["result"][0]["id"]
+    refused = {
+        "edit a chart": ("PUT", f"/api/v1/chart/{chart_id}", {"slice_name": "renamed"}),
+        "save a chart": ("POST", "/api/v1/chart/", {
+            "slice_name": "mine", "datasource_id": dataset_id, "datasource_type": "table",
+            "viz_type": "table"}),
+        "delete a chart": ("DELETE", f"/api/v1/chart/{chart_id}", None),
+        "edit the dashboard": ("PUT", f"/api/v1/dashboard/{dashboard['id']}",
+                               {"dashboard_title": "renamed"}),
+        "edit a dataset": ("PUT", f"/api/v1/dataset/{dataset_id}", {"description": "x"}),
+        "run SQL": ("POST", "/api/v1/sqllab/execute/",
+                    {"database_id": database_id, "sql": "select 1"}),
+        "read SQL Lab": ("GET", "/api/v1/sqllab/", None),
+    }  # fmt: skip
+    # (the admin may: the refusals below are the analyst's role, not the request)
+    status, answer = admin.call("PUT", f"/api/v1/chart/{chart_id}",
+                                {"slice_name": charts[0]["slice_name"]})  # fmt: skip
+    assert status == 200, answer
+    for what, (method, path, body) in refused.items():
+        status, answer = analyst.call(method, path, body)
+        assert status in (401, 403, 404), f"the analyst could {what}: {status} {answer}"
+    assert admin.get(f"/api/v1/chart/{chart_id}")["result"]["slice_name"] == charts[0][
+        "slice_name"]  # fmt: skip
+
+
 def test_the_grants_survive_a_full_refresh(stack: dict) -> None:
     result = run_aqi(["dbt", "build", "--full-refresh"], stack["env"], stack["cwd"], timeout=600)
     assert result.returncode == 0, result.stdout[-3000:]
