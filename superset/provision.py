@@ -94,33 +94,17 @@ def with_warehouse_uri(contents: dict[str, str], uri: str) -> dict[str, str]:
 
 
 def ensure_admin(username: str, password: str) -> object:
-    from werkzeug.security import check_password_hash
+    from superset import security_manager
 
-    from superset import db, security_manager
-
-    user = security_manager.find_user(username=username)
-    if user is None:
-        role = security_manager.find_role("Admin")
-        if role is None:
-            raise SystemExit("provision: role Admin is missing: run `superset init` first")
-        user = security_manager.add_user(
-            username, "Superset", "Admin", f"{username}@localhost.invalid", role,
-            password=password,
-        )  # fmt: skip
-        if not user:
-            raise SystemExit(f"provision: could not create the user {username}")
-        print(f"provision: created the admin user {username}")
-    elif not check_password_hash(user.password, password):
-        security_manager.reset_password(user.id, password)
-        print(f"provision: reset the password of {username} to the generated one")
-    db.session.commit()
-    return security_manager.find_user(username=username)
+    role = security_manager.find_role("Admin")
+    if role is None:
+        raise SystemExit("provision: role Admin is missing: run `superset init` first")
+    return ensure_user(username, password, role, "admin")
 
 
 def ensure_analyst(username: str, password: str, role_name: str, dataset_uuids: set[str]) -> None:
     """The view-and-explore user: one role, Gamma minus changes plus the bundle's datasets."""
     from superset.connectors.sqla.models import SqlaTable
-    from werkzeug.security import check_password_hash
 
     from superset import db, security_manager
 
@@ -138,21 +122,31 @@ def ensure_analyst(username: str, password: str, role_name: str, dataset_uuids: 
             )
     role = security_manager.add_role(role_name)
     role.permissions = permissions
+    ensure_user(username, password, role, "analyst")
+
+
+def ensure_user(username: str, password: str, role: object, kind: str) -> object:
+    """The user with exactly this role and the given password: created, or repaired."""
+    from werkzeug.security import check_password_hash
+
+    from superset import db, security_manager
+
     user = security_manager.find_user(username=username)
     if user is None:
         user = security_manager.add_user(
-            username, "Air quality", "Analyst", f"{username}@localhost.invalid", role,
+            username, "Air quality", kind, f"{username}@localhost.invalid", role,
             password=password,
         )  # fmt: skip
         if not user:
             raise SystemExit(f"provision: could not create the user {username}")
-        print(f"provision: created the analyst user {username}")
+        print(f"provision: created the {kind} user {username}")
     else:
         user.roles = [role]
         if not check_password_hash(user.password, password):
             security_manager.reset_password(user.id, password)
             print(f"provision: reset the password of {username} to the generated one")
     db.session.commit()
+    return security_manager.find_user(username=username)
 
 
 def import_bundle(contents: dict[str, str], passwords: dict[str, str]) -> None:
