@@ -67,7 +67,7 @@ def up_cmd(bundle: Path | None) -> None:
     click.echo(f"superset: dashboard {status['dashboard_url']}")
     click.echo(f"superset: user {ADMIN_USER}, password in {status['password_file']}")
     click.echo(f"superset: user {ANALYST_USER} (view, filter, explore; no editing, no SQL Lab), "
-               f"password in {s.secrets_dir / 'superset_analyst_password'}")  # fmt: skip
+               f"password in {status['analyst_password_file']}")  # fmt: skip
     password, _ = admin_password(s)
     show_once(
         password, s.superset_home / ".admin-password-shown",

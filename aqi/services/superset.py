@@ -469,6 +469,9 @@ class EmbeddedSuperset:
             "dashboard_url": self.dashboard_url,
             "user": ADMIN_USER,
             "password_file": str(secret_path(self.settings.secrets_dir, _ADMIN_SECRET)),
+            "analyst_password_file": str(
+                secret_path(self.settings.secrets_dir, _ANALYST_SECRET)
+            ),
             "reader_role": READER_ROLE,
             "log": str(self.log_path),
         }
