@@ -4,8 +4,9 @@ Off by default; on when a channel is configured (aqi/core/config.py, ``AQ_ALERT_
 
 - e-mail through SMTP (``AQ_ALERT_SMTP_HOST`` + ``AQ_ALERT_EMAIL_TO``; STARTTLS by default,
   port 465 = implicit TLS; a login when ``AQ_ALERT_SMTP_USER``/``_PASSWORD`` are set);
-- a JSON POST to ``AQ_ALERT_WEBHOOK_URL``: ``{"event": "task_failed" | "no_success",
-  "dag_id", "run_id", "task_id", "try_number", "message", "log_url", "at"}``.
+- a JSON POST to ``AQ_ALERT_WEBHOOK_URL``: ``{"event": "task_failed" | "no_success" |
+  "aqi_unhealthy", "dag_id", "run_id", "task_id", "try_number", "message", "log_url", "at",
+  "details"}`` (``details``: the AQI episode of an ``aqi_unhealthy`` alert, else null).
 
 Every alert goes to every configured channel (:func:`send_alert`). A channel that fails (SMTP
 down, the webhook answers 500, a timeout) is logged in one line and does not raise: an alert
@@ -13,7 +14,7 @@ must not hide the failure it reports, nor fail a task of its own. Both channels 
 after :data:`TIMEOUT_S`. Neither the SMTP password nor the webhook's token (its path and
 query, :func:`aqi.core.config.mask_url`) is ever logged.
 
-Two ways in:
+Three ways in (the third, unhealthy air, is :mod:`aqi.aqi_alerts`'s, through :func:`send_alert`):
 
 - a failed task: :func:`failure_notifiers` gives the Airflow notifiers for
   ``on_failure_callback`` (Airflow calls them once the task has failed for good, after its
@@ -76,7 +77,7 @@ ELT_DAG_ID = "openaq_elt"
 TIMEOUT_S = 10.0
 #: longer messages (a quality report with many sample rows) are cut to this many characters
 MESSAGE_MAX_CHARS = 8000
-EVENTS = ("task_failed", "no_success")
+EVENTS = ("task_failed", "no_success", "aqi_unhealthy")
 HEARTBEATS_FILE = "pipeline_heartbeats.json"
 _USER_AGENT = "aqi-alerts/1"
 
@@ -93,6 +94,8 @@ class Alert:
     message: str
     log_url: str | None
     at: str
+    #: what the event is about, for machines (an AQI alert: location, parameter, category...)
+    details: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.event not in EVENTS:
@@ -102,6 +105,8 @@ class Alert:
         return asdict(self)
 
     def subject(self) -> str:
+        if self.event == "aqi_unhealthy":
+            return f"[aqi] {_first_line(self.message)}"
         if self.event == "task_failed":
             return f"[aqi] {self.dag_id}: task {self.task_id} failed"
         return f"[aqi] {self.dag_id}: no successful run ({_first_line(self.message)})"

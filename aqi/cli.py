@@ -891,6 +891,37 @@ def export_cmd(directory: Path | None, full: bool) -> None:
     export_marts(settings(), directory, echo=click.echo, full=full)
 
 
+@cli.command("aqi-alerts")
+@click.option("--list", "list_only", is_flag=True,
+              help="Only list the open episodes; change and send nothing.")  # fmt: skip
+def aqi_alerts_cmd(list_only: bool) -> None:
+    """Open, follow and clear the AQI alerts from gold.latest, and notify the new ones.
+
+    An episode opens when a location's NowCast AQI (PM2.5, PM10) reaches
+    AQ_AQI_ALERT_CATEGORY (default Unhealthy) or worse, and clears at its first reading
+    below it; each episode is sent once through the AQ_ALERT_* channels (off by default).
+    The episodes are in gold.aqi_alerts (the dashboard's "Open AQI alerts" panel).
+    openaq_elt runs this after every successful run; run it by hand after `aqi dbt build`.
+    """
+    from aqi.aqi_alerts import iso_utc, open_alerts, update_aqi_alerts
+
+    s = settings()
+    if not list_only:
+        step = update_aqi_alerts(s, echo=click.echo)
+        if step.threshold is None:
+            return
+    rows = open_alerts(s)
+    for row in rows:
+        where = row["location_name"] or f"location {row['location_id']}"
+        click.echo(
+            f"  {row['category']:<30} AQI {row['peak_aqi']:>3} (now {row['last_aqi']:>3})  "
+            f"{row['parameter']:<5} {where} ({row['country_code'] or '?'})  "
+            f"since {iso_utc(row['since'])}"
+        )
+    if list_only:
+        click.echo(f"{len(rows)} open AQI alert{'s' if len(rows) != 1 else ''}")
+
+
 # --- orchestration: aqi airflow ---------------------------------------------------------------
 
 

@@ -9,7 +9,9 @@
    the build did to it and, when retried, runs that model by itself.
 4. ``check_gold``: Great Expectations on the gold rows dbt rebuilt since it last passed.
 5. ``publish``: CSV files of the changed days of the gold tables (and latest.csv) under
-   AQ_HOME/exports, then the heartbeat the ``openaq_watchdog`` DAG reads.
+   AQ_HOME/exports; the AQI alerts (gold.aqi_alerts: episodes of NowCast AQI at
+   AQ_AQI_ALERT_CATEGORY or worse opened, followed, cleared, each new one notified once);
+   then the heartbeat the ``openaq_watchdog`` DAG reads.
 
 Transient tasks retry with exponential backoff; a task that fails for good sends the
 configured alerts (AQ_ALERT_*, off by default). Param ``full_refresh`` rebuilds every

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from aqi.core.aqi_categories import AQI_CATEGORIES, DEFAULT_ALERT_CATEGORY
+
 __all__ = [
     "ENV_VARS",
     "SECRET_VARS",
@@ -136,6 +138,14 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         "45",
         "Alert once when no openaq_elt run has succeeded for this many minutes.",
     ),
+    "AQ_AQI_ALERT_CATEGORY": (
+        DEFAULT_ALERT_CATEGORY,
+        (
+            "AQI alerts (gold.aqi_alerts): the NowCast AQI category, or worse, that opens an "
+            "episode and alerts once (Unhealthy for Sensitive Groups, Unhealthy, Very "
+            "Unhealthy, Hazardous, ...); off = no AQI alerts."
+        ),
+    ),
 }
 
 #: Variables whose values are never printed or logged in clear.
@@ -193,6 +203,8 @@ class Settings:
     alert_email_to: tuple[str, ...] = ()
     alert_webhook_url: str | None = field(default=None, repr=False)
     alert_deadline_minutes: float = 45.0
+    #: AQI alerts (aqi/aqi_alerts.py): an episode opens at this category or worse; None = off
+    aqi_alert_category: str | None = DEFAULT_ALERT_CATEGORY
     #: the raw variables that were set (after .env merge), for `aqi config` and children
     source: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -385,6 +397,9 @@ def _alert_settings(values: Mapping[str, str], get: Callable[[str], str]) -> dic
         "alert_deadline_minutes": _positive_float(
             "AQ_ALERT_DEADLINE_MINUTES", get("AQ_ALERT_DEADLINE_MINUTES")
         ),
+        "aqi_alert_category": parse_alert_category(
+            "AQ_AQI_ALERT_CATEGORY", get("AQ_AQI_ALERT_CATEGORY")
+        ),
     }
 
 
@@ -538,6 +553,21 @@ def parse_country(var: str, raw: str | None) -> str | None:
     if not re.fullmatch(r"[A-Z]{2}", code):
         raise ConfigError(var, f"expected a two-letter ISO country code, got {raw!r}")
     return code
+
+
+def parse_alert_category(var: str, raw: str) -> str | None:
+    """The AQI category named by ``raw`` (any case; spaces, ``_`` or ``-``; ``USG`` for
+    "Unhealthy for Sensitive Groups"), or ``None`` for ``off``."""
+    wanted = " ".join(raw.replace("_", " ").replace("-", " ").split()).lower()
+    if wanted in ("off", "none", "no", "false", "0"):
+        return None
+    if wanted == "usg":
+        return "Unhealthy for Sensitive Groups"
+    for category in AQI_CATEGORIES:
+        if category.lower() == wanted:
+            return category
+    choices = ", ".join(AQI_CATEGORIES)
+    raise ConfigError(var, f"expected an AQI category ({choices}) or off, got {raw!r}")
 
 
 def parse_parameters(var: str, raw: str | None) -> tuple[str, ...]:

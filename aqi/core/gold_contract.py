@@ -5,8 +5,12 @@ the one list of gold tables: the quality gate checks each model it lists, the ex
 each, and their columns and grain come from the same entries. A model added to the yml is
 therefore checked and exported without another list to update.
 
-Public surface: :data:`GOLD_SCHEMA`, :data:`GOLD_MODELS_YML`, :func:`gold_models`,
-:func:`model_columns`, :func:`model_unique_key`.
+One gold table is not a dbt model: ``aqi_alerts``, the episodes of unhealthy air that the
+alert step (aqi/aqi_alerts.py) records run after run (migration 0005). :func:`gold_tables`
+lists both kinds, for readers of gold such as the dashboard.
+
+Public surface: :data:`GOLD_SCHEMA`, :data:`GOLD_MODELS_YML`, :data:`AQI_ALERTS_TABLE`,
+:func:`gold_models`, :func:`gold_tables`, :func:`model_columns`, :func:`model_unique_key`.
 """
 
 from __future__ import annotations
@@ -19,16 +23,31 @@ import yaml
 
 from aqi.core.warehouse import DBT_PROJECT_DIR
 
-__all__ = ["GOLD_MODELS_YML", "GOLD_SCHEMA", "gold_models", "model_columns", "model_unique_key"]
+__all__ = [
+    "AQI_ALERTS_TABLE",
+    "GOLD_MODELS_YML",
+    "GOLD_SCHEMA",
+    "gold_models",
+    "gold_tables",
+    "model_columns",
+    "model_unique_key",
+]
 
 GOLD_MODELS_YML = DBT_PROJECT_DIR / "models" / "marts" / "gold" / "_gold__models.yml"
 #: the schema dbt builds the gold models in (dbt_project.yml; generate_schema_name keeps it)
 GOLD_SCHEMA = "gold"
+#: the gold table the alert step writes (aqi/core/sql/0005_aqi_alerts.sql), not dbt
+AQI_ALERTS_TABLE = "aqi_alerts"
 
 
 def gold_models(path: Path = GOLD_MODELS_YML) -> tuple[str, ...]:
     """The models documented in the gold yml, in order."""
     return tuple(entry["name"] for entry in _yaml(path).get("models", []))
+
+
+def gold_tables(path: Path = GOLD_MODELS_YML) -> tuple[str, ...]:
+    """Every table of the gold schema: the dbt models, then the alert step's table."""
+    return (*gold_models(path), AQI_ALERTS_TABLE)
 
 
 def model_columns(model: str, path: Path = GOLD_MODELS_YML) -> tuple[str, ...]:

@@ -40,7 +40,7 @@ from ingestion.simulator import SimulationConfig, simulate
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("dashboards")]
 
 BUNDLE = load_bundle(BUNDLE_DIR)
-GOLD = ["latest", "pm25_15min", "daily_avg", "exceedance_30d"]
+GOLD = ["latest", "pm25_15min", "daily_avg", "exceedance_30d", "aqi_alerts"]
 
 
 def _dashboards(stack: dict, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -55,6 +55,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
             load_raw_events(stack["url"], simulate(SimulationConfig(locations=6, days=35)))
             result = run_aqi(["dbt", "build"], stack["env"], stack["cwd"], timeout=600)
             assert result.returncode == 0, result.stdout[-3000:]
+            # every location with an AQI opens an episode: the alerts panel has rows to show
+            alerts_env = {**stack["env"], "AQ_AQI_ALERT_CATEGORY": "Good"}
+            result = run_aqi(["aqi-alerts"], alerts_env, stack["cwd"])
+            assert result.returncode == 0 and " opened" in result.stdout, result.stderr
             result = _dashboards(stack, "up")
             assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
             stack["up"] = result.stdout
@@ -95,7 +99,7 @@ def test_up_prints_where_and_the_generated_password_once(stack: dict) -> None:
     assert f"{EmbeddedSuperset(settings).url}/superset/dashboard/air-quality/" in out
     assert f"password in {secret}" in out
     assert f"(shown once): {password}" in out
-    assert re.search(r"superset: provisioned 1 dashboard\(s\), 8 charts, 4 datasets", out)
+    assert re.search(r"superset: provisioned 1 dashboard\(s\), 9 charts, 5 datasets", out)
     # bound to 127.0.0.1, no admin/admin
     with pytest.raises(PermissionError):
         Api(EmbeddedSuperset(settings).url, "admin", "admin")
@@ -121,7 +125,7 @@ def test_every_chart_of_the_dashboard_returns_rows(stack: dict) -> None:
     dashboard = api.get("/api/v1/dashboard/air-quality")["result"]
     assert dashboard["dashboard_title"] == "Air quality"
     charts = api.get("/api/v1/dashboard/air-quality/charts")["result"]
-    assert len(charts) == BUNDLE.chart_count == 8
+    assert len(charts) == BUNDLE.chart_count == 9
     for chart in charts:
         body = api.get(f"/api/v1/chart/{chart['id']}/data/")
         rows = [result["rowcount"] for result in body["result"]]

@@ -156,8 +156,8 @@ def task_context(exception: object) -> dict:
 def test_alert_of_a_failed_task_carries_the_report() -> None:
     alert = alerts.alert_from_context(task_context(GateFailed(REPORT)))
     payload = alert.payload()
-    assert list(payload) == [
-        "event", "dag_id", "run_id", "task_id", "try_number", "message", "log_url", "at"
+    assert list(payload) == [  # details: null but for an AQI episode
+        "event", "dag_id", "run_id", "task_id", "try_number", "message", "log_url", "at", "details"
     ]  # fmt: skip
     assert payload["event"] == "task_failed"
     assert (payload["dag_id"], payload["task_id"], payload["try_number"]) == (

@@ -46,7 +46,7 @@ def test_the_bundle_is_sound(bundle: Bundle) -> None:
     assert bundle.metadata["type"] == "assets"
     assert len(bundle.objects["databases"]) == 1
     assert len(bundle.objects["dashboards"]) == 1
-    assert bundle.chart_count == 8
+    assert bundle.chart_count == 9
 
 
 def test_uuids_are_unique_across_the_bundle(bundle: Bundle) -> None:
@@ -66,10 +66,20 @@ def test_the_charts_the_issue_asks_for(bundle: Bundle) -> None:
     viz = sorted(chart["viz_type"] for _, chart in bundle.items("charts"))
     assert viz == [
         "big_number_total", "big_number_total", "big_number_total", "big_number_total",
-        "cal_heatmap", "deck_scatter", "echarts_timeseries_line", "table",
+        "cal_heatmap", "deck_scatter", "echarts_timeseries_line", "table", "table",
     ]  # fmt: skip
+    alerts = _file(bundle, "charts", "open_aqi_alerts.yaml")
+    # the open episodes of gold.aqi_alerts, worst first
+    assert alerts["params"]["adhoc_filters"][0]["subject"] == "cleared_at"
+    assert alerts["params"]["adhoc_filters"][0]["operator"] == "IS NULL"
+    (query,) = json.loads(alerts["query_context"])["queries"]
+    assert query["filters"] == [{"col": "cleared_at", "op": "IS NULL"}]
+    assert query["orderby"][0] == ["peak_aqi", False]
+    assert str(alerts["dataset_uuid"]) in {
+        str(d["uuid"]) for _, d in bundle.items("datasets") if d["table_name"] == "aqi_alerts"
+    }
     scatter = _file(bundle, "charts", "latest_pm25_map.yaml")["params"]
-    # coloured by AQI in EPA's colours, OpenStreetMap tiles, no Mapbox key
+    # coloured by AQI in EPA's colours, on the offline borders Superset serves, no Mapbox key
     assert scatter["color_scheme_type"] == "color_breakpoints"
     colours = [(b["minValue"], b["maxValue"]) for b in scatter["color_breakpoints"]]
     assert colours == [(0, 50), (51, 100), (101, 150), (151, 200), (201, 300), (301, 500)]

@@ -8,11 +8,15 @@ from pathlib import Path
 import pytest
 
 from aqi.core.gold_contract import (
+    AQI_ALERTS_TABLE,
     GOLD_MODELS_YML,
+    GOLD_SCHEMA,
     gold_models,
+    gold_tables,
     model_columns,
     model_unique_key,
 )
+from aqi.core.migrations import MIGRATIONS_DIR
 from aqi.dashboards_bundle import load_bundle
 from aqi.exports import EXPORTED_TABLES, PARTITIONS
 from aqi.services.superset import BUNDLE_DIR
@@ -36,9 +40,12 @@ def test_the_gate_and_the_exports_cover_every_gold_model() -> None:
         assert column in model_columns(model), (model, column)
 
 
-def test_the_dashboard_reads_only_gold_models() -> None:
+def test_the_dashboard_reads_only_gold_tables() -> None:
     needed = load_bundle(BUNDLE_DIR).gold_tables()
-    assert needed and set(needed) <= set(gold_models())
+    assert needed and set(needed) <= set(gold_tables())
+    assert set(gold_tables()) - set(gold_models()) == {AQI_ALERTS_TABLE}
+    migration = (MIGRATIONS_DIR / "0005_aqi_alerts.sql").read_text()
+    assert f"create table if not exists {GOLD_SCHEMA}.{AQI_ALERTS_TABLE} (" in migration
 
 
 def test_gold_tables_of_a_bundle_come_from_its_datasets(tmp_path: Path) -> None:
