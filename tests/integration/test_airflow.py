@@ -200,6 +200,16 @@ def test_dags_test_runs_openaq_elt_end_to_end(stack: dict) -> None:
     assert (stack["settings"].gx_docs_dir / "index.html").is_file()
     # the run's last task recorded its success for the deadline watchdog
     assert "openaq_elt" in (stack["settings"].state_dir / "pipeline_heartbeats.json").read_text()
+    # ... after the AQI alerts: an open episode for exactly the pairs at Unhealthy or worse
+    with psycopg.connect(stack["url"]) as conn:
+        unhealthy = conn.execute(
+            "select location_id, parameter from gold.latest where aqi > 150 order by 1, 2"
+        ).fetchall()
+        episodes = conn.execute(
+            "select location_id, parameter from gold.aqi_alerts where cleared_at is null "
+            "order by 1, 2"
+        ).fetchall()
+    assert episodes == unhealthy
 
     # the same gate and exports by hand
     check = run_aqi(["check"], stack["env"], stack["cwd"], timeout=300)
