@@ -78,7 +78,7 @@ services-down: ## stop the embedded services
 
 lint: env ## ruff
 	@echo "==> ruff check"
-	@$(VENV)/bin/ruff check aqi ingestion openaq_mock spark_streaming expectations dags tests docker benchmarks superset/provision.py superset/superset_config.py
+	@$(VENV)/bin/ruff check aqi ingestion openaq_mock spark_streaming expectations dags tests docker benchmarks superset/provision.py superset/superset_config.py superset/aq_basemap.py
 
 clean: services-down ## stop services and remove environments and AQ_HOME (./.aq)
 	rm -rf .venv superset/.venv .tools .aq superset/screenshot/node_modules

@@ -13,13 +13,21 @@ naming it, never a built-in default such as Superset's "CHANGE_ME" secret key.
                               PostgreSQL (postgresql+psycopg2://...)
 - SUPERSET_HOME               Superset's data folder (AQ_HOME/superset; compose: the image's
                               /app/superset_home)
+- SUPERSET_BASEMAP_ARCHIVE    the npm archive of world-atlas (Natural Earth's countries) the
+                              offline map tiles are drawn from (installed by `aqi setup --only
+                              superset` into superset/.venv/share/aq-basemap; compose: downloaded
+                              into the image by docker/superset/Dockerfile)
 
 Telemetry is off: the front end's tracking pixel is not allowed by the content security
-policy below, and nothing else phones home. Map tiles come from OpenStreetMap when the
-browser can reach it (no API key); without it the map shows its points on a plain background.
+policy below, and nothing else phones home. Maps: Superset itself serves tiles of land,
+coastlines and country borders (aq_basemap.py, next to this file), so the map has geography
+without the internet; OpenStreetMap and CARTO remain choices of its "Map Style" when the
+browser can reach them (no API key).
 """
 
+import importlib.util
 import os
+import sys
 
 
 def _required(name: str) -> str:
@@ -35,6 +43,25 @@ def _required(name: str) -> str:
 SECRET_KEY = _required("SUPERSET_SECRET_KEY")
 SQLALCHEMY_DATABASE_URI = _required("SUPERSET_METADATA_URI")
 DATA_DIR = _required("SUPERSET_HOME")
+_BASEMAP_ARCHIVE = _required("SUPERSET_BASEMAP_ARCHIVE")
+if not os.path.isfile(_BASEMAP_ARCHIVE):
+    raise RuntimeError(
+        f"SUPERSET_BASEMAP_ARCHIVE: no file at {_BASEMAP_ARCHIVE}: run `aqi setup --only superset`"
+    )
+
+
+def _sibling(name: str):
+    """A module next to this file (Superset loads this file by path, not as a package)."""
+    if name not in sys.modules:
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+aq_basemap = _sibling("aq_basemap")
 
 # the metadata database is shared by 2 gunicorn workers and the provisioning command
 SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 5}
@@ -48,9 +75,15 @@ FEATURE_FLAGS = {
     "ENABLE_TEMPLATE_PROCESSING": False,
 }
 
-# --- maps: OpenStreetMap raster tiles, no Mapbox key ---------------------------------------
+# --- maps: tiles of borders served here (offline), OpenStreetMap when online; no Mapbox key --
+# /aq-tiles/{z}/{x}/{y}.png: land, coastlines and country borders from Natural Earth, drawn by
+# aq_basemap.py from the installed world-atlas archive. The first entry is the default style of
+# a new map; the bundle's map uses it. A `tile://` style with a path (no host) is fetched from
+# Superset's own origin, whatever host and port the browser uses.
 MAPBOX_API_KEY = ""
+FLASK_APP_MUTATOR = aq_basemap.app_mutator(_BASEMAP_ARCHIVE)
 DECKGL_BASE_MAP = [
+    [aq_basemap.STYLE, "Borders (offline, Natural Earth)"],
     ["https://tile.openstreetmap.org/{z}/{x}/{y}.png", "Streets (OSM)"],
     ["tile://https://a.basemaps.cartocdn.com/light_all/{z}/{x}/{y}.png", "Light (CARTO, OSM)"],
 ]

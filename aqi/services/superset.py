@@ -43,7 +43,7 @@ from psycopg import sql
 
 from aqi.core.config import SECRET_VARS, Settings
 from aqi.core.connections import APP_ROLE, DATABASES, SUPERUSER, database_url, superuser_password
-from aqi.core.environments import REPO_ROOT, superset_env_dir
+from aqi.core.environments import REPO_ROOT, basemap_archive, superset_env_dir
 from aqi.core.errors import ServiceError, first_line
 from aqi.core.secrets import get_or_create_secret, secret_path
 from aqi.services.process import (
@@ -120,6 +120,8 @@ def superset_env(settings: Settings) -> dict[str, str]:
         SUPERSET_SECRET_KEY=get_or_create_secret(settings.secrets_dir, _SECRET_KEY, nbytes=42),
         SUPERSET_METADATA_URI=metadata,
         SUPERSET_HOME=str(settings.superset_home),
+        # the offline map's borders (installed by `aqi setup --only superset`)
+        SUPERSET_BASEMAP_ARCHIVE=str(basemap_archive()),
         FLASK_APP="superset.app:create_app()",
         # no telemetry (the front end's pixel is also blocked by superset_config.py's CSP)
         SCARF_ANALYTICS="false",
@@ -419,6 +421,11 @@ class EmbeddedSuperset:
                 "set AQ_SUPERSET_PORT to a free port"
             )
         env = superset_env(self.settings)
+        if not Path(env["SUPERSET_BASEMAP_ARCHIVE"]).is_file():
+            raise ServiceError(
+                f"the map's borders are not installed ({env['SUPERSET_BASEMAP_ARCHIVE']}): "
+                "run `aqi setup --only superset`"
+            )
         ensure_reader_role(self.settings, echo)
         prepare_metadata(self.settings, env, echo)
         provision(self.settings, env, echo, bundle=bundle)

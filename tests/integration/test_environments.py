@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from aqi.core.environments import REPO_ROOT, ensure_superset_env, superset_env_dir
+from aqi.core.environments import (
+    REPO_ROOT,
+    basemap_archive,
+    ensure_superset_env,
+    superset_env_dir,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -30,6 +35,8 @@ def test_superset_env_is_separate_and_locked() -> None:
     assert _version(python, "sqlalchemy").startswith("1.4.")
     assert _version(python, "apache-superset").startswith("6.")
     assert (env_dir / "bin" / "superset").is_file()
+    # with the map's borders, which Superset's settings need to start (SUPERSET_BASEMAP_ARCHIVE)
+    assert basemap_archive().is_relative_to(env_dir) and basemap_archive().is_file()
     assert _version(Path(sys.executable), "sqlalchemy").startswith("2.")
     assert _version(Path(sys.executable), "apache-airflow").startswith("3.")
 

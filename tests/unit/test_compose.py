@@ -836,6 +836,43 @@ def test_superset_runs_the_projects_settings_file(tmp_path, monkeypatch):
     assert environment(services()[web]).get("SERVER_WORKER_AMOUNT") == str(GUNICORN_WORKERS)
 
 
+def test_superset_draws_the_same_offline_borders_as_the_embedded_one():
+    """The image downloads the world-atlas archive superset/aq_basemap.py pins (version and
+    SHA-256, checked at build time) to where SUPERSET_BASEMAP_ARCHIVE points, and the module
+    is mounted next to the settings file that loads it."""
+    from aqi.core.environments import _basemap_pins
+    from aqi.services.superset import CONFIG_PATH
+
+    package, version, sha256 = _basemap_pins()
+    for name in superset_services():
+        svc = services()[name]
+        path = dockerfile(svc)
+        args = {
+            key.strip(): value.strip().strip('"')
+            for instruction, rest in dockerfile_instructions(path)
+            if instruction == "ARG" and "=" in rest
+            for key, value in [rest.split("=", 1)]
+        }
+        assert (args.get("WORLD_ATLAS_VERSION"), args.get("WORLD_ATLAS_SHA256")) == (
+            version, sha256,
+        ), f"{path}: not the pin of superset/aq_basemap.py"  # fmt: skip
+        (download,) = [rest for instruction, rest in dockerfile_instructions(path)
+                       if instruction == "RUN" and "registry.npmjs.org" in rest]  # fmt: skip
+
+        def expand(text: str, args: dict = args) -> str:
+            return re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], text)
+
+        assert expand(f"/{package}/-/{package}-${{WORLD_ATLAS_VERSION}}.tgz") in expand(download)
+        assert '"${WORLD_ATLAS_SHA256}"' in download
+        written = re.findall(r'"(/[^"]+\.tgz)"', download)
+        env = environment(svc)
+        assert [expand(w) for w in written] == [env.get("SUPERSET_BASEMAP_ARCHIVE")], name
+        config = bind_target(svc, CONFIG_PATH.relative_to(ROOT).as_posix())
+        module = bind_target(svc, "superset/aq_basemap.py")
+        assert module == config.rsplit("/", 1)[0] + "/aq_basemap.py", name
+        assert volume_at(svc, module)[1], f"{name}: the module should be read-only"
+
+
 def test_superset_provisions_the_bundle_at_start_as_the_read_only_role():
     from aqi.services import superset as embedded
 

@@ -83,7 +83,7 @@ def test_the_charts_the_issue_asks_for(bundle: Bundle) -> None:
     assert scatter["color_scheme_type"] == "color_breakpoints"
     colours = [(b["minValue"], b["maxValue"]) for b in scatter["color_breakpoints"]]
     assert colours == [(0, 50), (51, 100), (101, 150), (151, 200), (201, 300), (301, 500)]
-    assert scatter["mapbox_style"].startswith("https://tile.openstreetmap.org/")
+    assert scatter["mapbox_style"] == "tile:///aq-tiles/{z}/{x}/{y}.png"
     calendar = _file(bundle, "charts", "pm25_calendar.yaml")["params"]
     since, until = (part.strip() for part in calendar["time_range"].split(" : "))
     assert since and until  # the legacy calendar needs both ends
@@ -232,14 +232,20 @@ def test_superset_runs_with_generated_secrets_and_no_admin_password(
     assert not (tmp_path / "secrets" / "superset_admin_password").exists()
 
 
-def test_the_settings_file_takes_everything_from_the_environment(monkeypatch) -> None:
-    for name in ("SUPERSET_SECRET_KEY", "SUPERSET_METADATA_URI", "SUPERSET_HOME"):
+def test_the_settings_file_takes_everything_from_the_environment(monkeypatch, tmp_path) -> None:
+    names = ("SUPERSET_SECRET_KEY", "SUPERSET_METADATA_URI", "SUPERSET_HOME",
+             "SUPERSET_BASEMAP_ARCHIVE")  # fmt: skip
+    for name in names:
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(RuntimeError, match="SUPERSET_SECRET_KEY is not set"):
         runpy.run_path(str(CONFIG_PATH))
     monkeypatch.setenv("SUPERSET_SECRET_KEY", "k" * 42)
     monkeypatch.setenv("SUPERSET_METADATA_URI", "postgresql+psycopg2://aq:pw@127.0.0.1:1/superset")
     monkeypatch.setenv("SUPERSET_HOME", "/tmp/superset-home")
+    with pytest.raises(RuntimeError, match="SUPERSET_BASEMAP_ARCHIVE is not set"):
+        runpy.run_path(str(CONFIG_PATH))
+    (tmp_path / "world-atlas.tgz").write_bytes(b"")
+    monkeypatch.setenv("SUPERSET_BASEMAP_ARCHIVE", str(tmp_path / "world-atlas.tgz"))
     config = runpy.run_path(str(CONFIG_PATH))
     assert config["SECRET_KEY"] == "k" * 42
     policy = json.dumps(config["TALISMAN_CONFIG"])
