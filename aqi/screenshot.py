@@ -27,6 +27,7 @@ from aqi.core.errors import AqiError
 __all__ = [
     "CHROMIUM_HINT",
     "ScreenshotError",
+    "basemap_colours",
     "ensure_chromium",
     "ensure_screenshot_tool",
     "find_chromium",
@@ -40,11 +41,27 @@ SCRIPT = TOOL_DIR / "screenshot.mjs"
 #: body is 0, the sparsest chart here (the map) ~0.3% with 6 points, one point of it ~0.07%
 MIN_INK = 0.0003
 CHROMIUM_HINT = "install it with: apt-get install -y chromium"
+#: how far (RGB distance) a pixel may be from a base-map colour to count as that colour
+SWATCH_DISTANCE = 24
 _CHROMIUM_NAMES = ("chromium", "chromium-browser")
 
 
 class ScreenshotError(AqiError):
     """The screenshot could not be taken, or a chart did not draw."""
+
+
+def basemap_colours() -> dict[str, list[int]]:
+    """The colours of the offline map tiles (``COLOURS`` of superset/aq_basemap.py, a module of
+    Superset's environment, read without importing it): water, land, coast, border."""
+    import ast
+
+    source = (REPO_ROOT / "superset" / "aq_basemap.py").read_text(encoding="utf-8")
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "COLOURS" for t in node.targets
+        ):
+            return {name: list(rgb) for name, rgb in ast.literal_eval(node.value).items()}
+    raise AqiError("superset/aq_basemap.py defines no COLOURS")
 
 
 def find_chromium() -> Path | None:
@@ -121,8 +138,10 @@ def take_screenshot(
     """PNG of the "Air quality" dashboard of the running Superset; returns the script's summary.
 
     The summary has ``charts`` (chart panels on the dashboard), ``rendered`` (drawn, with ink
-    in its body), ``loading``, ``errors`` (texts of error panels), ``titles``, ``ink`` (per
-    chart, the share of its body's pixels off its background colour) and ``file``. Raises
+    in its body), ``loading``, ``errors`` (texts of error panels), ``titles``, ``viz_types``,
+    ``ink`` (per chart, the share of its body's pixels off its background colour),
+    ``swatches`` (per map chart, the share of its pixels in each colour of the offline base
+    map, :func:`basemap_colours`; None for the other charts) and ``file``. Raises
     :class:`ScreenshotError` when a chart is not drawn or an error panel shows (the PNG is
     written anyway, to look at).
     """
@@ -148,6 +167,8 @@ def take_screenshot(
         "height": height,
         "timeout_ms": int(timeout_s * 1000),
         "min_ink": MIN_INK,
+        "swatches": basemap_colours(),
+        "swatch_distance": SWATCH_DISTANCE,
     }
     echo(f"screenshot: rendering {superset.dashboard_url} with {chromium} ...")
     result = subprocess.run(

@@ -4,10 +4,15 @@
 // Input: one JSON document on stdin (the password stays off the command line):
 //   {"url": "http://127.0.0.1:8088", "dashboard": "air-quality", "username": "admin",
 //    "password": "...", "out": "/abs/path.png", "executable": "/usr/bin/chromium",
-//    "width": 1600, "height": 1200, "timeout_ms": 120000, "min_ink": 0.0003}
+//    "width": 1600, "height": 1200, "timeout_ms": 120000, "min_ink": 0.0003,
+//    "swatches": {"land": [247, 245, 238], ...}, "swatch_distance": 24}
 // Output: one JSON line on stdout, e.g.
 //   {"charts": 8, "rendered": 8, "loading": 0, "errors": [], "file": "...", "titles": [...],
-//    "ink": [0.031, ...]}
+//    "viz_types": ["deck_scatter", ...], "ink": [0.031, ...],
+//    "swatches": [{"land": 0.41, ...}, null, ...]}
+// "swatches" (when the request names colours): for each map (deck.gl) chart, the share of its
+// body's pixels within swatch_distance (RGB) of each colour, e.g. the base map's land and
+// border colours; null for the other charts.
 // A chart counts as rendered when its visualisation element exists (DRAWN) AND its body shows
 // ink: the share of its pixels that differ from its background colour is at least min_ink.
 // An element alone is not enough: an ECharts or deck.gl canvas exists before anything is
@@ -69,9 +74,10 @@ function inspect({ chart, drawn, loading, error }) {
   const squash = text => text.replace(/\s+/g, ' ').trim().slice(0, 300);
   const charts = [...document.querySelectorAll(chart)];
   const result = {
-    charts: charts.length, loading: 0, errors: [], titles: [], drawn: [],
+    charts: charts.length, loading: 0, errors: [], titles: [], drawn: [], viz_types: [],
   };
   for (const element of charts) {
+    result.viz_types.push(element.getAttribute('data-test-viz-type') ?? '');
     const title = element.querySelector('[data-test="editable-title"]');
     result.titles.push(title ? squash(title.textContent) : '');
     const failed = element.querySelector(error);
@@ -108,6 +114,49 @@ async function inkShare(base64) {
   }
   const pixels = data.length / 4;
   return pixels ? (pixels - Math.max(0, ...counts.values())) / pixels : 0;
+}
+
+// Share of a PNG's pixels within `distance` of each named RGB colour. Runs in a blank page.
+async function swatchShares([base64, swatches, distance]) {
+  const image = new Image();
+  image.src = `data:image/png;base64,${base64}`;
+  await image.decode();
+  const canvas = document.createElement('canvas');
+  canvas.width = image.width;
+  canvas.height = image.height;
+  const context = canvas.getContext('2d', { willReadFrequently: true });
+  context.drawImage(image, 0, 0);
+  const { data } = context.getImageData(0, 0, canvas.width, canvas.height);
+  const pixels = data.length / 4;
+  const shares = {};
+  for (const [name, [r, g, b]] of Object.entries(swatches)) {
+    let near = 0;
+    for (let i = 0; i < data.length; i += 4) {
+      const d = Math.hypot(data[i] - r, data[i + 1] - g, data[i + 2] - b);
+      if (d <= distance) near += 1;
+    }
+    shares[name] = pixels ? Math.round((near / pixels) * 100000) / 100000 : 0;
+  }
+  return shares;
+}
+
+// The swatch shares of every map chart's body (deck.gl), null for the others.
+async function swatches(page, lab, vizTypes, cfg) {
+  const charts = page.locator(CHART);
+  const result = [];
+  for (let i = 0; i < vizTypes.length; i += 1) {
+    if (!cfg.swatches || !vizTypes[i].startsWith('deck_')) {
+      result.push(null);
+      continue;
+    }
+    const body = charts.nth(i).locator(BODY);
+    const target = (await body.count()) > 0 ? body.first() : charts.nth(i);
+    const png = await target.screenshot({ timeout: 10000 }).catch(() => null);
+    result.push(png
+      ? await lab.evaluate(swatchShares, [png.toString('base64'), cfg.swatches, cfg.swatch_distance ?? 24])
+      : null);
+  }
+  return result;
 }
 
 // The ink of every chart's body, in the order of the panels on the page; 0 without a
@@ -160,18 +209,7 @@ async function shoot(cfg, context) {
   }
 
   const dashboard = `${cfg.url}/superset/dashboard/${cfg.dashboard}/?standalone=1`;
-  const response = await page.goto(dashboard, { waitUntil: 'domcontentloaded' });
-  if (!response || !response.ok()) {
-    throw new Fatal(`${dashboard} answered ${response ? response.status() : 'nothing'}`);
-  }
-  await page.waitForSelector(CHART);
-
-  // wait until every chart is drawn or failed and nothing is loading any more (scrolling to
-  // the end first, in case charts below the fold are only rendered when seen)
   const selectors = { chart: CHART, drawn: DRAWN, loading: LOADING, error: ERROR };
-  await page.evaluate(() => window.scrollTo(0, document.body.scrollHeight));
-  await page.waitForTimeout(300);
-  await page.evaluate(() => window.scrollTo(0, 0));
   const lab = await context.newPage(); // about:blank: decodes the PNGs, no page CSP applies
   const deadline = Date.now() + cfg.timeout_ms;
   const settled = async () => {
@@ -179,20 +217,45 @@ async function shoot(cfg, context) {
     const done = state.rendered + state.errors.length >= state.charts;
     return { state, ready: state.charts > 0 && state.loading === 0 && done };
   };
-  for (;;) {
-    const { ready } = await settled();
-    if (ready || Date.now() > deadline) break;
-    await page.waitForTimeout(500);
-  }
-  // let animations (ECharts, deck.gl) and tile requests finish, then count once more: the
-  // screenshot is taken only once two counts in a row say every chart is drawn
-  await page.waitForLoadState('networkidle', { timeout: 15000 }).catch(() => {});
-  await page.waitForTimeout(2500);
-  let { state, ready } = await settled();
-  while (!ready && Date.now() < deadline) {
-    await page.waitForTimeout(1000);
+  // Opened at the requested size and, when the dashboard is taller, once more in a viewport
+  // as tall as the page: a full-page screenshot of a taller page resizes the viewport while
+  // capturing, and the map, redrawn meanwhile, showed a blank strip where its tiles had been
+  // (and the sticky header half-way down the picture); resizing and waiting left the layout
+  // shifted. Reopened at the final size, every chart draws once, at the size it is shown.
+  let state;
+  for (let pass = 1; ; pass += 1) {
+    const response = await page.goto(dashboard, { waitUntil: 'domcontentloaded' });
+    if (!response || !response.ok()) {
+      throw new Fatal(`${dashboard} answered ${response ? response.status() : 'nothing'}`);
+    }
+    await page.waitForSelector(CHART);
+
+    // wait until every chart is drawn or failed and nothing is loading any more (scrolling to
+    // the end first, in case charts below the fold are only rendered when seen)
+    await page.evaluate(() => window.scrollTo(0, document.body.scrollHeight));
+    await page.waitForTimeout(300);
+    await page.evaluate(() => window.scrollTo(0, 0));
+    for (;;) {
+      const { ready } = await settled();
+      if (ready || Date.now() > deadline) break;
+      await page.waitForTimeout(500);
+    }
+    // let animations (ECharts, deck.gl) and tile requests finish, then count once more: the
+    // screenshot is taken only once two counts in a row say every chart is drawn
+    await page.waitForLoadState('networkidle', { timeout: 15000 }).catch(() => {});
+    await page.waitForTimeout(2500);
+    let ready;
     ({ state, ready } = await settled());
+    while (!ready && Date.now() < deadline) {
+      await page.waitForTimeout(1000);
+      ({ state, ready } = await settled());
+    }
+    const full = await page.evaluate(() => document.documentElement.scrollHeight);
+    const { height } = page.viewportSize();
+    if (pass === 2 || !ready || full <= height) break;
+    await page.setViewportSize({ width: cfg.width, height: Math.min(full, 10000) });
   }
+  state.swatches = await swatches(page, lab, state.viz_types, cfg);
   await lab.close();
   await page.screenshot({ path: cfg.out, fullPage: true });
   return state;

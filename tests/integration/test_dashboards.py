@@ -9,12 +9,15 @@ makes the marts, `aqi dashboards up` provisions superset/bundle and serves it.
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import stat
 import subprocess
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -240,10 +243,88 @@ def test_screenshot_draws_every_chart_without_errors(stack: dict, tmp_path: Path
     # once passed as drawn and the PNG showed blank panels)
     assert len(summary["ink"]) == summary["charts"] and min(summary["ink"]) >= MIN_INK, summary
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the map shows the offline base map under its points: land, sea, borders and coastlines
+    # in the tiles' colours, and the points in EPA's (the test machine has no internet)
+    (shares,) = [s for s, viz in zip(summary["swatches"], summary["viz_types"], strict=True)
+                 if viz == "deck_scatter"]  # fmt: skip
+    assert shares["land"] > 0.1 and shares["water"] > 0.1, shares
+    # (shares within 24 of the colour: a line blends into land or sea at its edges; the map is
+    # ~350,000 pixels, and 0.0005 of it is a few hundred)
+    assert shares["border"] > 0.002 and shares["coast"] > 0.0005, shares
     # the command prints the same count
     result = _dashboards(stack, "screenshot", str(tmp_path / "cli.png"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{BUNDLE.chart_count} of {BUNDLE.chart_count} charts drawn" in result.stdout
+
+
+# --- the offline base map ----------------------------------------------------------------------
+
+
+def _pixels(png: bytes, points: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """RGB of pixels of a PNG, decoded by Pillow of Superset's environment (the main one has
+    none, and the module that draws the tiles is not the one that reads them here)."""
+    from aqi.core.environments import superset_env_dir
+
+    code = (
+        "import io, json, sys; from PIL import Image; "
+        "image = Image.open(io.BytesIO(sys.stdin.buffer.read())); "
+        "print(image.format, image.size[0], image.size[1]); "
+        "print(json.dumps([image.convert('RGB').getpixel(tuple(p)) for p in json.loads(sys.argv[1])]))"
+    )
+    result = subprocess.run(
+        [str(superset_env_dir() / "bin" / "python"), "-c", code, json.dumps(points)],
+        input=png, capture_output=True, check=True, timeout=60,
+    )  # fmt: skip
+    header, values = result.stdout.decode().splitlines()
+    assert header == "PNG 256 256"
+    return [tuple(v) for v in json.loads(values)]
+
+
+def _tile(stack: dict, style: str, lon: float, lat: float, z: int) -> tuple[bytes, int, int]:
+    """The tile of ``style`` (a chart's mapbox_style) that holds a point, fetched without a
+    login like the browser's image requests; and the point's pixel in it."""
+    n = 2**z
+    mx = (lon + 180) / 360
+    my = 0.5 - math.asinh(math.tan(math.radians(lat))) / (2 * math.pi)
+    x, y = int(mx * n), int(my * n)
+    assert style.startswith("tile:///")  # a path on Superset's own origin
+    url = EmbeddedSuperset(stack["settings"]).url + style.removeprefix("tile://").format(
+        z=z, x=x, y=y
+    )
+    with urllib.request.urlopen(url, timeout=60) as response:
+        assert response.headers["Content-Type"] == "image/png"
+        assert "max-age" in response.headers.get("Cache-Control", "")
+        png = response.read()
+    return png, int((mx * n - x) * 256), int((my * n - y) * 256)
+
+
+def test_the_map_draws_on_border_tiles_superset_serves_offline(stack: dict) -> None:
+    from aqi.screenshot import basemap_colours
+
+    colours = {name: tuple(rgb) for name, rgb in basemap_colours().items()}
+    api = _api(stack)
+    charts = api.get("/api/v1/dashboard/air-quality/charts")["result"]
+    (scatter,) = [c for c in charts if c["form_data"].get("viz_type") == "deck_scatter"]
+    style = scatter["form_data"]["mapbox_style"]
+    assert style == "tile:///aq-tiles/{z}/{x}/{y}.png"
+
+    # the US-Canada border on the 49th parallel, at three zooms (three Natural Earth scales)
+    for z in (2, 4, 7):
+        png, px, py = _tile(stack, style, -110.0, 49.0, z)
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        around = [(px + dx, py + dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1)]
+        nearest = min(math.dist(rgb, colours["border"]) for rgb in _pixels(png, around))
+        assert nearest < 60, (z, nearest)  # a line 1.5 px wide covers 3/4 of a pixel or more
+    # land inland, water in the ocean
+    for lon, lat, kind in ((-98.0, 38.5, "land"), (-40.0, 30.0, "water")):
+        png, px, py = _tile(stack, style, lon, lat, 3)
+        assert _pixels(png, [(px, py)]) == [colours[kind]], (lon, lat)
+    # no tile outside the world
+    base = EmbeddedSuperset(stack["settings"]).url
+    for path in ("/aq-tiles/3/8/0.png", "/aq-tiles/20/0/0.png"):
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(base + path, timeout=30)
+        assert missing.value.code == 404
 
 
 # --- the read-only role ------------------------------------------------------------------------
