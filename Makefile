@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 2
 XDIST = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgroup)
 
-.PHONY: help uv env jvm superset-env java-check dashboards-browser demo demo-live demo-down test test-unit test-integration services-down lint clean bench bench-archive bench-collect bench-dag bench-fuzz bench-warehouse
+.PHONY: help uv env jvm superset-env java-check dashboards-browser demo demo-live demo-down test test-unit test-integration services-down lint clean bench bench-archive bench-collect bench-dag bench-dashboards bench-fuzz bench-warehouse
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -100,6 +100,9 @@ bench-dag: env jvm java-check ## openaq_elt under the embedded scheduler: tiny w
 	@$(VENV)/bin/python benchmarks/bench_dag.py tiny --stream none
 	@$(VENV)/bin/python benchmarks/bench_dag.py world --rows 1000000
 	@$(VENV)/bin/python benchmarks/bench_dag.py world --rows 10000000
+
+bench-dashboards: env superset-env ## the dashboard's chart data requests, cold and warm (results cache), at 10M raw rows (~20 min; quiet machine)
+	@$(VENV)/bin/python benchmarks/bench_dashboards.py --rows 10000000
 
 bench-fuzz: env jvm java-check ## the stream's parser on 1,000,000 fuzzed messages, held to the contract (~25 min)
 	@$(VENV)/bin/python benchmarks/bench_fuzz_parse.py --messages 1000000

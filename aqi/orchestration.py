@@ -165,19 +165,23 @@ def refresh_exports(
 
 def publish(run_id: str, settings: Settings | None = None, echo: Echo = print) -> dict[str, int]:
     """The last step of a successful openaq_elt run: the exports, the AQI alerts of the
-    fresh gold.latest (:func:`aqi.aqi_alerts.update_aqi_alerts`), then the heartbeat that the
-    deadline watchdog (:func:`aqi.alerts.check_deadline`) reads.
+    fresh gold.latest (:func:`aqi.aqi_alerts.update_aqi_alerts`), an empty Superset results
+    cache (:func:`aqi.services.superset_cache.clear_results_cache`: the dashboards show the
+    new data at once), then the heartbeat that the deadline watchdog
+    (:func:`aqi.alerts.check_deadline`) reads.
 
-    One task rather than three: a task is a process start under the scheduler, and the run
+    One task rather than four: a task is a process start under the scheduler, and the run
     has succeeded exactly when its exports and alerts are done.
     """
     from aqi import alerts
     from aqi.aqi_alerts import update_aqi_alerts
     from aqi.services.airflow import ELT_DAG_ID
+    from aqi.services.superset_cache import clear_results_cache
 
     s = settings or load_settings()
     rows = refresh_exports(s, echo)
     update_aqi_alerts(s, run_id, echo)
+    clear_results_cache(s, echo)
     alerts.record_success(s, ELT_DAG_ID, run_id)
     return rows
 

@@ -31,6 +31,7 @@ def temporary_settings() -> Settings:
         "AQ_PG_PORT": str(_free_port()),
         "AQ_KAFKA_PORT": str(_free_port()),
         "AQ_AIRFLOW_PORT": str(_free_port()),
+        "AQ_SUPERSET_PORT": str(_free_port()),
     }
     return load_settings(env, dotenv=None)
 
@@ -43,6 +44,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "AQ_PG_PORT": str(settings.pg_port),
         "AQ_KAFKA_PORT": str(settings.kafka_port),
         "AQ_AIRFLOW_PORT": str(settings.airflow_port),
+        "AQ_SUPERSET_PORT": str(settings.superset_port),
     }
 
 

@@ -11,7 +11,8 @@
 5. ``publish``: CSV files of the changed days of the gold tables (and latest.csv) under
    AQ_HOME/exports; the AQI alerts (gold.aqi_alerts: episodes of NowCast AQI at
    AQ_AQI_ALERT_CATEGORY or worse opened, followed, cleared, each new one notified once);
-   then the heartbeat the ``openaq_watchdog`` DAG reads.
+   Superset's results cache emptied (the dashboards show the new data at once); then the
+   heartbeat the ``openaq_watchdog`` DAG reads.
 
 Transient tasks retry with exponential backoff; a task that fails for good sends the
 configured alerts (AQ_ALERT_*, off by default). Param ``full_refresh`` rebuilds every
@@ -27,7 +28,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 from cosmos import DbtTaskGroup
 
 from aqi import alerts, orchestration
-from aqi.core.config import load_settings
+from aqi.core.config import ELT_INTERVAL_MINUTES, load_settings
 
 #: drain, dbt and exports: a broker, a database or a disk that hiccups gets three more tries
 TRANSIENT_RETRIES = {
@@ -42,7 +43,8 @@ GATE = {"retries": 0}
 
 @dag(
     dag_id="openaq_elt",
-    schedule="*/15 * * * *",
+    # Superset's cached chart results expire with this schedule (aqi/services/superset_cache.py)
+    schedule=f"*/{ELT_INTERVAL_MINUTES} * * * *",
     start_date=datetime(2025, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,

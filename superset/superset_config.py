@@ -13,6 +13,7 @@ naming it, never a built-in default such as Superset's "CHANGE_ME" secret key.
                               PostgreSQL (postgresql+psycopg2://...)
 - SUPERSET_HOME               Superset's data folder (AQ_HOME/superset; compose: the image's
                               /app/superset_home)
+- SUPERSET_RESULTS_CACHE      where chart results are cached (optional: see "results cache")
 - SUPERSET_BASEMAP_ARCHIVE    the npm archive of world-atlas (Natural Earth's countries) the
                               offline map tiles are drawn from (installed by `aqi setup --only
                               superset` into superset/.venv/share/aq-basemap; compose: downloaded
@@ -65,6 +66,33 @@ aq_basemap = _sibling("aq_basemap")
 
 # the metadata database is shared by 2 gunicorn workers and the provisioning command
 SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 5}
+
+# --- results cache: a chart's data is served from here until the next openaq_elt run ---------
+# SUPERSET_RESULTS_CACHE: a folder (embedded: AQ_HOME/superset/cache/results), redis://...
+# (compose) or off; unset = a folder under SUPERSET_HOME. Entries expire after
+# SUPERSET_RESULTS_CACHE_TIMEOUT seconds (openaq_elt's schedule, 900), and the run's publish
+# task empties the cache as soon as new gold data is in (aqi/services/superset_cache.py,
+# whose REDIS_KEY_PREFIX is the prefix below).
+_RESULTS = os.environ.get("SUPERSET_RESULTS_CACHE", "").strip() or os.path.join(
+    DATA_DIR, "cache", "results"
+)
+_RESULTS_TIMEOUT = int(os.environ.get("SUPERSET_RESULTS_CACHE_TIMEOUT", "900"))
+if _RESULTS == "off":
+    DATA_CACHE_CONFIG = {"CACHE_TYPE": "NullCache"}
+elif _RESULTS.startswith(("redis://", "rediss://")):
+    DATA_CACHE_CONFIG = {
+        "CACHE_TYPE": "RedisCache",
+        "CACHE_REDIS_URL": _RESULTS,
+        "CACHE_KEY_PREFIX": "aq_results_",
+        "CACHE_DEFAULT_TIMEOUT": _RESULTS_TIMEOUT,
+    }
+else:
+    DATA_CACHE_CONFIG = {
+        "CACHE_TYPE": "FileSystemCache",
+        "CACHE_DIR": _RESULTS,
+        "CACHE_DEFAULT_TIMEOUT": _RESULTS_TIMEOUT,
+        "CACHE_THRESHOLD": 20000,
+    }
 
 # --- what users may do --------------------------------------------------------------------
 # The warehouse connection uses a role that can only read the gold schema; on top of that,

@@ -55,6 +55,9 @@ STREAM_MAX_OFFSETS_PER_TRIGGER = 250_000
 #: this many records (Spark's maxRecordsPerPartition), so a large batch keeps every core busy
 #: and one task's JVM parsing overlaps another's writing to PostgreSQL (docs/benchmarks.md)
 STREAM_MAX_RECORDS_PER_TASK = 40_000
+#: openaq_elt runs every this many minutes (dags/openaq_elt.py); Superset's cached chart
+#: results expire after as long, and each successful run clears them (aqi/services/superset_cache.py)
+ELT_INTERVAL_MINUTES = 15
 
 #: Every environment variable the project reads -> (default shown to people, description).
 ENV_VARS: dict[str, tuple[str, str]] = {
@@ -89,6 +92,15 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         ),
     ),
     "AQ_SUPERSET_PORT": ("8088", "TCP port of the embedded Superset (dashboards) on 127.0.0.1."),
+    "AQ_SUPERSET_RESULTS_CACHE": (
+        "",
+        (
+            "Superset's cache of chart results: unset = files under AQ_HOME/superset/cache/"
+            "results; redis://[:password@]host:port/db (docker compose: Redis); off = none. "
+            "Expires with openaq_elt's schedule and is cleared when a run publishes. Secret "
+            "(a Redis password)."
+        ),
+    ),
     "AQ_DOCS_PORT": ("8080", "TCP port of the dbt docs site (aqi docs, aqi demo) on 127.0.0.1."),
     "OPENAQ_REQUESTS_PER_MINUTE": (
         "60",
@@ -150,7 +162,13 @@ ENV_VARS: dict[str, tuple[str, str]] = {
 
 #: Variables whose values are never printed or logged in clear.
 SECRET_VARS = frozenset(
-    {"OPENAQ_API_KEY", "AQ_DATABASE_URL", "AQ_ALERT_SMTP_PASSWORD", "AQ_ALERT_WEBHOOK_URL"}
+    {
+        "OPENAQ_API_KEY",
+        "AQ_DATABASE_URL",
+        "AQ_ALERT_SMTP_PASSWORD",
+        "AQ_ALERT_WEBHOOK_URL",
+        "AQ_SUPERSET_RESULTS_CACHE",
+    }
 )
 
 _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-_]+):(\d{1,5})$")
@@ -182,6 +200,8 @@ class Settings:
     airflow_parallelism: int = 4
     superset_port: int = 8088
     docs_port: int = 8080
+    #: Superset's results cache: None = files (superset_results_cache_dir), "off", or redis://
+    superset_results_cache: str | None = field(default=None, repr=False)
     openaq_requests_per_minute: int = 60
     openaq_requests_per_hour: int = 2000
     collect_locations: tuple[int, ...] = ()
@@ -252,6 +272,11 @@ class Settings:
         return self.aq_home / "superset"
 
     @property
+    def superset_results_cache_dir(self) -> Path:
+        """Superset's cached chart results when AQ_SUPERSET_RESULTS_CACHE is unset."""
+        return self.superset_home / "cache" / "results"
+
+    @property
     def exports_dir(self) -> Path:
         """CSV exports of the marts for BI tools other than Superset."""
         return self.aq_home / "exports"
@@ -317,6 +342,7 @@ def load_settings(
         airflow_parallelism=_int("AQ_AIRFLOW_PARALLELISM", get("AQ_AIRFLOW_PARALLELISM"), 1, 64),
         superset_port=_int("AQ_SUPERSET_PORT", get("AQ_SUPERSET_PORT"), 1, 65535),
         docs_port=_int("AQ_DOCS_PORT", get("AQ_DOCS_PORT"), 1, 65535),
+        superset_results_cache=_results_cache(values.get("AQ_SUPERSET_RESULTS_CACHE")),
         openaq_requests_per_minute=_int(
             "OPENAQ_REQUESTS_PER_MINUTE", get("OPENAQ_REQUESTS_PER_MINUTE"), 1, 100_000
         ),
@@ -553,6 +579,22 @@ def parse_country(var: str, raw: str | None) -> str | None:
     if not re.fullmatch(r"[A-Z]{2}", code):
         raise ConfigError(var, f"expected a two-letter ISO country code, got {raw!r}")
     return code
+
+
+def _results_cache(raw: str | None) -> str | None:
+    """AQ_SUPERSET_RESULTS_CACHE: None (files), ``"off"``, or a redis:// / rediss:// URL."""
+    if raw is None:
+        return None
+    if raw.lower() == "off":
+        return "off"
+    parts = urlsplit(raw)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        # not the value itself: it may hold the Redis password
+        raise ConfigError(
+            "AQ_SUPERSET_RESULTS_CACHE",
+            "expected redis://host:port/db (or rediss://), off, or nothing (files under AQ_HOME)",
+        )
+    return raw
 
 
 def parse_alert_category(var: str, raw: str) -> str | None:

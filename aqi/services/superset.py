@@ -56,6 +56,7 @@ from aqi.services.process import (
     stop_process,
     wait_until,
 )
+from aqi.services.superset_cache import RESULTS_CACHE_TIMEOUT_S, results_cache
 
 __all__ = [
     "ADMIN_USER",
@@ -120,6 +121,9 @@ def superset_env(settings: Settings) -> dict[str, str]:
         SUPERSET_SECRET_KEY=get_or_create_secret(settings.secrets_dir, _SECRET_KEY, nbytes=42),
         SUPERSET_METADATA_URI=metadata,
         SUPERSET_HOME=str(settings.superset_home),
+        # chart results, kept until the next openaq_elt run (aqi/services/superset_cache.py)
+        SUPERSET_RESULTS_CACHE=results_cache(settings),
+        SUPERSET_RESULTS_CACHE_TIMEOUT=str(RESULTS_CACHE_TIMEOUT_S),
         # the offline map's borders (installed by `aqi setup --only superset`)
         SUPERSET_BASEMAP_ARCHIVE=str(basemap_archive()),
         FLASK_APP="superset.app:create_app()",

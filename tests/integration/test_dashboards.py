@@ -36,7 +36,9 @@ from warehouse_support import load_raw_events
 
 from aqi.core.connections import database_url
 from aqi.dashboards_bundle import load_bundle
+from aqi.orchestration import publish
 from aqi.services.superset import BUNDLE_DIR, READER_ROLE, EmbeddedSuperset, reader_url
+from aqi.services.superset_cache import RESULTS_CACHE_TIMEOUT_S, clear_results_cache
 from ingestion.simulator import SimulationConfig, simulate
 
 # the module's tests share one costly fixture: one xdist worker runs them all (make test)
@@ -145,6 +147,33 @@ def test_the_native_filters_reach_every_chart(stack: dict) -> None:
     for native in filters.values():
         assert set(native["chartsInScope"]) == chart_ids
     assert filters["Location"]["cascadeParentIds"] == [filters["Country"]["id"]]
+
+
+def test_chart_results_are_cached_until_openaq_elt_publishes(stack: dict) -> None:
+    settings = stack["settings"]
+    api = _api(stack)
+    chart = next(c for c in api.get("/api/v1/dashboard/air-quality/charts")["result"]
+                 if c["slice_name"].startswith("PM2.5, 15-minute"))  # fmt: skip
+    folder = settings.superset_results_cache_dir
+
+    def data() -> dict:
+        (result,) = api.get(f"/api/v1/chart/{chart['id']}/data/")["result"]
+        return result
+
+    clear_results_cache(settings, echo=lambda line: None)
+    cold = data()
+    assert not cold["is_cached"] and cold["rowcount"] > 0  # None: computed, not cached
+    warm = data()
+    assert warm["is_cached"] is True and warm["data"] == cold["data"]
+    # kept until the next openaq_elt run at the latest, in files under AQ_HOME
+    assert warm["cache_timeout"] == RESULTS_CACHE_TIMEOUT_S == 15 * 60
+    assert any(folder.iterdir())
+    # the run's publish task (exports, AQI alerts, then the cache) empties it
+    lines: list[str] = []
+    publish("manual__cache_test", settings, echo=lines.append)
+    assert any(line.startswith("superset results cache: cleared ") for line in lines), lines
+    assert not data()["is_cached"]
+    assert data()["is_cached"] is True
 
 
 # --- re-provisioning ---------------------------------------------------------------------------

@@ -59,6 +59,7 @@ URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/:@\s]*:(?P<password>[^@
 PULLED_IMAGES = {
     "apache/kafka": r"(3\.9|4\.\d+)\.\d+",  # KRaft, single node, a pinned 3.9.x or 4.x
     "postgres": r"16(\.\d+)?",
+    "redis": r"7\.\d+(\.\d+)?",  # Superset's results cache
 }
 BASE_IMAGES = {
     "apache/spark": r"4\.\d+\.\d+(-[\w.]+)?-python3(-[\w.]+)?",
