@@ -157,14 +157,19 @@ _READINGS = f"""
 """
 _THRESHOLD = "array_position(%(categories)s::text[], %(threshold)s::text) - 1"
 
-#: open episodes with a newer or corrected reading that still reaches the threshold
+#: open episodes with a newer or corrected reading: at or above the threshold it updates the
+#: worst category and the peak, below it clears the episode; returns whether each cleared
 _FOLLOW = f"""
     with readings as ({_READINGS})
     update {ALERTS_TABLE} as a set
-        peak_aqi = greatest(a.peak_aqi, r.aqi),
+        peak_aqi = case when r.severity >= {_THRESHOLD}
+            then greatest(a.peak_aqi, r.aqi) else a.peak_aqi end,
         category = case
             when r.severity > array_position(%(categories)s::text[], a.category) - 1
                 then r.aqi_category else a.category end,
+        cleared_at = case when r.severity < {_THRESHOLD}
+            then greatest(r.measured_at, a.since) end,
+        cleared_run_id = case when r.severity < {_THRESHOLD} then %(run_id)s end,
         last_aqi = r.aqi,
         last_category = r.aqi_category,
         last_measured_at = greatest(a.last_measured_at, r.measured_at),
@@ -172,25 +177,9 @@ _FOLLOW = f"""
     from readings as r
     where a.cleared_at is null
       and r.location_id = a.location_id and r.parameter = a.parameter
-      and r.severity >= {_THRESHOLD}
       and (r.measured_at, r.aqi) is distinct from (a.last_measured_at, a.last_aqi)
-      and r.measured_at >= a.since
-"""
-
-#: open episodes whose newest reading is below the threshold
-_CLEAR = f"""
-    with readings as ({_READINGS})
-    update {ALERTS_TABLE} as a set
-        cleared_at = greatest(r.measured_at, a.since),
-        cleared_run_id = %(run_id)s,
-        last_aqi = r.aqi,
-        last_category = r.aqi_category,
-        last_measured_at = greatest(a.last_measured_at, r.measured_at),
-        updated_at = now()
-    from readings as r
-    where a.cleared_at is null
-      and r.location_id = a.location_id and r.parameter = a.parameter
-      and r.severity < {_THRESHOLD}
+      and (r.measured_at >= a.since or r.severity < {_THRESHOLD})
+    returning a.cleared_at is not null
 """
 
 #: pairs at or above the threshold without an open episode
@@ -215,9 +204,9 @@ _OPEN = f"""
 
 
 def _follow(conn: psycopg.Connection, params: dict[str, Any]) -> tuple[int, int]:
-    followed = conn.execute(_FOLLOW, params).rowcount
-    cleared = conn.execute(_CLEAR, params).rowcount
-    return followed, cleared
+    """(episodes followed, episodes cleared) by the pairs' newest readings."""
+    outcomes = [cleared for (cleared,) in conn.execute(_FOLLOW, params).fetchall()]
+    return outcomes.count(False), outcomes.count(True)
 
 
 def _notify(conn: psycopg.Connection, settings: Settings, run_id: str | None) -> tuple[int, int]:
