@@ -95,9 +95,11 @@ function inspect({ chart, drawn, loading, error }) {
   return result;
 }
 
-// Share of a PNG's pixels that differ from its most common colour (colours in 16 levels per
-// channel, so anti-aliasing noise of a blank panel does not count). Runs in a blank page.
-async function inkShare(base64) {
+// What a PNG shows, computed in a blank page: `ink`, the share of its pixels that differ from
+// its most common colour (colours in 16 levels per channel, so anti-aliasing noise of a blank
+// panel does not count), and `shares`, the share of its pixels within `distance` of each named
+// RGB colour of `swatches`.
+async function pixelStats([base64, swatches, distance]) {
   const image = new Image();
   image.src = `data:image/png;base64,${base64}`;
   await image.decode();
@@ -107,27 +109,13 @@ async function inkShare(base64) {
   const context = canvas.getContext('2d', { willReadFrequently: true });
   context.drawImage(image, 0, 0);
   const { data } = context.getImageData(0, 0, canvas.width, canvas.height);
+  const pixels = data.length / 4;
   const counts = new Map();
   for (let i = 0; i < data.length; i += 4) {
     const key = ((data[i] >> 4) << 8) | ((data[i + 1] >> 4) << 4) | (data[i + 2] >> 4);
     counts.set(key, (counts.get(key) ?? 0) + 1);
   }
-  const pixels = data.length / 4;
-  return pixels ? (pixels - Math.max(0, ...counts.values())) / pixels : 0;
-}
-
-// Share of a PNG's pixels within `distance` of each named RGB colour. Runs in a blank page.
-async function swatchShares([base64, swatches, distance]) {
-  const image = new Image();
-  image.src = `data:image/png;base64,${base64}`;
-  await image.decode();
-  const canvas = document.createElement('canvas');
-  canvas.width = image.width;
-  canvas.height = image.height;
-  const context = canvas.getContext('2d', { willReadFrequently: true });
-  context.drawImage(image, 0, 0);
-  const { data } = context.getImageData(0, 0, canvas.width, canvas.height);
-  const pixels = data.length / 4;
+  const ink = pixels ? (pixels - Math.max(0, ...counts.values())) / pixels : 0;
   const shares = {};
   for (const [name, [r, g, b]] of Object.entries(swatches)) {
     let near = 0;
@@ -137,7 +125,7 @@ async function swatchShares([base64, swatches, distance]) {
     }
     shares[name] = pixels ? Math.round((near / pixels) * 100000) / 100000 : 0;
   }
-  return shares;
+  return { ink, shares };
 }
 
 // The swatch shares of every map chart's body (deck.gl), null for the others.
@@ -153,7 +141,7 @@ async function swatches(page, lab, vizTypes, cfg) {
     const target = (await body.count()) > 0 ? body.first() : charts.nth(i);
     const png = await target.screenshot({ timeout: 10000 }).catch(() => null);
     result.push(png
-      ? await lab.evaluate(swatchShares, [png.toString('base64'), cfg.swatches, cfg.swatch_distance ?? 24])
+      ? (await lab.evaluate(pixelStats, [png.toString('base64'), cfg.swatches, cfg.swatch_distance ?? 24])).shares
       : null);
   }
   return result;
@@ -172,7 +160,7 @@ async function inks(page, lab, measure) {
     const body = charts.nth(i).locator(BODY);
     const target = (await body.count()) > 0 ? body.first() : charts.nth(i);
     const png = await target.screenshot({ timeout: 10000 }).catch(() => null);
-    const share = png ? await lab.evaluate(inkShare, png.toString('base64')) : 0;
+    const share = png ? (await lab.evaluate(pixelStats, [png.toString('base64'), {}, 0])).ink : 0;
     result.push(Math.round(share * 10000) / 10000);
   }
   return result;
