@@ -2,7 +2,7 @@
 
 The warehouse names a reading's category in SQL (``dbt_project/macros/aqi.sql``,
 ``aqi_category``); the alert step (:mod:`aqi.aqi_alerts`) compares categories by their rank
-here. tests/unit/test_aqi_alerts.py holds the two lists equal.
+here. tests/unit/test_aqi_alert_rules.py holds the two lists equal.
 
 Public surface: :data:`AQI_CATEGORIES`, :data:`DEFAULT_ALERT_CATEGORY`, :func:`rank`.
 """

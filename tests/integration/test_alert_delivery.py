@@ -192,8 +192,9 @@ def test_a_failed_task_in_airflow_sends_one_email_and_one_webhook_post(
     assert post["path"] == f"/hooks/aqi/{TOKEN}?key={TOKEN}"
     assert post["headers"]["Content-Type"] == "application/json"
     payload = json.loads(post["body"])
+    assert payload["details"] is None  # an AQI alert's episode; none for a failed task
     assert set(payload) == {
-        "event", "dag_id", "run_id", "task_id", "try_number", "message", "log_url", "at"
+        "event", "dag_id", "run_id", "task_id", "try_number", "message", "log_url", "at", "details"
     }  # fmt: skip
     assert payload["event"] == "task_failed"
     assert (payload["dag_id"], payload["task_id"], payload["try_number"]) == (
