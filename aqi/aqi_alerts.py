@@ -40,7 +40,7 @@ from aqi import alerts
 from aqi.core.aqi_categories import AQI_CATEGORIES
 from aqi.core.config import Settings
 from aqi.core.connections import database_url
-from aqi.core.errors import AqiError
+from aqi.core.errors import AqiError, first_line
 from aqi.core.gold_contract import AQI_ALERTS_TABLE, GOLD_SCHEMA
 from aqi.core.migrations import migrate
 
@@ -102,7 +102,7 @@ def update_aqi_alerts(
                 )
             step = _update(conn, settings, threshold, params, run_id)
     except psycopg.Error as exc:
-        raise AqiError(f"aqi alerts: {_first_line(exc)}") from exc
+        raise AqiError(f"aqi alerts: {first_line(exc)}") from exc
     echo(step.line())
     return step
 
@@ -141,7 +141,7 @@ def open_alerts(settings: Settings) -> list[dict[str, Any]]:
             f"aqi alerts: no table {ALERTS_TABLE} yet: run `aqi aqi-alerts` (or aqi db migrate)"
         ) from None
     except psycopg.Error as exc:
-        raise AqiError(f"aqi alerts: {_first_line(exc)}") from exc
+        raise AqiError(f"aqi alerts: {first_line(exc)}") from exc
 
 
 # --- the steps ----------------------------------------------------------------------------
@@ -276,11 +276,6 @@ def _alert(row: dict[str, Any], run_id: str | None) -> alerts.Alert:
         at=iso_utc(datetime.now(UTC)),
         details=details,
     )
-
-
-def _first_line(value: object) -> str:
-    lines = str(value).strip().splitlines()
-    return lines[0] if lines else type(value).__name__
 
 
 def iso_utc(when: datetime) -> str:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from aqi.core.config import ELT_INTERVAL_MINUTES, Settings, mask_url
+from aqi.core.errors import first_line
 
 __all__ = [
     "REDIS_KEY_PREFIX",
@@ -63,8 +64,7 @@ def clear_results_cache(settings: Settings, echo: Echo = print) -> int | None:
             removed = _clear_folder(Path(where))
             shown = where
     except Exception as exc:  # noqa: BLE001 - any failure is reported, not raised
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        line = f"superset results cache: not cleared ({type(exc).__name__}: {first})"
+        line = f"superset results cache: not cleared ({type(exc).__name__}: {first_line(exc)})"
         log.warning(line)
         echo(line)
         return None
