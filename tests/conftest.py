@@ -364,6 +364,39 @@ def private_stack(root: Path, *, kafka_brokers: int = 1) -> Iterator[dict]:
         run_aqi(["services", "down"], env, root, timeout=300)
 
 
+#: the xdist group of the tests on :func:`demo_stack`: one worker starts it once for all
+DEMO_GROUP = "demo"
+
+
+@pytest.fixture(scope="session")
+def demo_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """`aqi demo` once, exactly as a user runs it (3 simulated locations, 2 days, no
+    scheduler), for every test that checks the product end to end or the Airflow DAGs on it.
+
+    One demo instead of one stack per module: the demo already starts PostgreSQL, the broker,
+    Superset and the docs site and runs openaq_elt once (`airflow dags test`), which is what
+    those tests need. Tests using it carry ``xdist_group(DEMO_GROUP)`` so that one worker
+    runs them all. Yields env, cwd, settings, the warehouse url and the demo's output; after
+    the last of them `aqi demo --down` must stop every process the demo started.
+    """
+    from aqi.core.connections import database_url
+
+    root = tmp_path_factory.mktemp("demo")
+    env = isolated_env(root / "aq")
+    settings = load_settings(env, dotenv=None)
+    args = ["demo", "--locations", "3", "--days", "2", "--no-scheduler"]
+    try:
+        result = run_aqi(args, env, root, timeout=1800)
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output[-6000:]
+        yield {"env": env, "cwd": root, "settings": settings, "args": args,
+               "url": database_url(settings), "demo": result}  # fmt: skip
+    finally:
+        down = run_aqi(["demo", "--down"], env, root, timeout=600)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert project_pids(settings) == [], "aqi demo --down left processes running"
+
+
 @contextmanager
 def temporary_database(settings: Settings, prefix: str = "test") -> Iterator[str]:
     """A new, empty database on the embedded server (owned by the app role), dropped after."""

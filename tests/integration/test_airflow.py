@@ -1,30 +1,31 @@
 """The Airflow DAGs on the real stack: DAG files, `airflow dags test`, the GX gate, the REST API.
 
-One private AQ_HOME with its own PostgreSQL, broker and Airflow for the module: simulated
-events go onto Kafka with `aqi replay --simulate`, and everything after that is the real
-path (aqi airflow run-once = `airflow dags test openaq_elt`; aqi airflow up + REST trigger).
+On the stack `aqi demo` left (conftest.demo_stack, shared with the end-to-end test): its
+simulated events went onto Kafka, its step "openaq_elt once" was `aqi airflow run-once`
+(= `airflow dags test openaq_elt`), and everything here is the real path from there (aqi
+airflow run-once again with bad data; aqi airflow up + a REST trigger under the scheduler).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 from alert_sinks import running_http_sink
 from conftest import (
+    DEMO_GROUP,
     REPO_ROOT,
     listening_sockets,
     off_loopback,
-    private_stack,
     project_pids,
     run_aqi,
     warehouse_owner_leaks,
@@ -34,22 +35,18 @@ from aqi.core.config import load_settings
 from aqi.exports import EXPORTED_TABLES
 from aqi.services.airflow import DOCS_SLUG
 
-# the module's tests share one costly fixture: one xdist worker runs them all (make test)
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("airflow")]
+# the module's tests share the demo's stack: one xdist worker runs them all (make test)
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group(DEMO_GROUP)]
 
 GX_TASKS = {"check_raw", "check_gold"}
 PRODUCER = "dbt.dbt_producer_watcher"
 SOURCE_TASK = "dbt.openaq_openaq_measurements_source"
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """Services up in a private AQ_HOME, 2 days of 3 simulated locations on the topic."""
-    with private_stack(tmp_path_factory.mktemp("airflow_stack")) as stack:
-        args = ["replay", "--simulate", "--locations", "3", "--days", "2"]
-        result = run_aqi(args, stack["env"], stack["cwd"])
-        assert result.returncode == 0, result.stderr
-        yield stack
+@pytest.fixture
+def stack(demo_stack: dict) -> dict:
+    """The demo's stack: 2 days of 3 simulated locations streamed, openaq_elt run once."""
+    return demo_stack
 
 
 def _dagbag_report(env: dict[str, str], cwd: Path) -> dict:
@@ -172,10 +169,11 @@ def _gold_counts(url: str) -> dict[str, int]:
 
 
 def test_dags_test_runs_openaq_elt_end_to_end(stack: dict) -> None:
-    result = run_aqi(["airflow", "run-once"], stack["env"], stack["cwd"], timeout=900)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-6000:]
-    assert "openaq_elt succeeded" in output
+    # the demo's step 4 was `aqi airflow run-once`: its one line per task, then the outcome
+    output = stack["demo"].stdout
+    assert "$ aqi airflow run-once" in output and "openaq_elt succeeded" in output
+    for task in ("drain_stream", "check_raw", "dbt.dbt_producer_watcher", "check_gold", "publish"):
+        assert re.search(rf"\bok +{re.escape(task)} ", output), task
 
     with psycopg.connect(stack["url"]) as conn:
         raw = conn.execute("select count(*) from raw.openaq_measurements").fetchone()[0]

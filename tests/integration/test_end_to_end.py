@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 import reference_aqi as ref
 from conftest import (
+    DEMO_GROUP,
     isolated_env,
     listening_sockets,
     off_loopback,
@@ -43,57 +44,49 @@ def _leaderboard(settings) -> pd.DataFrame:
     return pd.DataFrame(body["result"][0]["data"])
 
 
-def test_demo_numbers_match_an_independent_computation(tmp_path: Path) -> None:
-    env = isolated_env(tmp_path / "aq")
-    settings = load_settings(env, dotenv=None)
-    try:
-        first = run_aqi(["demo", "--locations", "3", "--days", "2", "--no-scheduler"], env,
-                        tmp_path, timeout=1800)  # fmt: skip
-        output = first.stdout + first.stderr
-        assert first.returncode == 0, output[-6000:]
-        assert "demo ready" in first.stdout and "superset_admin_password" in first.stdout
+@pytest.mark.xdist_group(DEMO_GROUP)
+def test_demo_numbers_match_an_independent_computation(demo_stack: dict) -> None:
+    env, cwd, settings = demo_stack["env"], demo_stack["cwd"], demo_stack["settings"]
+    first = demo_stack["demo"]
+    assert "demo ready" in first.stdout and "superset_admin_password" in first.stdout
 
-        # what the demo left running (PostgreSQL, Kafka, Superset and all their children)
-        # listens on loopback only
-        sockets = listening_sockets(project_pids(settings))
-        assert {settings.pg_port, settings.kafka_port, settings.superset_port,
-                settings.docs_port} <= {port for *_, port in sockets}, sockets  # fmt: skip
-        assert off_loopback(sockets) == []
-        # every URL the demo prints answers (the dbt docs site with the warehouse's models)
-        urls = re.findall(r"http://127\.0\.0\.1:\d+/", first.stdout)
-        assert f"http://127.0.0.1:{settings.docs_port}/" in urls, first.stdout[-2000:]
-        for url in urls:
-            with urllib.request.urlopen(url, timeout=30) as page:
-                assert page.status == 200, url
-        with urllib.request.urlopen(f"http://127.0.0.1:{settings.docs_port}/") as page:
-            assert b"exceedance_30d" in page.read()
-        events = [r[3] for r in read_topic(kafka_bootstrap_servers(settings), settings.kafka_topic)]
-        assert len({e["location_id"] for e in events}) == 3
-        assert_gold_matches_reference(database_url(settings), events)
+    # what the demo left running (PostgreSQL, Kafka, Superset and all their children)
+    # listens on loopback only
+    sockets = listening_sockets(project_pids(settings))
+    assert {settings.pg_port, settings.kafka_port, settings.superset_port,
+            settings.docs_port} <= {port for *_, port in sockets}, sockets  # fmt: skip
+    assert off_loopback(sockets) == []
+    # every URL the demo prints answers (the dbt docs site with the warehouse's models)
+    urls = re.findall(r"http://127\.0\.0\.1:\d+/", first.stdout)
+    assert f"http://127.0.0.1:{settings.docs_port}/" in urls, first.stdout[-2000:]
+    for url in urls:
+        with urllib.request.urlopen(url, timeout=30) as page:
+            assert page.status == 200, url
+    with urllib.request.urlopen(f"http://127.0.0.1:{settings.docs_port}/") as page:
+        assert b"exceedance_30d" in page.read()
+    events = [r[3] for r in read_topic(kafka_bootstrap_servers(settings), settings.kafka_topic)]
+    assert len({e["location_id"] for e in events}) == 3
+    assert_gold_matches_reference(database_url(settings), events)
 
-        # the dashboard's leaderboard: PM2.5, each location's newest local day
-        valid = ref.valid_readings(events)
-        want = ref.exceedance_30d(ref.daily_avg(valid))
-        want = want[want.parameter == "pm25"]
-        want = want[want.local_date == want.groupby("location_id").local_date.transform("max")]
-        names = {e["location_id"]: e["location_name"] for e in events}
-        want = want.assign(location_name=want.location_id.map(names)).set_index("location_name")
-        got = _leaderboard(settings).set_index("location_name")
-        assert sorted(got.index) == sorted(want.index)
-        for name, row in want.iterrows():
-            assert got.loc[name, "who_exceedance_days"] == row.days_over_who, name
-            assert got.loc[name, "us_exceedance_days"] == row.days_over_us, name
-            assert got.loc[name, "complete_days_total"] == row.complete_days, name
+    # the dashboard's leaderboard: PM2.5, each location's newest local day
+    valid = ref.valid_readings(events)
+    want = ref.exceedance_30d(ref.daily_avg(valid))
+    want = want[want.parameter == "pm25"]
+    want = want[want.local_date == want.groupby("location_id").local_date.transform("max")]
+    names = {e["location_id"]: e["location_name"] for e in events}
+    want = want.assign(location_name=want.location_id.map(names)).set_index("location_name")
+    got = _leaderboard(settings).set_index("location_name")
+    assert sorted(got.index) == sorted(want.index)
+    for name, row in want.iterrows():
+        assert got.loc[name, "who_exceedance_days"] == row.days_over_who, name
+        assert got.loc[name, "us_exceedance_days"] == row.days_over_us, name
+        assert got.loc[name, "complete_days_total"] == row.complete_days, name
 
-        # a second run reuses what exists
-        second = run_aqi(["demo", "--locations", "3", "--days", "2", "--no-scheduler"], env,
-                         tmp_path, timeout=1800)  # fmt: skip
-        assert second.returncode == 0, (second.stdout + second.stderr)[-4000:]
-        assert "reusing the history" in second.stdout
-    finally:
-        down = run_aqi(["demo", "--down"], env, tmp_path, timeout=600)
-    assert down.returncode == 0, down.stdout + down.stderr
-    assert project_pids(settings) == [], "aqi demo --down left processes running"
+    # a second run reuses what exists (`aqi demo --down` after the group's last test: the
+    # fixture's teardown checks it leaves no process behind)
+    second = run_aqi(demo_stack["args"], env, cwd, timeout=1800)
+    assert second.returncode == 0, (second.stdout + second.stderr)[-4000:]
+    assert "reusing the history" in second.stdout
 
 
 def test_live_demo_collects_from_the_api_and_keeps_collecting(tmp_path: Path) -> None:
