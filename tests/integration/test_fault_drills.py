@@ -27,12 +27,12 @@ pytestmark = pytest.mark.integration
 def test_postgres_killed_mid_stream_loses_and_doubles_nothing(tmp_path: Path) -> None:
     with private_stack(tmp_path) as stack:
         env, settings, url = stack["env"], stack["settings"], stack["url"]
-        events = unique_events(120_000, seed=41)
+        events = unique_events(40_000, seed=41)
         with EventProducer(kafka_bootstrap_servers(settings), settings.kafka_topic) as producer:
             producer.send(events)
         # small batches, so that PostgreSQL dies with some batches written and more to come
         stream = subprocess.Popen(
-            [AQI, "stream", "--trigger-seconds", "1", "--max-offsets-per-trigger", "15000"],
+            [AQI, "stream", "--trigger-seconds", "1", "--max-offsets-per-trigger", "5000"],
             env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             start_new_session=True,
         )  # fmt: skip
