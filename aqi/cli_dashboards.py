@@ -120,8 +120,18 @@ def status_cmd(as_json: bool) -> None:
     "--install-browser", is_flag=True,
     help="Install Debian's chromium with apt-get if it is missing (needs root).",
 )  # fmt: skip
+@click.option(
+    "--summary", "summary_path", type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write what was drawn as JSON to this file once every chart has drawn: per "
+    "chart its title, type and share of inked pixels (for CI and scripts).",
+)  # fmt: skip
 def screenshot_cmd(
-    out: Path, width: int, height: int, timeout_s: float, install_browser: bool
+    out: Path,
+    width: int,
+    height: int,
+    timeout_s: float,
+    install_browser: bool,
+    summary_path: Path | None,
 ) -> None:
     """Write a PNG of the "Air quality" dashboard once every chart has drawn.
 
@@ -135,6 +145,9 @@ def screenshot_cmd(
         load_settings(), out, width=width, height=height, timeout_s=timeout_s,
         install_browser=install_browser, echo=click.echo,
     )  # fmt: skip
+    if summary_path is not None:
+        summary_path.parent.mkdir(parents=True, exist_ok=True)
+        summary_path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
     click.echo(
         f"screenshot: {summary['rendered']} of {summary['charts']} charts drawn -> {summary['file']}"
     )

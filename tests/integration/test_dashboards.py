@@ -260,11 +260,15 @@ def test_a_broken_bundle_fails_before_touching_superset(stack: dict, tmp_path: P
 
 
 def test_screenshot_draws_every_chart_without_errors(stack: dict, tmp_path: Path) -> None:
-    from aqi.screenshot import MIN_INK, ensure_chromium, take_screenshot
+    from aqi.screenshot import MIN_INK, ensure_chromium
 
     ensure_chromium(install=True)  # CI: apt-get install -y chromium when root and missing
-    out = tmp_path / "dashboard.png"
-    summary = take_screenshot(stack["settings"], out, echo=lambda line: None)
+    out, summary_file = tmp_path / "dashboard.png", tmp_path / "summary.json"
+    # the command, once: a screenshot costs a browser and a full dashboard load
+    result = _dashboards(stack, "screenshot", str(out), "--summary", str(summary_file))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{BUNDLE.chart_count} of {BUNDLE.chart_count} charts drawn" in result.stdout
+    summary = json.loads(summary_file.read_text())
     assert summary["charts"] == BUNDLE.chart_count
     assert summary["rendered"] == summary["charts"]
     assert summary["errors"] == [] and summary["loading"] == 0
@@ -280,10 +284,6 @@ def test_screenshot_draws_every_chart_without_errors(stack: dict, tmp_path: Path
     # (shares within 24 of the colour: a line blends into land or sea at its edges; the map is
     # ~350,000 pixels, and 0.0005 of it is a few hundred)
     assert shares["border"] > 0.002 and shares["coast"] > 0.0005, shares
-    # the command prints the same count
-    result = _dashboards(stack, "screenshot", str(tmp_path / "cli.png"))
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert f"{BUNDLE.chart_count} of {BUNDLE.chart_count} charts drawn" in result.stdout
 
 
 # --- the offline base map ----------------------------------------------------------------------
