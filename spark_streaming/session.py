@@ -22,6 +22,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from aqi.core.environments import jvm_jars
+from spark_streaming.class_archive import driver_java_options
 
 __all__ = ["DEFAULT_MASTER", "get_spark"]
 
@@ -60,10 +61,14 @@ def get_spark(
     # a deployment may set any of these through PYSPARK_SUBMIT_ARGS (docker-compose binds the
     # driver to 0.0.0.0): it wins over the defaults
     submitted = os.environ.get("PYSPARK_SUBMIT_ARGS", "")
+    java_options = []
     if log_file is not None and "log4j2.configurationFile" not in submitted:
-        defaults["spark.driver.extraJavaOptions"] = (
-            f"-Dlog4j2.configurationFile={_log_config(log_file)}"
-        )
+        java_options.append(f"-Dlog4j2.configurationFile={_log_config(log_file)}")
+    if "SharedArchiveFile" not in submitted:
+        # the driver's classes from the archive `make jvm` wrote (spark_streaming.class_archive)
+        java_options.append(driver_java_options())
+    if any(java_options):
+        defaults["spark.driver.extraJavaOptions"] = " ".join(o for o in java_options if o)
     if "spark.driver.bindAddress" not in submitted:
         # the driver's UI (port 4040) binds to SPARK_LOCAL_IP, or to every interface without it
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")

@@ -13,6 +13,7 @@ from collections import Counter
 from itertools import islice
 from pathlib import Path
 
+import psutil
 import psycopg
 import pyarrow.dataset as ds
 import pytest
@@ -23,6 +24,7 @@ from aqi.core.topics import client_config
 from ingestion.events import validate_event
 from ingestion.producer import EventProducer
 from ingestion.simulator import SimulationConfig, simulate
+from spark_streaming import class_archive
 
 pytestmark = pytest.mark.integration
 
@@ -233,6 +235,12 @@ def test_continuous_stream_stops_cleanly_on_sigterm(
         sockets = listening_sockets([proc.pid])
         assert any(name == "java" and 4040 <= port < 4100 for name, _, _, port in sockets), sockets  # the UI
         assert off_loopback(sockets) == []
+        # the driver's JVM maps the class archive `make jvm` wrote (a faster start)
+        archive = class_archive.archive_path()
+        assert archive is not None and archive.is_file(), "make jvm writes the class archive"
+        (java,) = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                   if p.name() == "java"]  # fmt: skip
+        assert str(archive) in {m.path for m in java.memory_maps()}
         # a second stream on the same checkpoint is refused, not raced
         second = run_aqi(["stream", "--available-now"], env, tmp_path, timeout=120)
         assert second.returncode == 1
