@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 2
 XDIST = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgroup)
 
-.PHONY: help uv env jvm superset-env java-check dashboards-browser demo demo-live demo-down test test-unit test-integration services-down lint clean bench bench-archive bench-collect bench-dag bench-dashboards bench-fuzz bench-warehouse
+.PHONY: help uv env jvm superset-env java-check dashboards-browser demo demo-live demo-down test test-unit test-integration services-down lint clean bench bench-archive bench-collect bench-dag bench-dashboards bench-fuzz bench-stream-start bench-warehouse
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -106,6 +106,9 @@ bench-dashboards: env superset-env ## the dashboard's chart data requests, cold 
 
 bench-fuzz: env jvm java-check ## the stream's parser on 1,000,000 fuzzed messages, held to the contract (~25 min)
 	@$(VENV)/bin/python benchmarks/bench_fuzz_parse.py --messages 1000000
+
+bench-stream-start: env jvm java-check ## the Spark driver's start with and without the class archive of `make jvm` (~2 min; quiet machine)
+	@$(VENV)/bin/python benchmarks/bench_stream_start.py --rounds 4
 
 bench-warehouse: env jvm ## dbt full vs incremental at 1M and 10M raw rows (~30 min; run on a quiet machine)
 	@$(VENV)/bin/python benchmarks/bench_warehouse.py --rows 1000000
