@@ -65,6 +65,7 @@ __all__ = [
     "channels",
     "check_deadline",
     "failure_notifiers",
+    "iso_utc",
     "record_success",
     "send_alert",
 ]
@@ -191,7 +192,7 @@ def alert_from_context(context: Mapping[str, Any], event: str = "task_failed") -
         try_number=int(try_number) if isinstance(try_number, int) else None,
         message=_cut(message),
         log_url=_log_url(ti, dag_id, run_id),
-        at=_iso(datetime.now(UTC)),
+        at=iso_utc(datetime.now(UTC)),
     )
 
 
@@ -217,7 +218,7 @@ class AlertNotifier(BaseNotifier):
             alert = alert_from_context(context)
         except Exception as exc:  # noqa: BLE001 - a context we did not expect: still alert
             log.warning("alert: could not read the failure's context: %s", _first_line(exc))
-            alert = Alert("task_failed", "?", None, None, None, str(exc), None, _iso(_now()))
+            alert = Alert("task_failed", "?", None, None, None, str(exc), None, iso_utc(_now()))
         send_alert(self.settings, alert)
 
 
@@ -245,7 +246,7 @@ def record_success(
     when = _aware(at) if at is not None else _now()
     with _heartbeats(settings) as state:
         entry = state.setdefault(dag_id, {})
-        entry.update(last_success_at=_iso(when), last_success_run_id=run_id)
+        entry.update(last_success_at=iso_utc(when), last_success_run_id=run_id)
         entry.pop("watching_since", None)
 
 
@@ -270,7 +271,7 @@ def check_deadline(
         if entry.get("last_success_at"):
             since, what = entry["last_success_at"], "last success"
         else:
-            since = entry.setdefault("watching_since", _iso(when))
+            since = entry.setdefault("watching_since", iso_utc(when))
             what = "no success recorded since the watch began"
         age = when - datetime.fromisoformat(since)
         status = f"{dag_id}: {what} {since} ({_minutes(age)} ago; deadline {_minutes(deadline)})"
@@ -293,13 +294,13 @@ def check_deadline(
                 f"{_minutes(deadline)}); {what} {since}" + (f" (run {run})" if run else "")
             ),
             log_url=_dag_url(dag_id),
-            at=_iso(when),
+            at=iso_utc(when),
         )
         outcome = send_alert(settings, alert)
         summary = ", ".join(f"{name} {result}" for name, result in outcome.items())
         if "sent" not in outcome.values():
             raise AqiError(f"late, and the alert could not be sent ({summary}): {status}")
-        entry.update(alerted_for=since, alerted_at=_iso(when))
+        entry.update(alerted_for=since, alerted_at=iso_utc(when))
         return f"late, alert sent ({summary}): {status}"
 
 
@@ -428,5 +429,6 @@ def _aware(when: datetime) -> datetime:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
-def _iso(when: datetime) -> str:
+def iso_utc(when: datetime) -> str:
+    """An instant as alerts and their state files write it: UTC ISO 8601 to the second."""
     return when.astimezone(UTC).isoformat(timespec="seconds")

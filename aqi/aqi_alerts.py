@@ -22,7 +22,7 @@ location that stopped reporting change nothing: their episode stays open until a
 below the threshold arrives. The table is created by migration 0005 (aqi/core/sql), not by
 dbt: it is a record of what each run saw, which no rebuild of gold.latest could reproduce.
 
-Public surface: :func:`update_aqi_alerts`, :func:`open_alerts`, :class:`AlertStep`, :func:`iso_utc`,
+Public surface: :func:`update_aqi_alerts`, :func:`open_alerts`, :class:`AlertStep`,
 :data:`ALERTS_TABLE`.
 """
 
@@ -44,7 +44,7 @@ from aqi.core.errors import AqiError, first_line
 from aqi.core.gold_contract import AQI_ALERTS_TABLE, GOLD_SCHEMA
 from aqi.core.migrations import migrate
 
-__all__ = ["ALERTS_TABLE", "AlertStep", "iso_utc", "open_alerts", "update_aqi_alerts"]
+__all__ = ["ALERTS_TABLE", "AlertStep", "open_alerts", "update_aqi_alerts"]
 
 Echo = Callable[[str], None]
 
@@ -245,7 +245,7 @@ def _alert(row: dict[str, Any], run_id: str | None) -> alerts.Alert:
     where = row["location_name"] or f"location {row['location_id']}"
     if row["country_code"]:
         where = f"{where} ({row['country_code']})"
-    since = iso_utc(row["since"])
+    since = alerts.iso_utc(row["since"])
     message = (
         f"{row['category']} air: {where}, {parameter} NowCast AQI {row['peak_aqi']} "
         f"since {since}\n\n"
@@ -273,10 +273,7 @@ def _alert(row: dict[str, Any], run_id: str | None) -> alerts.Alert:
         try_number=None,
         message=message,
         log_url=None,
-        at=iso_utc(datetime.now(UTC)),
+        at=alerts.iso_utc(datetime.now(UTC)),
         details=details,
     )
 
-
-def iso_utc(when: datetime) -> str:
-    return when.astimezone(UTC).isoformat(timespec="seconds")

@@ -910,7 +910,8 @@ def aqi_alerts_cmd(list_only: bool) -> None:
     The episodes are in gold.aqi_alerts (the dashboard's "Open AQI alerts" panel).
     openaq_elt runs this after every successful run; run it by hand after `aqi dbt build`.
     """
-    from aqi.aqi_alerts import iso_utc, open_alerts, update_aqi_alerts
+    from aqi.alerts import iso_utc
+    from aqi.aqi_alerts import open_alerts, update_aqi_alerts
 
     s = settings()
     if not list_only:
