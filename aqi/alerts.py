@@ -31,7 +31,7 @@ must be able to judge, and say so, precisely when the warehouse is what is down.
 
 Public surface: :class:`Alert`, :class:`AlertNotifier`, :func:`failure_notifiers`,
 :func:`send_alert`, :func:`alert_from_context`, :func:`record_success`,
-:func:`check_deadline`, :func:`channels`, :data:`TIMEOUT_S`, :data:`ELT_DAG_ID`.
+:func:`check_deadline`, :func:`channels`, :func:`iso_utc`, :data:`TIMEOUT_S`, :data:`ELT_DAG_ID`.
 """
 
 from __future__ import annotations
