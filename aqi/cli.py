@@ -154,7 +154,7 @@ def setup_cmd(only: str | None, force: bool) -> None:
     jvm: Apache Kafka's broker and Spark's Kafka connector, pinned in jvm/pom.xml, resolved
     from Maven Central with mvn into .venv/share/aq-jvm (once; nothing is downloaded when a
     broker or a stream starts), and a class-data-sharing archive of the stream's Spark
-    driver there (a stream then starts ~3 s sooner). superset: Superset's own environment
+    driver there (a stream then starts ~4 s sooner). superset: Superset's own environment
     from superset/uv.lock (it pins SQLAlchemy 1.4). Safe to run again: only what changed is
     redone.
     """

@@ -1,11 +1,11 @@
-"""A class-data-sharing archive of the Spark driver's classes: a stream starts ~3 s sooner.
+"""A class-data-sharing archive of the Spark driver's classes: a stream starts ~4 s sooner.
 
 Why: every ``aqi stream`` (each Airflow run's ``drain_stream``, the demo, a restart after a
 crash) starts a JVM that loads and verifies ~10,000 Spark classes before it reads a record;
-on 2 cores that is ~6 s and ~18 s of CPU. The JVM's own class-data sharing (CDS, JDK 13+:
-``-XX:ArchiveClassesAtExit`` writes the classes a run loaded, ``-XX:SharedArchiveFile``
-maps them at the next start) cuts it to ~4 s and ~13 s of CPU (docs/benchmarks.md, "Stream
-start"). Nothing about what the stream computes changes: the same classes, loaded from a
+a session and a first small job took 14.5 s and 22.8 s of CPU on 2 cores. The JVM's own
+class-data sharing (CDS, JDK 13+: ``-XX:ArchiveClassesAtExit`` writes the classes a run
+loaded, ``-XX:SharedArchiveFile`` maps them at the next start) cuts that to 10.3 s and
+15.2 s of CPU (docs/benchmarks.md, "Stream start"). Nothing about what the stream computes changes: the same classes, loaded from a
 memory-mapped file instead of the jars.
 
 ``aqi setup --only jvm`` (``make jvm``) writes the archive once with :func:`ensure_archive`,
@@ -72,7 +72,7 @@ def ensure_archive(echo: Callable[[str], None] = print, *, force: bool = False) 
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(f"{target.stem}.{os.getpid()}.tmp")
     staging.unlink(missing_ok=True)
-    echo("spark: writing the class archive of the stream's driver (once, ~30 s) ...")
+    echo("spark: writing the class archive of the stream's driver (once, ~45 s) ...")
     with tempfile.TemporaryDirectory(prefix="aq-cds-") as work:
         result = subprocess.run(
             [sys.executable, "-m", "spark_streaming.class_archive", str(staging)],
