@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 2
 XDIST = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgroup)
 
-.PHONY: help uv env jvm superset-env java-check dashboards-browser demo demo-live demo-down test test-unit test-integration services-down lint clean bench bench-archive bench-collect bench-dag bench-dashboards bench-fuzz bench-stream-start bench-warehouse
+.PHONY: help uv env jvm superset-env java-check dashboards-browser demo demo-live demo-down test test-unit test-integration services-down lint clean bench bench-archive bench-collect bench-dag bench-dashboards bench-driver-jit bench-fuzz bench-stream-start bench-warehouse
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -103,6 +103,9 @@ bench-dag: env jvm java-check ## openaq_elt under the embedded scheduler: tiny w
 
 bench-dashboards: env superset-env ## the dashboard's chart data requests, cold and warm (results cache), at 10M raw rows (~20 min; quiet machine)
 	@$(VENV)/bin/python benchmarks/bench_dashboards.py --rows 10000000
+
+bench-driver-jit: env jvm java-check ## `aqi stream --available-now` with the quick and the full JIT at 5k, 120k and 600k records (~10 min; quiet machine)
+	@$(VENV)/bin/python benchmarks/bench_driver_jit.py --rounds 2
 
 bench-fuzz: env jvm java-check ## the stream's parser on 1,000,000 fuzzed messages, held to the contract (~25 min)
 	@$(VENV)/bin/python benchmarks/bench_fuzz_parse.py --messages 1000000

@@ -9,7 +9,7 @@ each micro-batch is written by :func:`handle_batch` to idempotent sinks (see
 
 Public surface: :class:`StreamOptions`, :func:`run_stream`, :func:`handle_batch`,
 :func:`checkpoint_lock`, :func:`stream_is_running`, :func:`checkpoint_is_caught_up`,
-:func:`check_starting_offsets`.
+:func:`checkpoint_offsets`, :func:`choose_jit`, :func:`check_starting_offsets`.
 """
 
 from __future__ import annotations
@@ -32,12 +32,14 @@ from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 
 from aqi.core.config import (
+    STREAM_JIT_MODES,
     STREAM_MAX_OFFSETS_PER_TRIGGER,
     STREAM_MAX_RECORDS_PER_TASK,
+    STREAM_QUICK_JIT_MAX_BACKLOG,
     STREAM_TRIGGER_SECONDS,
 )
 from aqi.core.errors import AqiError
-from aqi.core.topics import end_offsets
+from aqi.core.topics import KafkaUnavailable, end_offsets
 from spark_streaming.parse import parse_records
 from spark_streaming.sinks import SUMMARY_SCHEMA, BatchMetrics, PostgresSink, write_partition
 
@@ -47,6 +49,8 @@ __all__ = [
     "check_starting_offsets",
     "checkpoint_is_caught_up",
     "checkpoint_lock",
+    "checkpoint_offsets",
+    "choose_jit",
     "handle_batch",
     "run_stream",
     "stream_is_running",
@@ -75,6 +79,8 @@ class StreamOptions:
     query_name: str = QUERY_NAME
     #: Spark's own log (its Java traces), instead of the terminal; None = the terminal
     spark_log: Path | None = None
+    #: the driver JVM's JIT, one of ``STREAM_JIT_MODES`` (see :func:`choose_jit`)
+    jit: str = "auto"
 
 
 def run_stream(options: StreamOptions, echo: Callable[[str], None] = print) -> int:
@@ -164,31 +170,71 @@ def checkpoint_is_caught_up(checkpoint_dir: Path, topic: str, ends: dict[int, in
     """True when the checkpoint's last batch is committed and ended at ``ends`` (the topic's
     end offsets): a stream started now would read nothing, so it need not start at all.
 
+    Anything unexpected (no batch yet, an uncommitted batch to replay, other partitions, an
+    unreadable file) answers False, and the caller runs the stream, which knows what to do.
+    """
+    committed = checkpoint_offsets(checkpoint_dir, topic)
+    return bool(ends) and committed == {int(p): int(o) for p, o in ends.items()}
+
+
+def checkpoint_offsets(checkpoint_dir: Path, topic: str) -> dict[int, int] | None:
+    """Where the checkpoint's last batch ended on ``topic`` (partition -> offset), when that
+    batch is committed; None when there is no batch, the last one is not committed (it will
+    be replayed) or a file cannot be read.
+
     Read from Spark's own checkpoint log: ``offsets/<n>`` holds a version line, the batch
     metadata and then one JSON object per source (``{topic: {partition: end offset}}``), and
-    ``commits/<n>`` exists once batch ``n`` was written to the sinks. Anything unexpected
-    (no batch yet, an uncommitted batch to replay, other partitions, an unreadable file)
-    answers False, and the caller runs the stream, which knows what to do.
+    ``commits/<n>`` exists once batch ``n`` was written to the sinks.
     """
     offsets_dir = checkpoint_dir / "offsets"
     try:
         batches = [int(p.name) for p in offsets_dir.iterdir() if p.name.isdigit()]
     except OSError:
-        return False
-    if not batches or not ends:
-        return False
+        return None
+    if not batches:
+        return None
     last = max(batches)
     if not (checkpoint_dir / "commits" / str(last)).is_file():
-        return False
+        return None
     try:
         lines = (offsets_dir / str(last)).read_text().splitlines()
         done = {}
         for line in lines[2:]:
             done.update(json.loads(line) or {})
-    except (OSError, ValueError):
-        return False
-    committed = {int(p): int(o) for p, o in (done.get(topic) or {}).items()}
-    return committed == {int(p): int(o) for p, o in ends.items()}
+        return {int(p): int(o) for p, o in (done.get(topic) or {}).items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+
+
+def choose_jit(options: StreamOptions, ends: dict[int, int] | None = None) -> tuple[bool, str]:
+    """Whether the driver JVM runs the quick JIT (C1 only), and why, in a few words.
+
+    A JVM's optimising compiler (C2) pays for itself on a long run and costs most of a short
+    one: a drain of a few thousand records took ~40 s of CPU with it and ~24 s without it,
+    as fast or faster up to ~120k records, while at 600k the C2 code was 18% faster
+    (docs/benchmarks.md, "Driver JIT"). So ``auto`` gives an ``--available-now`` drain of at
+    most STREAM_QUICK_JIT_MAX_BACKLOG records the quick JIT, and a continuous stream or a
+    bigger drain the full one. The backlog counts from the checkpoint's last committed batch
+    (from offset 0 without one: at most an overestimate) to ``ends``, the topic's end offsets
+    (asked from the broker when not given; unknown means the full JIT).
+    """
+    if options.jit not in STREAM_JIT_MODES:
+        modes = ", ".join(STREAM_JIT_MODES)
+        raise AqiError(f"--jit: expected one of {modes}, got {options.jit!r}")
+    if options.jit != "auto":
+        return options.jit == "quick", f"--jit {options.jit}"
+    if not options.available_now:
+        return False, "a continuous stream"
+    if ends is None:
+        try:
+            ends = end_offsets(options.bootstrap_servers, options.topic)
+        except KafkaUnavailable:
+            return False, "the backlog is unknown"
+    done = checkpoint_offsets(options.checkpoint_dir, options.topic) or {}
+    backlog = sum(max(0, end - done.get(p, 0)) for p, end in ends.items())
+    quick = backlog <= STREAM_QUICK_JIT_MAX_BACKLOG
+    sign = "<=" if quick else ">"
+    return quick, f"a drain of {backlog:,} records ({sign} {STREAM_QUICK_JIT_MAX_BACKLOG:,})"
 
 
 def _lock_path(checkpoint_dir: Path) -> Path:
@@ -198,12 +244,14 @@ def _lock_path(checkpoint_dir: Path) -> Path:
 def _run_stream(options: StreamOptions, echo: Callable[[str], None]) -> int:
     from spark_streaming.session import get_spark
 
-    spark = get_spark(options.master, log_file=options.spark_log)
+    quick_jit, why = choose_jit(options)
+    spark = get_spark(options.master, log_file=options.spark_log, quick_jit=quick_jit)
     sink = PostgresSink(options.database_url)
     batches = {"count": 0}
     try:
         frame = _kafka_frame(spark, options)
         echo(f"stream: source {SOURCE} on {options.bootstrap_servers} topic {options.topic}")
+        echo(f"stream: driver JIT {'quick (C1 only)' if quick_jit else 'full'}: {why}")
         parsed = parse_records(frame)
 
         def on_batch(batch_df: DataFrame, batch_id: int) -> None:

@@ -7,6 +7,8 @@ environment's interpreter (or they miss pyarrow, see the field notes); Parquet o
 dynamic partition overwrite so that re-running a micro-batch replaces exactly its own files.
 
 Spark's own log goes to a file when asked (``aqi stream``: ``AQ_HOME/logs/spark-stream.log``).
+A short-lived driver may ask for the quick JIT (``quick_jit``: C1 only, :data:`QUICK_JIT`):
+``aqi stream`` does for a small ``--available-now`` drain (:func:`spark_streaming.job.choose_jit`).
 
 Spark's Kafka source is loaded from the jars ``make jvm`` installed (``spark.jars``: on a
 cluster Spark ships them to the executors), never fetched when a stream starts.
@@ -24,9 +26,11 @@ from pyspark.sql import SparkSession
 from aqi.core.environments import jvm_jars
 from spark_streaming.class_archive import driver_java_options
 
-__all__ = ["DEFAULT_MASTER", "get_spark"]
+__all__ = ["DEFAULT_MASTER", "QUICK_JIT", "get_spark"]
 
 DEFAULT_MASTER = "local[*]"
+#: the driver JVM's option for the quick JIT: the C1 compiler only, no C2 (HotSpot)
+QUICK_JIT = "-XX:TieredStopAtLevel=1"
 
 
 def get_spark(
@@ -34,12 +38,15 @@ def get_spark(
     app_name: str = "aqi-stream",
     *,
     log_file: Path | None = None,
+    quick_jit: bool = False,
     **conf: str,
 ) -> SparkSession:
     """Create (or reuse) the session. Extra ``conf`` entries override the defaults.
 
     ``log_file``: Spark's own log (the driver JVM's log4j) goes there instead of the
     terminal, where its Java traces would bury the stream's one-line messages.
+    ``quick_jit``: the driver JVM compiles with C1 only (:data:`QUICK_JIT`), which costs
+    far less CPU on a short run and more on a long one (docs/benchmarks.md, "Driver JIT").
     """
     # pyspark warns about pandas 3 at start; the stream does not use pandas
     warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
@@ -67,6 +74,8 @@ def get_spark(
     if "SharedArchiveFile" not in submitted:
         # the driver's classes from the archive `make jvm` wrote (spark_streaming.class_archive)
         java_options.append(driver_java_options())
+    if quick_jit and "TieredStopAtLevel" not in submitted:
+        java_options.append(QUICK_JIT)
     if any(java_options):
         defaults["spark.driver.extraJavaOptions"] = " ".join(o for o in java_options if o)
     if "spark.driver.bindAddress" not in submitted:

@@ -28,8 +28,10 @@ from aqi.core.aqi_categories import AQI_CATEGORIES, DEFAULT_ALERT_CATEGORY
 __all__ = [
     "ENV_VARS",
     "SECRET_VARS",
+    "STREAM_JIT_MODES",
     "STREAM_MAX_OFFSETS_PER_TRIGGER",
     "STREAM_MAX_RECORDS_PER_TASK",
+    "STREAM_QUICK_JIT_MAX_BACKLOG",
     "STREAM_TRIGGER_SECONDS",
     "ConfigError",
     "Settings",
@@ -55,6 +57,13 @@ STREAM_MAX_OFFSETS_PER_TRIGGER = 250_000
 #: this many records (Spark's maxRecordsPerPartition), so a large batch keeps every core busy
 #: and one task's JVM parsing overlaps another's writing to PostgreSQL (docs/benchmarks.md)
 STREAM_MAX_RECORDS_PER_TASK = 40_000
+#: `aqi stream --available-now` (--jit auto): a drain of at most this many records starts
+#: Spark's driver with the quick JIT (C1 only): ~40% less CPU for a small drain such as each
+#: openaq_elt run's, as fast or faster up to ~120k records, 18% slower at 600k, where the
+#: full JIT's optimised code pays for itself (docs/benchmarks.md, "Driver JIT")
+STREAM_QUICK_JIT_MAX_BACKLOG = 200_000
+#: `aqi stream --jit`: auto (quick for a drain as above, else full), quick, full
+STREAM_JIT_MODES = ("auto", "quick", "full")
 #: openaq_elt runs every this many minutes (dags/openaq_elt.py); Superset's cached chart
 #: results expire after as long, and each successful run clears them (aqi/services/superset_cache.py)
 ELT_INTERVAL_MINUTES = 15

@@ -25,6 +25,7 @@ from ingestion.events import validate_event
 from ingestion.producer import EventProducer
 from ingestion.simulator import SimulationConfig, simulate
 from spark_streaming import class_archive
+from spark_streaming.session import QUICK_JIT
 
 pytestmark = pytest.mark.integration
 
@@ -68,6 +69,12 @@ def _raw_rows(database: str) -> int:
         return conn.execute("select count(*) from raw.openaq_measurements").fetchone()[0]
 
 
+def _driver_jvm(pid: int) -> psutil.Process:
+    """The Spark driver's JVM under the `aqi stream` process ``pid``."""
+    (java,) = [p for p in psutil.Process(pid).children(recursive=True) if p.name() == "java"]
+    return java
+
+
 def _wait_for_rows(database: str, mark: int, proc: subprocess.Popen, deadline_s: float) -> int:
     """Poll the raw table until it holds `mark` rows, the process ends, or the deadline passes."""
     deadline = time.monotonic() + deadline_s
@@ -99,6 +106,9 @@ def test_valid_events_land_once_poison_is_quarantined(
                      tmp_path, timeout=600)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "source kafka on" in result.stdout
+    # a small drain's driver runs the quick JIT (--jit auto)
+    backlog = len(events) + len(poison)
+    assert f"driver JIT quick (C1 only): a drain of {backlog:,} records" in result.stdout
 
     with psycopg.connect(fresh_database) as conn:
         rows = conn.execute(
@@ -186,6 +196,11 @@ def test_kill_9_at_random_points_loses_and_duplicates_nothing(
                     f"run {run}: the stream ended before {mark} rows were loaded "
                     f"(exit {proc.returncode}, {loaded} rows):\n{log.read_text()[-3000:]}"
                 )
+                if run == 0:  # a drain of 60,000 records: the driver JVM compiles with C1
+                    java = _driver_jvm(proc.pid)  # only, and maps the class archive as well
+                    assert QUICK_JIT in java.cmdline()
+                    archive = str(class_archive.archive_path())
+                    assert archive in {m.path for m in java.memory_maps()}
             finally:
                 if proc.poll() is None:
                     os.killpg(proc.pid, signal.SIGKILL)
@@ -238,9 +253,10 @@ def test_continuous_stream_stops_cleanly_on_sigterm(
         # the driver's JVM maps the class archive `make jvm` wrote (a faster start)
         archive = class_archive.archive_path()
         assert archive is not None and archive.is_file(), "make jvm writes the class archive"
-        (java,) = [p for p in psutil.Process(proc.pid).children(recursive=True)
-                   if p.name() == "java"]  # fmt: skip
+        java = _driver_jvm(proc.pid)
         assert str(archive) in {m.path for m in java.memory_maps()}
+        # a continuous stream keeps the full JIT (C2 for the long run)
+        assert QUICK_JIT not in java.cmdline()
         # a second stream on the same checkpoint is refused, not raced
         second = run_aqi(["stream", "--available-now"], env, tmp_path, timeout=120)
         assert second.returncode == 1
@@ -252,6 +268,7 @@ def test_continuous_stream_stops_cleanly_on_sigterm(
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, err
     assert "SIGTERM received, stopping" in out and "stream: stopped after" in out
+    assert "driver JIT full: a continuous stream" in out
     assert "Traceback" not in err
     # Spark's own log goes to a file, not between the stream's lines
     assert (tmp_path / "aq" / "logs" / "spark-stream.log").is_file()
