@@ -45,8 +45,9 @@ def get_spark(
 
     ``log_file``: Spark's own log (the driver JVM's log4j) goes there instead of the
     terminal, where its Java traces would bury the stream's one-line messages.
-    ``quick_jit``: the driver JVM compiles with C1 only (:data:`QUICK_JIT`), which costs
-    far less CPU on a short run and more on a long one (docs/benchmarks.md, "Driver JIT").
+    ``quick_jit``: the driver JVM (and a cluster's executors) compile with C1 only
+    (:data:`QUICK_JIT`), which costs far less CPU on a short run and more on a long one
+    (docs/benchmarks.md, "Driver JIT").
     """
     # pyspark warns about pandas 3 at start; the stream does not use pandas
     warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
@@ -76,6 +77,8 @@ def get_spark(
         java_options.append(driver_java_options())
     if quick_jit and "TieredStopAtLevel" not in submitted:
         java_options.append(QUICK_JIT)
+        # a cluster's executors live as long as the application: a short one too
+        defaults["spark.executor.extraJavaOptions"] = QUICK_JIT
     if any(java_options):
         defaults["spark.driver.extraJavaOptions"] = " ".join(o for o in java_options if o)
     if "spark.driver.bindAddress" not in submitted:

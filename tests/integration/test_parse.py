@@ -36,7 +36,8 @@ KAFKA_SCHEMA = (
 def spark():
     from spark_streaming.session import get_spark
 
-    session = get_spark("local[2]", app_name="aqi-test-parse")
+    # the quick JIT (C1 only), as `aqi stream` gives a small drain: many small jobs
+    session = get_spark("local[2]", app_name="aqi-test-parse", quick_jit=True)
     yield session
     session.stop()
 

@@ -40,7 +40,8 @@ SAMPLE = int(os.environ.get("AQ_FUZZ_SAMPLE", "5000"))
 def spark():
     from spark_streaming.session import get_spark
 
-    session = get_spark("local[2]", app_name="aqi-test-parse-fuzz")
+    # the quick JIT (C1 only), as `aqi stream` gives a small drain: many small jobs
+    session = get_spark("local[2]", app_name="aqi-test-parse-fuzz", quick_jit=True)
     yield session
     session.stop()
 

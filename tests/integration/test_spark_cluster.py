@@ -25,6 +25,7 @@ from conftest import free_port, isolated_env, run_aqi
 from aqi.services.process import port_is_open, wait_until
 from ingestion.producer import EventProducer
 from ingestion.simulator import SimulationConfig, simulate
+from spark_streaming.session import QUICK_JIT
 
 pytestmark = pytest.mark.integration
 
@@ -123,6 +124,10 @@ def test_standalone_cluster_run_equals_local_run(
                                      timeout=900)  # fmt: skip
                 master_log = (tmp_path / "spark" / "master.log").read_text()
                 assert "Registering app aqi-stream" in master_log, master_log
+                # a small drain: the executors, other JVMs, get the driver's quick JIT too
+                launches = [f.read_text() for f in (tmp_path / "spark" / "work").glob("app-*/*/stderr")]
+                assert launches and all(QUICK_JIT in text.split("\n", 1)[0] for text in launches), [
+                    text[:2000] for text in launches]  # fmt: skip
             assert result.returncode == 0, result.stdout + result.stderr
             results[name] = (_raw(url), _quarantine(url), _bronze(tmp_path / name))
     local, cluster = results["local"], results["cluster"]
