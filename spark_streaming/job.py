@@ -210,8 +210,8 @@ def choose_jit(options: StreamOptions, ends: dict[int, int] | None = None) -> tu
     """Whether the driver JVM runs the quick JIT (C1 only), and why, in a few words.
 
     A JVM's optimising compiler (C2) pays for itself on a long run and costs most of a short
-    one: a drain of a few thousand records took ~40 s of CPU with it and ~24 s without it,
-    as fast or faster up to ~120k records, while at 600k the C2 code was 18% faster
+    one: a drain of 5,000 records took ~38 s of CPU with it and ~24 s without it, as fast
+    or faster up to ~120k records, while at 600k the C2 code was ~25% faster
     (docs/benchmarks.md, "Driver JIT"). So ``auto`` gives an ``--available-now`` drain of at
     most STREAM_QUICK_JIT_MAX_BACKLOG records the quick JIT, and a continuous stream or a
     bigger drain the full one. The backlog counts from the checkpoint's last committed batch

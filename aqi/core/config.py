@@ -59,8 +59,8 @@ STREAM_MAX_OFFSETS_PER_TRIGGER = 250_000
 STREAM_MAX_RECORDS_PER_TASK = 40_000
 #: `aqi stream --available-now` (--jit auto): a drain of at most this many records starts
 #: Spark's driver with the quick JIT (C1 only): ~40% less CPU for a small drain such as each
-#: openaq_elt run's, as fast or faster up to ~120k records, 18% slower at 600k, where the
-#: full JIT's optimised code pays for itself (docs/benchmarks.md, "Driver JIT")
+#: openaq_elt run's, as fast or faster up to ~120k records; at 600k the full JIT's optimised
+#: code is ~25% faster and pays for itself (docs/benchmarks.md, "Driver JIT")
 STREAM_QUICK_JIT_MAX_BACKLOG = 200_000
 #: `aqi stream --jit`: auto (quick for a drain as above, else full), quick, full
 STREAM_JIT_MODES = ("auto", "quick", "full")
