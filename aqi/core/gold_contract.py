@@ -6,11 +6,14 @@ each, and their columns and grain come from the same entries. A model added to t
 therefore checked and exported without another list to update.
 
 One gold table is not a dbt model: ``aqi_alerts``, the episodes of unhealthy air that the
-alert step (aqi/aqi_alerts.py) records run after run (migration 0005). :func:`gold_tables`
-lists both kinds, for readers of gold such as the dashboard.
+alert step (aqi/aqi_alerts.py) records run after run (migration 0005). The dashboard's views
+(``models/marts/dashboards/``) are dbt models of the gold schema too, but not gold tables:
+they hold no rows of their own, so the gate does not check them nor the exports write them.
+:func:`gold_tables` lists all three kinds, for readers of gold such as the dashboard.
 
-Public surface: :data:`GOLD_SCHEMA`, :data:`GOLD_MODELS_YML`, :data:`AQI_ALERTS_TABLE`,
-:func:`gold_models`, :func:`gold_tables`, :func:`model_columns`, :func:`model_unique_key`.
+Public surface: :data:`GOLD_SCHEMA`, :data:`GOLD_MODELS_YML`, :data:`DASHBOARD_VIEWS_YML`,
+:data:`AQI_ALERTS_TABLE`, :func:`gold_models`, :func:`dashboard_views`, :func:`gold_tables`,
+:func:`model_columns`, :func:`model_unique_key`.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ from aqi.core.warehouse import DBT_PROJECT_DIR
 
 __all__ = [
     "AQI_ALERTS_TABLE",
+    "DASHBOARD_VIEWS_YML",
     "GOLD_MODELS_YML",
     "GOLD_SCHEMA",
+    "dashboard_views",
     "gold_models",
     "gold_tables",
     "model_columns",
@@ -34,6 +39,10 @@ __all__ = [
 ]
 
 GOLD_MODELS_YML = DBT_PROJECT_DIR / "models" / "marts" / "gold" / "_gold__models.yml"
+#: the dashboard's views of gold (built in the gold schema: dbt_project.yml)
+DASHBOARD_VIEWS_YML = (
+    DBT_PROJECT_DIR / "models" / "marts" / "dashboards" / "_dashboards__models.yml"
+)
 #: the schema dbt builds the gold models in (dbt_project.yml; generate_schema_name keeps it)
 GOLD_SCHEMA = "gold"
 #: the gold table the alert step writes (aqi/core/sql/0005_aqi_alerts.sql), not dbt
@@ -45,9 +54,15 @@ def gold_models(path: Path = GOLD_MODELS_YML) -> tuple[str, ...]:
     return tuple(entry["name"] for entry in _yaml(path).get("models", []))
 
 
+def dashboard_views(path: Path = DASHBOARD_VIEWS_YML) -> tuple[str, ...]:
+    """The dashboard's views of gold documented in their yml, in order."""
+    return tuple(entry["name"] for entry in _yaml(path).get("models", []))
+
+
 def gold_tables(path: Path = GOLD_MODELS_YML) -> tuple[str, ...]:
-    """Every table of the gold schema: the dbt models, then the alert step's table."""
-    return (*gold_models(path), AQI_ALERTS_TABLE)
+    """Every relation of the gold schema: the gold models, the alert step's table, then the
+    dashboard's views."""
+    return (*gold_models(path), AQI_ALERTS_TABLE, *dashboard_views())
 
 
 def model_columns(model: str, path: Path = GOLD_MODELS_YML) -> tuple[str, ...]:

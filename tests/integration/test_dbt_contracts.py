@@ -22,6 +22,7 @@ import pytest
 from conftest import REPO_ROOT, isolated_env, run_aqi
 from warehouse_support import load_raw_events
 
+from aqi.core.gold_contract import dashboard_views
 from ingestion.simulator import SimulationConfig, simulate
 
 pytestmark = pytest.mark.integration
@@ -79,7 +80,8 @@ def test_contract_fails_an_incremental_build_whose_sql_changes_a_type(
         node["name"]: node["config"]
         for node in map(json.loads, (ln for ln in listed.stdout.splitlines() if ln.startswith("{")))
     }
-    assert {name for name, c in configs.items() if c["contract"]["enforced"]} == set(GOLD)
+    enforced = {name for name, c in configs.items() if c["contract"]["enforced"]}
+    assert enforced == set(GOLD) | set(dashboard_views())
 
     _load_days(fresh_database, 2, 1, END)
     _ok(_dbt(tmp_path, fresh_database, "build", *dirs))
@@ -210,13 +212,15 @@ def test_selectors_list_the_expected_nodes(tmp_path: Path, fresh_database: str) 
     def models(nodes: set) -> set[str]:
         return {uid.split(".")[-1] for kind, uid, _ in nodes if kind == "model"}
 
-    assert models(gold) == set(GOLD)
+    # gold's views go with gold: a full refresh of gold drops them (cascade) and rebuilds them
+    assert models(gold) == set(GOLD) | set(dashboard_views())
     assert models(silver) == {"measurements", "rejected_measurements"}
-    for selected, folder in ((gold, "models/marts/gold/"), (silver, "models/marts/silver/")):
+    gold_folders = ("models/marts/gold/", "models/marts/dashboards/")
+    for selected, folders in ((gold, gold_folders), (silver, ("models/marts/silver/",))):
         tests = {n for n in everything if n[0] in ("test", "unit_test")
-                 and n[2].startswith(folder)}  # fmt: skip
+                 and n[2].startswith(folders)}  # fmt: skip
         assert tests and tests <= selected  # every test of those models
-        assert all(n[2].startswith(folder) for n in selected)  # and nothing else
+        assert all(n[2].startswith(folders) for n in selected)  # and nothing else
     assert {"seed", "source", "model", "test", "unit_test"} <= {n[0] for n in everything}
 
 

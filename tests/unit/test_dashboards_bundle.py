@@ -156,7 +156,8 @@ def test_validation_finds_a_password_and_sql_outside_gold(bundle: Bundle) -> Non
         (database,) = b.objects["databases"].values()
         database["sqlalchemy_uri"] = "postgresql+psycopg2://aq_superset:hunter2@h:5432/aq"
         dataset = _file(b, "datasets", "aq_gold/pm25_15min_by_location.yaml")
-        dataset["sql"] += " join raw.openaq_measurements as r on true"
+        # a SQL dataset that reads outside gold
+        dataset["sql"] = "select * from gold.pm25_15min join raw.openaq_measurements on true"
 
     problems = _broken(bundle, leak)
     assert any("holds a password" in p for p in problems)

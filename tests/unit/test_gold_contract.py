@@ -9,8 +9,10 @@ import pytest
 
 from aqi.core.gold_contract import (
     AQI_ALERTS_TABLE,
+    DASHBOARD_VIEWS_YML,
     GOLD_MODELS_YML,
     GOLD_SCHEMA,
+    dashboard_views,
     gold_models,
     gold_tables,
     model_columns,
@@ -43,9 +45,20 @@ def test_the_gate_and_the_exports_cover_every_gold_model() -> None:
 def test_the_dashboard_reads_only_gold_tables() -> None:
     needed = load_bundle(BUNDLE_DIR).gold_tables()
     assert needed and set(needed) <= set(gold_tables())
-    assert set(gold_tables()) - set(gold_models()) == {AQI_ALERTS_TABLE}
+    assert set(gold_tables()) - set(gold_models()) == {AQI_ALERTS_TABLE, *dashboard_views()}
     migration = (MIGRATIONS_DIR / "0005_aqi_alerts.sql").read_text()
     assert f"create table if not exists {GOLD_SCHEMA}.{AQI_ALERTS_TABLE} (" in migration
+
+
+def test_the_dashboard_reads_physical_datasets_only() -> None:
+    """A SQL ("virtual") dataset costs a new warehouse connection on every chart request,
+    even one answered from the results cache: its shape is a dbt view of gold instead."""
+    datasets = dict(load_bundle(BUNDLE_DIR).items("datasets"))
+    virtual = [name for name, dataset in datasets.items() if dataset.get("sql")]
+    assert datasets and virtual == []
+    views = {p.stem for p in DASHBOARD_VIEWS_YML.parent.glob("*.sql")}
+    assert set(dashboard_views()) == views
+    assert views - {"location_names"} <= set(load_bundle(BUNDLE_DIR).gold_tables())
 
 
 def test_gold_tables_of_a_bundle_come_from_its_datasets(tmp_path: Path) -> None:
