@@ -13,6 +13,9 @@ Secrets arrive as one JSON document on stdin, never on the command line:
 
 What it does, every time (idempotent):
 
+0. installs the triggers that number the changes of roles and permissions, so that gunicorn's
+   workers know when the permission answers they keep in memory are out of date
+   (aq_security.py);
 1. creates the admin user, or resets its password when it differs from the given one;
 2. imports the bundle with Superset's ImportAssetsCommand (what `POST /api/v1/assets/import/`
    runs): every database, dataset, chart and dashboard is created or overwritten by its UUID,
@@ -256,10 +259,15 @@ def main() -> None:
 
     app = create_app()
     with app.app_context(), app.test_request_context():
+        import aq_security
         from superset.connectors.sqla.models import SqlaTable
         from superset.models.core import Database
         from superset.models.slice import Slice
 
+        from superset import db
+
+        # the triggers that tell gunicorn's workers a role changed (aq_security.py)
+        aq_security.install(db.session)
         g.user = ensure_admin(request["admin"]["username"], request["admin"]["password"])
         import_bundle(contents, passwords)
         deleted = prune(wanted)

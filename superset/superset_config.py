@@ -117,6 +117,17 @@ if DBEventLogger is not None:
 
     EVENT_LOGGER = RequestEventLogger()
 
+# --- permission checks: answered from memory while the roles' permissions are unchanged -------
+# Every request, a cached chart's included, asks Flask-AppBuilder whether the public role and
+# then the user's roles may call it, read all databases, all datasources, the dataset: five to
+# seven queries of the metadata database. aq_security.py (next to this file) keeps the answers
+# per gunicorn worker and role, and a request reads one number first: triggers that
+# provision.py installs change it with any change of roles, permissions or view menus, so a
+# change made anywhere (UI, API, CLI, SQL) applies from the next request, in every worker.
+aq_security = _sibling("aq_security")
+if DBEventLogger is not None:  # (Superset is installed: see the event log above)
+    CUSTOM_SECURITY_MANAGER = aq_security.security_manager_class()
+
 # --- what users may do --------------------------------------------------------------------
 # The warehouse connection uses a role that can only read the gold schema; on top of that,
 # its database object (superset/bundle/databases/) allows no DML, uploads or CREATE TABLE AS.

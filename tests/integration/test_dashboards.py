@@ -36,9 +36,17 @@ from superset_support import Api, superset_api
 from warehouse_support import load_raw_events
 
 from aqi.core.connections import database_url
+from aqi.core.environments import superset_env_dir
 from aqi.dashboards_bundle import load_bundle
 from aqi.orchestration import publish
-from aqi.services.superset import BUNDLE_DIR, READER_ROLE, EmbeddedSuperset, reader_url
+from aqi.services.superset import (
+    ANALYST_ROLE,
+    BUNDLE_DIR,
+    READER_ROLE,
+    EmbeddedSuperset,
+    reader_url,
+    superset_env,
+)
 from aqi.services.superset_cache import RESULTS_CACHE_TIMEOUT_S, clear_results_cache
 from ingestion.simulator import SimulationConfig, simulate
 
@@ -46,6 +54,7 @@ from ingestion.simulator import SimulationConfig, simulate
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("dashboards")]
 
 BUNDLE = load_bundle(BUNDLE_DIR)
+PERMISSION_PROBE = Path(__file__).parents[1] / "superset_permission_probe.py"
 GOLD = ["latest", "pm25_15min", "daily_avg", "exceedance_30d", "aqi_alerts"]
 
 
@@ -484,6 +493,67 @@ def test_the_analyst_views_and_explores_gold_and_changes_nothing(stack: dict) ->
         assert status in (401, 403, 404), f"the analyst could {what}: {status} {answer}"
     assert admin.get(f"/api/v1/chart/{chart_id}")["result"]["slice_name"] == charts[0][
         "slice_name"]  # fmt: skip
+
+
+def test_permission_answers_are_kept_until_a_role_changes(stack: dict) -> None:
+    """superset/aq_security.py in Superset itself (tests/superset_permission_probe.py): a
+    request asks the metadata database once for the roles' version, then answers from the
+    worker's memory what an earlier request asked; the same answers as Superset's own."""
+    result = subprocess.run(
+        [str(superset_env_dir() / "bin" / "python"), str(PERMISSION_PROBE)],
+        env=superset_env(stack["settings"]), capture_output=True, text=True, timeout=300,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    probe = json.loads(result.stdout.strip().splitlines()[-1])
+    assert probe["manager"] == "RememberingSecurityManager"
+    first, again, after_sql, changing = probe["requests"]
+    checks = len(probe["reference"])
+    # every answer is Superset's own, and the analyst's role is not all-powerful
+    assert all(r["answers"] == probe["reference"] for r in probe["requests"]), probe
+    assert True in probe["reference"] and False in probe["reference"], probe
+    assert first["statements"] > checks, probe  # asked the database
+    assert again["statements"] == 1, probe  # only the version number
+    assert after_sql["statements"] > checks, probe  # the version changed: asked again
+    assert changing["statements"] > checks, probe  # this request changed a role
+
+
+def test_a_permission_revoked_with_plain_sql_is_refused_at_the_next_request(stack: dict) -> None:
+    """The triggers number a change made outside Superset too; every gunicorn worker (requests
+    land on either) refuses at once what its memory allowed a moment ago, and allows it again."""
+    settings = stack["settings"]
+    secret = settings.secrets_dir / "superset_analyst_password"
+    analyst = Api(EmbeddedSuperset(settings).url, "analyst", secret.read_text().strip())
+    dataset = analyst.get("/api/v1/dataset/?q=(page_size:100)")["result"][0]
+
+    def explore() -> int:
+        status, _ = analyst.call("POST", "/api/v1/chart/data", {
+            "datasource": {"id": dataset["id"], "type": "table"},
+            "queries": [{"columns": ["location_id"], "row_limit": 1}],
+            "result_format": "json", "result_type": "full",
+        })  # fmt: skip
+        return status
+
+    assert [explore() for _ in range(8)] == [200] * 8
+    with psycopg.connect(database_url(settings, "superset"), autocommit=True) as conn:
+        revoked = conn.execute(
+            "delete from ab_permission_view_role pvr "
+            "using ab_role r, ab_permission_view pv, ab_permission p, ab_view_menu v "
+            "where pvr.role_id = r.id and r.name = %s and pvr.permission_view_id = pv.id "
+            "and pv.permission_id = p.id and p.name = 'datasource_access' "
+            "and pv.view_menu_id = v.id and v.name like %s "
+            "returning pvr.id, pvr.permission_view_id, pvr.role_id",
+            (ANALYST_ROLE, f"%(id:{dataset['id']})"),
+        ).fetchall()
+        assert len(revoked) == 1, revoked
+        try:
+            assert [explore() for _ in range(8)] == [403] * 8
+        finally:
+            conn.execute(
+                "insert into ab_permission_view_role (id, permission_view_id, role_id) "
+                "values (%s, %s, %s)", revoked[0],
+            )  # fmt: skip
+    assert [explore() for _ in range(8)] == [200] * 8
 
 
 def test_the_grants_survive_a_full_refresh(stack: dict) -> None:

@@ -839,10 +839,8 @@ def test_superset_runs_the_projects_settings_file(tmp_path, monkeypatch):
 
 def test_superset_draws_the_same_offline_borders_as_the_embedded_one():
     """The image downloads the world-atlas archive superset/aq_basemap.py pins (version and
-    SHA-256, checked at build time) to where SUPERSET_BASEMAP_ARCHIVE points, and the module
-    is mounted next to the settings file that loads it."""
+    SHA-256, checked at build time) to where SUPERSET_BASEMAP_ARCHIVE points."""
     from aqi.core.environments import _basemap_pins
-    from aqi.services.superset import CONFIG_PATH
 
     package, version, sha256 = _basemap_pins()
     for name in superset_services():
@@ -868,10 +866,22 @@ def test_superset_draws_the_same_offline_borders_as_the_embedded_one():
         written = re.findall(r'"(/[^"]+\.tgz)"', download)
         env = environment(svc)
         assert [expand(w) for w in written] == [env.get("SUPERSET_BASEMAP_ARCHIVE")], name
+
+
+def test_superset_mounts_every_module_its_settings_load_next_to_them():
+    """superset_config.py loads modules from its own folder (`_sibling`: the offline map,
+    the security manager): each is mounted, read-only, next to the mounted settings file."""
+    from aqi.services.superset import CONFIG_PATH
+
+    siblings = re.findall(r'_sibling\("(\w+)"\)', CONFIG_PATH.read_text())
+    assert {"aq_basemap", "aq_security"} <= set(siblings)
+    for name in superset_services():
+        svc = services()[name]
         config = bind_target(svc, CONFIG_PATH.relative_to(ROOT).as_posix())
-        module = bind_target(svc, "superset/aq_basemap.py")
-        assert module == config.rsplit("/", 1)[0] + "/aq_basemap.py", name
-        assert volume_at(svc, module)[1], f"{name}: the module should be read-only"
+        for sibling in siblings:
+            module = bind_target(svc, f"superset/{sibling}.py")
+            assert module == config.rsplit("/", 1)[0] + f"/{sibling}.py", (name, sibling)
+            assert volume_at(svc, module)[1], f"{name}: {sibling}.py should be read-only"
 
 
 def test_superset_provisions_the_bundle_at_start_as_the_read_only_role():
