@@ -51,18 +51,18 @@ AQI_ALERTS_TABLE = "aqi_alerts"
 
 def gold_models(path: Path = GOLD_MODELS_YML) -> tuple[str, ...]:
     """The models documented in the gold yml, in order."""
-    return tuple(entry["name"] for entry in _yaml(path).get("models", []))
+    return _model_names(path)
 
 
 def dashboard_views(path: Path = DASHBOARD_VIEWS_YML) -> tuple[str, ...]:
     """The dashboard's views of gold documented in their yml, in order."""
-    return tuple(entry["name"] for entry in _yaml(path).get("models", []))
+    return _model_names(path)
 
 
-def gold_tables(path: Path = GOLD_MODELS_YML) -> tuple[str, ...]:
+def gold_tables(path: Path = GOLD_MODELS_YML, views: Path = DASHBOARD_VIEWS_YML) -> tuple[str, ...]:
     """Every relation of the gold schema: the gold models, the alert step's table, then the
     dashboard's views."""
-    return (*gold_models(path), AQI_ALERTS_TABLE, *dashboard_views())
+    return (*gold_models(path), AQI_ALERTS_TABLE, *dashboard_views(views))
 
 
 def model_columns(model: str, path: Path = GOLD_MODELS_YML) -> tuple[str, ...]:
@@ -92,5 +92,9 @@ def _model(model: str, path: Path) -> dict[str, Any]:
 
 
 @cache
+def _model_names(path: Path) -> tuple[str, ...]:
+    return tuple(entry["name"] for entry in _yaml(path).get("models", []))
+
+
 def _yaml(path: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
