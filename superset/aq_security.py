@@ -50,7 +50,7 @@ _ANSWERS = "_aq_permission_answers"  # the request's answers, on flask.g
 _UNCACHED = object()  # flask.g marker: this request asks the database for every check
 
 
-def install_sql() -> list[str]:
+def _install_sql() -> list[str]:
     """The statements :func:`install` runs (idempotent; PostgreSQL)."""
     statements = [
         (
@@ -84,7 +84,7 @@ def install(session) -> bool:
 
     if session.get_bind().dialect.name != "postgresql":
         return False
-    for statement in install_sql():
+    for statement in _install_sql():
         session.execute(text(statement))
     session.commit()
     return True

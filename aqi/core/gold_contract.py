@@ -91,10 +91,10 @@ def _model(model: str, path: Path) -> dict[str, Any]:
     raise LookupError(f"{path}: no model named {model!r}")
 
 
-@cache
 def _model_names(path: Path) -> tuple[str, ...]:
     return tuple(entry["name"] for entry in _yaml(path).get("models", []))
 
 
+@cache
 def _yaml(path: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text(encoding="utf-8")) or {}

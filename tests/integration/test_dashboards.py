@@ -41,9 +41,11 @@ from aqi.dashboards_bundle import load_bundle
 from aqi.orchestration import publish
 from aqi.services.superset import (
     ANALYST_ROLE,
+    ANALYST_USER,
     BUNDLE_DIR,
     READER_ROLE,
     EmbeddedSuperset,
+    analyst_password,
     reader_url,
     superset_env,
 )
@@ -84,6 +86,21 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
 def _api(stack: dict) -> Api:
     return superset_api(stack["settings"])
+
+
+def _analyst(stack: dict) -> Api:
+    """The analyst's API session, with the password `up` generated."""
+    settings = stack["settings"]
+    return Api(EmbeddedSuperset(settings).url, ANALYST_USER, analyst_password(settings))
+
+
+def _explore(api: Api, dataset_id: int, rows: int) -> tuple[int, dict | str]:
+    """A query of the user's own on a dataset, as Explore sends it."""
+    return api.call("POST", "/api/v1/chart/data", {
+        "datasource": {"id": dataset_id, "type": "table"},
+        "queries": [{"columns": ["location_id"], "row_limit": rows}],
+        "result_format": "json", "result_type": "full",
+    })  # fmt: skip
 
 
 def _metadata_counts(stack: dict) -> dict[str, dict[str, int]]:
@@ -444,7 +461,7 @@ def test_the_analyst_views_and_explores_gold_and_changes_nothing(stack: dict) ->
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600
     assert f"user analyst (view, filter, explore; no editing, no SQL Lab), password in {secret}" \
         in stack["up"]  # fmt: skip
-    analyst = Api(EmbeddedSuperset(settings).url, "analyst", secret.read_text().strip())
+    analyst = _analyst(stack)
     admin = _api(stack)
 
     # views the dashboard: every chart's data, and with the native filters' values
@@ -461,11 +478,7 @@ def test_the_analyst_views_and_explores_gold_and_changes_nothing(stack: dict) ->
     assert sorted(d["id"] for d in datasets) == sorted(d["id"] for d in every)
     assert len(datasets) == len(BUNDLE.by_uuid("datasets")) > 0
     for dataset in datasets:
-        status, body = analyst.call("POST", "/api/v1/chart/data", {
-            "datasource": {"id": dataset["id"], "type": "table"},
-            "queries": [{"columns": ["location_id"], "row_limit": 5}],
-            "result_format": "json", "result_type": "full",
-        })  # fmt: skip
+        status, body = _explore(analyst, dataset["id"], rows=5)
         assert status == 200 and body["result"][0]["rowcount"] > 0, (dataset, body)
 
     # changes nothing: no chart saved, edited or deleted, no dashboard edited, no SQL Lab
@@ -522,17 +535,11 @@ def test_a_permission_revoked_with_plain_sql_is_refused_at_the_next_request(stac
     """The triggers number a change made outside Superset too; every gunicorn worker (requests
     land on either) refuses at once what its memory allowed a moment ago, and allows it again."""
     settings = stack["settings"]
-    secret = settings.secrets_dir / "superset_analyst_password"
-    analyst = Api(EmbeddedSuperset(settings).url, "analyst", secret.read_text().strip())
+    analyst = _analyst(stack)
     dataset = analyst.get("/api/v1/dataset/?q=(page_size:100)")["result"][0]
 
     def explore() -> int:
-        status, _ = analyst.call("POST", "/api/v1/chart/data", {
-            "datasource": {"id": dataset["id"], "type": "table"},
-            "queries": [{"columns": ["location_id"], "row_limit": 1}],
-            "result_format": "json", "result_type": "full",
-        })  # fmt: skip
-        return status
+        return _explore(analyst, dataset["id"], rows=1)[0]
 
     assert [explore() for _ in range(8)] == [200] * 8
     with psycopg.connect(database_url(settings, "superset"), autocommit=True) as conn:
