@@ -61,11 +61,13 @@ START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 60.0
 Echo = Callable[[str], None]
 
-_JVM_OPTIONS = (
-    f"-Xms{HEAP}", f"-Xmx{HEAP}", "-XX:MaxMetaspaceSize=256m",
+_HEAP_OPTIONS = (f"-Xms{HEAP}", f"-Xmx{HEAP}", "-XX:MaxMetaspaceSize=256m")
+#: Kafka's own collector settings (kafka-run-class.sh); KAFKA_JVM_PERFORMANCE_OPTS replaces
+#: them, as it does there (the tests' short-lived brokers take C1 and the serial collector)
+_PERFORMANCE_OPTIONS = (
     "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35",
-    "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
 )  # fmt: skip
+_OTHER_OPTIONS = ("-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true")
 #: root WARN keeps a laptop's log small; the lines that say the node started are kept
 _LOG4J = """\
 # written by aqi (aqi/services/kafka.py): everything to stdout, which is AQ_HOME/logs/{log}
@@ -326,6 +328,11 @@ class EmbeddedKafka:
         )
         return path
 
+    def _jvm_options(self) -> tuple[str, ...]:
+        """The node JVM's options: heap, then KAFKA_JVM_PERFORMANCE_OPTS or Kafka's own."""
+        performance = self.settings.kafka_jvm_performance_opts or _PERFORMANCE_OPTIONS
+        return (*_HEAP_OPTIONS, *performance, *_OTHER_OPTIONS)
+
     def _format(self, layout: KafkaLayout, node: KafkaNode, classpath: str, echo: Echo) -> None:
         """Write the node's configuration; format its log directory the first time only."""
         config = self._write_config(layout, node)
@@ -333,7 +340,7 @@ class EmbeddedKafka:
             return
         echo(f"kafka: formatting {self._node_dir(node) / 'data'} (cluster {layout.cluster_id})")
         result = subprocess.run(
-            [_java(), *_JVM_OPTIONS, "-cp", classpath,
+            [_java(), *self._jvm_options(), "-cp", classpath,
              f"-Dlog4j2.configurationFile={self._node_dir(node) / 'log4j2.properties'}",
              "kafka.tools.StorageTool", "format", "--cluster-id", layout.cluster_id,
              "--config", str(config)],
@@ -346,7 +353,7 @@ class EmbeddedKafka:
     def _start(self, node: KafkaNode, classpath: str) -> subprocess.Popen[bytes]:
         folder = self._node_dir(node)
         proc = spawn_daemon(
-            [_java(), *_JVM_OPTIONS, "-cp", classpath,
+            [_java(), *self._jvm_options(), "-cp", classpath,
              f"-Dlog4j2.configurationFile={folder / 'log4j2.properties'}",
              "kafka.Kafka", str(folder / "server.properties")],
             log_path=self._log_path(node),

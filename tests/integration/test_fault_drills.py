@@ -32,7 +32,9 @@ def test_postgres_killed_mid_stream_loses_and_doubles_nothing(tmp_path: Path) ->
             producer.send(events)
         # small batches, so that PostgreSQL dies with some batches written and more to come
         stream = subprocess.Popen(
-            [AQI, "stream", "--trigger-seconds", "1", "--max-offsets-per-trigger", "5000"],
+            # the quick JIT: this driver lives a minute, where C2 costs more than it gives
+            [AQI, "stream", "--trigger-seconds", "1", "--max-offsets-per-trigger", "5000",
+             "--jit", "quick"],
             env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             start_new_session=True,
         )  # fmt: skip

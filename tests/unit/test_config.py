@@ -121,3 +121,27 @@ def test_env_example_documents_every_variable() -> None:
         if "=" in line and not line.lstrip().startswith("#")
     }
     assert set(ENV_VARS) <= assigned
+
+
+def test_kafka_jvm_performance_opts_replace_kafkas_collector_settings(tmp_path: Path) -> None:
+    from aqi.services.kafka import EmbeddedKafka
+
+    home = {"AQ_HOME": str(tmp_path)}
+    default = EmbeddedKafka(load_settings(home, dotenv=None))._jvm_options()
+    assert "-XX:+UseG1GC" in default and "-Xmx512m" in default
+    value = "-XX:TieredStopAtLevel=1  -XX:+UseSerialGC '-Dsome.path=a b'"
+    settings = load_settings({**home, "KAFKA_JVM_PERFORMANCE_OPTS": value}, dotenv=None)
+    assert settings.kafka_jvm_performance_opts == (
+        "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Dsome.path=a b"
+    )  # fmt: skip
+    options = EmbeddedKafka(settings)._jvm_options()
+    assert "-XX:+UseG1GC" not in options and "-XX:+UseSerialGC" in options
+    assert "-Xmx512m" in options and "-XX:+ExitOnOutOfMemoryError" in options
+
+
+@pytest.mark.parametrize("value", ["UseSerialGC", "-Xmx1g 'unclosed"])
+def test_kafka_jvm_performance_opts_that_are_not_jvm_options_are_refused(
+    tmp_path: Path, value: str
+) -> None:
+    with pytest.raises(ConfigError, match="^KAFKA_JVM_PERFORMANCE_OPTS: expected JVM options"):
+        load_settings({"AQ_HOME": str(tmp_path), "KAFKA_JVM_PERFORMANCE_OPTS": value}, dotenv=None)
