@@ -126,6 +126,10 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "SCARF_ANALYTICS": "false",
         "DO_NOT_TRACK": "1",
         "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+        # Cosmos keeps dbt's partial-parse state here (default: the machine's /tmp/cosmos):
+        # one AQ_HOME's database must not make another's next dbt call parse the whole
+        # project again, nor two installations write one file at once
+        "AIRFLOW__COSMOS__CACHE_DIR": str(settings.airflow_home / "cosmos-cache"),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
         "GX_ANALYTICS_ENABLED": "false",
         # Cosmos' plugin shows the dbt docs site (aqi docs) in the UI: Browse > dbt docs

@@ -725,6 +725,7 @@ AIRFLOW_IMAGE_DEFAULTS = {
     "AIRFLOW__API__PORT": "the image's 8080 (EXECUTION_API_SERVER_URL is checked against it)",
     "AIRFLOW__API__BASE_URL": "relative URLs; the UI is reached through the published port",
     "PATH": "the Dockerfile puts the project's venv first",
+    "AIRFLOW__COSMOS__CACHE_DIR": "one installation per container: Cosmos' default /tmp/cosmos",
 }
 
 
@@ -747,6 +748,9 @@ def test_airflow_tasks_get_the_environment_of_the_embedded_airflow(tmp_path, mon
         if first[k] == second[k] and str(ROOT) not in first[k]
     }
     assert {"AIRFLOW__COSMOS__ENABLE_TELEMETRY", "GX_ANALYTICS_ENABLED"} <= constant
+    # Cosmos' partial-parse cache is each installation's own, not the machine's /tmp/cosmos
+    assert first["AIRFLOW__COSMOS__CACHE_DIR"].startswith(first["AIRFLOW_HOME"])
+    assert first["AIRFLOW__COSMOS__CACHE_DIR"] != second["AIRFLOW__COSMOS__CACHE_DIR"]
 
     (api_server,) = [
         n for n in services_with_image("apache/airflow")
