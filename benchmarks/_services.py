@@ -22,8 +22,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def temporary_settings() -> Settings:
-    """Settings for a fresh AQ_HOME on free ports (never the user's running services)."""
+def temporary_settings(**overrides: str) -> Settings:
+    """Settings for a fresh AQ_HOME on free ports (never the user's running services), with
+    any other variables of ``overrides`` (read as the environment's would be)."""
     home = Path(tempfile.mkdtemp(prefix="aq-bench-"))
     home.chmod(0o755)  # as root, the embedded PostgreSQL runs as another user that must enter
     env = {
@@ -32,6 +33,7 @@ def temporary_settings() -> Settings:
         "AQ_KAFKA_PORT": str(_free_port()),
         "AQ_AIRFLOW_PORT": str(_free_port()),
         "AQ_SUPERSET_PORT": str(_free_port()),
+        **overrides,
     }
     return load_settings(env, dotenv=None)
 
