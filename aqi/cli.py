@@ -674,7 +674,8 @@ def _migrate(s: Settings) -> list[str]:
 @click.option(
     "--available-now",
     is_flag=True,
-    help="Drain what is on the topic now, then exit (demo, tests, Airflow).",
+    help="Drain what is on the topic now, then exit (demo, tests, Airflow); at once, without "
+    "starting Spark, when the checkpoint already holds the topic's end offsets.",
 )
 @click.option(
     "--master",

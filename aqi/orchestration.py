@@ -86,29 +86,22 @@ def run_aqi_command(args: Sequence[str], echo: Echo = print) -> None:
 def drain_stream(settings: Settings | None = None, echo: Echo = print) -> str:
     """Bring raw.openaq_measurements up to date with the topic; returns what it did.
 
-    With no stream running, drain the topic (``aqi stream --available-now``), unless nothing
-    was ever written to it or the checkpoint has already committed everything up to the
-    topic's end offsets: then a Spark
-    start (the JVM, the session: most of a small run's time) would read nothing, and is
-    skipped. When a long-running ``aqi stream`` holds the checkpoint, a second stream would
-    fight over it: instead wait until that stream's batches have reached the topic's end
-    offsets as they were when this task started, and fail if it does not catch up in time
-    (it is stuck).
+    With no stream running, drain the topic (``aqi stream --available-now``, which returns at
+    once when its checkpoint has already committed everything up to the topic's end
+    offsets), unless nothing was ever written to it. When a long-running ``aqi stream`` holds
+    the checkpoint, a second stream would fight over it: instead wait until that stream's
+    batches have reached the topic's end offsets as they were when this task started, and
+    fail if it does not catch up in time (it is stuck).
     """
     from aqi.core.connections import kafka_bootstrap_servers
     from aqi.core.topics import end_offsets
-    from spark_streaming.job import QUERY_NAME, checkpoint_is_caught_up, stream_is_running
+    from spark_streaming.job import QUERY_NAME, stream_is_running
 
     s = settings or load_settings()
-    checkpoint = s.checkpoints_dir / QUERY_NAME
-    if not stream_is_running(checkpoint):
-        ends = end_offsets(kafka_bootstrap_servers(s), s.kafka_topic)
-        if not any(ends.values()):
+    if not stream_is_running(s.checkpoints_dir / QUERY_NAME):
+        if not any(end_offsets(kafka_bootstrap_servers(s), s.kafka_topic).values()):
             echo(f"stream: nothing was ever written to {s.kafka_topic}; no stream")
             return "nothing to drain"
-        if checkpoint_is_caught_up(checkpoint, s.kafka_topic, ends):
-            echo(f"stream: raw is up to date with {s.kafka_topic} (offsets {ends}); no stream")
-            return "up to date"
         run_aqi_command(["stream", "--available-now"], echo)
         return "drained"
     _wait_for_running_stream(s, echo)

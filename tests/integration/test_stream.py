@@ -152,8 +152,11 @@ def test_valid_events_land_once_poison_is_quarantined(
         validate_event(event)
         assert b["value"] == event["value"] and b["units"] == event["units"]
 
+    # again: the checkpoint has committed the topic's end, so Spark is not even started
     again = run_aqi(["stream", "--available-now"], env, tmp_path, timeout=600)
     assert again.returncode == 0, again.stderr
+    assert f"raw is up to date with {topic}" in again.stdout, again.stdout
+    assert "driver JIT" not in again.stdout and "stopped after 0 batch(es)" in again.stdout
     with psycopg.connect(fresh_database) as conn:
         assert conn.execute("select count(*) from raw.openaq_measurements").fetchone()[0] == len(
             events
