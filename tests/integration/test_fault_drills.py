@@ -1,8 +1,10 @@
-"""Fault drills: PostgreSQL killed (kill -9) while the stream writes, then `aqi services up`
+"""Fault drills on one private stack: the broker killed (kill -9) with acknowledged events not
+yet streamed, then PostgreSQL killed while the stream writes; after each `aqi services up`,
 and the stream again: every event in raw and Bronze exactly once.
 
 Its own stack (a private AQ_HOME) because it kills it; everything real: the embedded
-PostgreSQL and Apache Kafka, Spark, the `aqi` command.
+PostgreSQL and Apache Kafka, Spark, the `aqi` command. One stack for both kills: each
+stack costs a PostgreSQL and a broker start and the drill's events a drain of their own.
 """
 
 from __future__ import annotations
@@ -18,18 +20,31 @@ from conftest import AQI, private_stack, run_aqi
 from stream_support import bronze_count, event_keys, raw_keys, unique_events
 
 from aqi.core.connections import kafka_bootstrap_servers
+from aqi.core.topics import end_offsets
+from aqi.services.kafka import EmbeddedKafka
 from aqi.services.postgres import EmbeddedPostgres
 from ingestion.producer import EventProducer
 
 pytestmark = pytest.mark.integration
 
 
-def test_postgres_killed_mid_stream_loses_and_doubles_nothing(tmp_path: Path) -> None:
+def test_broker_then_postgres_killed_lose_and_double_nothing(tmp_path: Path) -> None:
     with private_stack(tmp_path) as stack:
         env, settings, url = stack["env"], stack["settings"], stack["url"]
         events = unique_events(40_000, seed=41)
-        with EventProducer(kafka_bootstrap_servers(settings), settings.kafka_topic) as producer:
+        bootstrap = kafka_bootstrap_servers(settings)
+        with EventProducer(bootstrap, settings.kafka_topic) as producer:
             producer.send(events)
+        assert producer.sent == len(events)  # acknowledged (acks=all), not yet streamed
+
+        # 1. the broker killed with 9: what it acknowledged is on its log after a restart
+        EmbeddedKafka(settings).kill(1)
+        up = run_aqi(["services", "up"], env, tmp_path, timeout=300)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "kafka: starting" in up.stdout
+        assert sum(end_offsets(bootstrap, settings.kafka_topic).values()) == len(events)
+
+        # 2. PostgreSQL killed while the stream writes
         # small batches, so that PostgreSQL dies with some batches written and more to come
         stream = subprocess.Popen(
             # the quick JIT: this driver lives a minute, where C2 costs more than it gives
