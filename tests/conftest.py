@@ -1,8 +1,9 @@
 """Shared fixtures: an isolated AQ_HOME and the real embedded services, started once.
 
-The session's services run in a temporary AQ_HOME on free ports, so a developer's own
-`aqi services up` (default ports, ./.aq) is never touched by the tests, and a `.env` in the
-checkout is not read (subprocesses run with a temporary working directory).
+The session's services (one PostgreSQL and one broker for every xdist worker of the run) run
+in a temporary AQ_HOME on free ports, so a developer's own `aqi services up` (default ports,
+./.aq) is never touched by the tests, and a `.env` in the checkout is not read (subprocesses
+run with a temporary working directory).
 """
 
 from __future__ import annotations
@@ -52,9 +53,11 @@ def pytest_configure(config: pytest.Config) -> None:
 _OWN_BASETEMP = pytest.StashKey[Path]()
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Remove the folder of pytest_configure after a passing session; keep it for a failing
-    one (its logs), saying where."""
+    """Stop the run's session services; remove the folder of pytest_configure after a
+    passing session, keep it for a failing one (its logs), saying where."""
+    _stop_session_stack(session.config)
     own = session.config.stash.get(_OWN_BASETEMP, None)
     if own is None:
         return
@@ -315,11 +318,50 @@ def read_topic(bootstrap: str, topic: str) -> list[tuple[int, int, bytes | None,
     return records
 
 
+#: the session services' AQ_HOME and ports, written once for every worker of the run
+_SESSION_STACK = "session-stack.json"
+
+
+def _run_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of the whole run: with xdist the workers' base folders are in it."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if WORKER != "main" else base
+
+
+@contextmanager
+def _run_lock(folder: Path) -> Iterator[None]:
+    """One worker of the run at a time (an exclusive lock on a file of the run's folder)."""
+    import fcntl
+
+    with (folder / "session-stack.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def aq_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """Environment of the test session's services; also applied to os.environ."""
-    home = tmp_path_factory.mktemp("aq_home")
-    env = isolated_env(home)
+    """Environment of the test session's services; also applied to os.environ.
+
+    One AQ_HOME and one set of ports for the whole run: the first worker that asks chooses
+    them, the others read them (each keeps its own dbt target folder, isolated_env)."""
+    import json
+
+    folder = _run_folder(tmp_path_factory)
+    with _run_lock(folder):
+        shared = folder / _SESSION_STACK
+        if shared.is_file():
+            chosen = json.loads(shared.read_text())
+        else:
+            home = folder / "session-aq"
+            home.mkdir(mode=0o711)
+            env = isolated_env(home)
+            chosen = {k: env[k] for k in ("AQ_HOME", "AQ_PG_PORT", "AQ_KAFKA_PORT",
+                                          "AQ_AIRFLOW_PORT", "AQ_SUPERSET_PORT", "AQ_DOCS_PORT")}  # fmt: skip
+            shared.write_text(json.dumps(chosen))
+    env = isolated_env(Path(chosen["AQ_HOME"]), **chosen)
     saved = dict(os.environ)
     os.environ.clear()
     os.environ.update(env)
@@ -336,15 +378,32 @@ def aq_settings(aq_env: dict[str, str]) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def services(aq_settings: Settings) -> Iterator[dict]:
-    """The real embedded PostgreSQL and broker, up for the whole session."""
-    from aqi.services import services_down, services_up
+def services(aq_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The real embedded PostgreSQL and broker: one pair for the whole run, every worker's
+    tests on it (their own databases and topics). The first worker starts them; the run
+    stops them when it ends (:func:`_stop_session_stack`)."""
+    from aqi.services import services_up
 
-    status = services_up(aq_settings, echo=lambda line: print(line, file=sys.stderr))
-    try:
-        yield status
-    finally:
-        services_down(aq_settings, echo=lambda line: None)
+    with _run_lock(_run_folder(tmp_path_factory)):  # `up` of running services only reports
+        return services_up(aq_settings, echo=lambda line: print(line, file=sys.stderr))
+
+
+def _stop_session_stack(config: pytest.Config) -> None:
+    """`aqi services down` for the run's session services, if a worker started them: in the
+    process that ran the session (the xdist controller, after every worker ended)."""
+    import json
+
+    if hasattr(config, "workerinput"):
+        return
+    factory = getattr(config, "_tmp_path_factory", None)  # pytest's, set by its tmp_path plugin
+    shared = factory.getbasetemp() / _SESSION_STACK if factory is not None else None
+    if shared is None or not shared.is_file():
+        return
+    from aqi.services import services_down
+
+    chosen = json.loads(shared.read_text())
+    services_down(load_settings(isolated_env(Path(chosen["AQ_HOME"]), **chosen), dotenv=None),
+                  echo=lambda line: None)  # fmt: skip
 
 
 @contextmanager
