@@ -17,6 +17,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -278,10 +279,16 @@ def _api(base: str, method: str, path: str, token: str | None = None, body=None)
         return json.load(response)
 
 
+#: when the module's `aqi airflow up` started (one entry, set by the airflow_up fixture)
+AIRFLOW_UP_AT: list[datetime] = []
+
+
 @pytest.fixture(scope="module")
 def airflow_up(demo_stack: dict) -> Iterator[subprocess.CompletedProcess]:
     """`aqi airflow up` once for the tests below (the REST API, then a scheduler killed);
-    `aqi airflow down` after them (the last test checks it leaves nothing)."""
+    `aqi airflow down` after them (the last test checks it leaves nothing). The schedule's
+    runs queued from then on are the scheduler's work for these tests (AIRFLOW_UP_AT)."""
+    AIRFLOW_UP_AT.append(datetime.now(UTC))
     result = run_aqi(["airflow", "up"], demo_stack["env"], demo_stack["cwd"], timeout=600)
     try:
         yield result
@@ -320,11 +327,31 @@ def test_embedded_airflow_answers_health_and_runs_a_rest_triggered_dag(
     )
     with urllib.request.urlopen(request, timeout=30) as page:
         assert page.status == 200 and b"pm25_15min" in page.read()
-    # openaq_elt under the real scheduler (LocalExecutor), triggered through the REST API
-    # (EmbeddedAirflow.trigger: unpause, wait for the schedule's own run, POST, follow)
+    # a run triggered through the REST API (EmbeddedAirflow.trigger: unpause, wait until the
+    # DAG is idle, POST, follow) under the real scheduler and LocalExecutor: the one-task
+    # watchdog's, so that the pipeline's work is not done twice
     from aqi.services.airflow import EmbeddedAirflow
 
-    run = EmbeddedAirflow(stack["settings"]).trigger(timeout=900)
+    airflow = EmbeddedAirflow(stack["settings"])
+    said: list[str] = []
+    posted = airflow.trigger("openaq_watchdog", timeout=600, echo=said.append)
+    assert posted.state == "success", posted.failed_tasks()
+    assert posted.run_id.startswith("manual__") and "triggered openaq_watchdog run" in said[0]
+    assert [t.task_id for t in posted.tasks] == ["check_deadline"]
+    # openaq_elt under the scheduler: `aqi airflow up` left it unpaused (it is created so),
+    # so the schedule queues a run at once (no catch-up: the latest interval's); trigger with
+    # `after` follows that run, as `make bench-dag` does, instead of queueing a second one
+    (up_at,) = AIRFLOW_UP_AT
+    runs = "/api/v2/dags/openaq_elt/dagRuns?order_by=-run_after&limit=20"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not any(
+        r.get("queued_at") and datetime.fromisoformat(r["queued_at"]) >= up_at
+        for r in _api(base, "GET", runs, token)["dag_runs"]
+    ):
+        time.sleep(1)
+    run = airflow.trigger(timeout=900, after=up_at, echo=said.append)
+    assert any(line.startswith("airflow: following openaq_elt run") for line in said), said
+    assert run.run_id.startswith("scheduled__"), run.run_id
     run_id = run.run_id
     if run.state != "success":
         pytest.fail(f"REST-triggered run ended {run.state}; not successful: "
@@ -351,9 +378,8 @@ def test_embedded_airflow_answers_health_and_runs_a_rest_triggered_dag(
     assert len(log["content"]) > 3 and "Could not read served logs" not in text, text[:2000]
     # the run's dbt tasks reached the warehouse, yet no Airflow process (API server,
     # scheduler, DAG processor, their children) holds the warehouse owner's password
-    from aqi.services.airflow import COMPONENTS, EmbeddedAirflow
+    from aqi.services.airflow import COMPONENTS
 
-    airflow = EmbeddedAirflow(stack["settings"])
     daemons = [r.pid for c in COMPONENTS if (r := airflow.pidfile(c).live())]
     assert len(daemons) == len(COMPONENTS)
     assert warehouse_owner_leaks(stack["settings"], daemons) == []
