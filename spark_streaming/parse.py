@@ -135,6 +135,11 @@ def parse_records(records: DataFrame) -> DataFrame:
 
 
 # --- the checks ---------------------------------------------------------------------------
+#
+# Written as Spark SQL text, parsed once in the JVM (F.expr): built from pyspark Column calls,
+# the same expression took ~13,000 calls into the JVM, ~2.5 s of every stream's start
+# (docs/benchmarks.md, "Stream start"). Each helper returns one parenthesized SQL expression
+# over the columns parse_records made (_raw, _utf8, _lone, _maybe_nul, _keys, _e, _ts_*).
 
 
 @functools.cache
@@ -144,13 +149,10 @@ def _reason() -> Column:
     Every record pays for one cheap predicate (all checks hold); only a failing record runs
     the ordered chain that names its first problem and quotes the offending text.
 
-    Built once per process: the expression takes thousands of calls into the JVM (~3 s),
-    which every parsed DataFrame would otherwise pay again (the parser's tests and its
-    benchmark parse many). An unresolved expression belongs to no session or DataFrame.
+    Built once per process; an unresolved expression belongs to no session or DataFrame.
     """
-    keys = F.col("_keys")
-    names = F.array(*[F.lit(n) for n in EVENT_FIELDS])
-    version = F.col("_e.schema_version")
+    names = "array(" + ", ".join(_lit(n) for n in EVENT_FIELDS) + ")"
+    version = _field("schema_version")
     checks = [(f.name, problem, failed) for f in _FIELDS if f.kind != Kind.VERSION
               for failed, problem in _field_checks(f)]  # fmt: skip
     checks += _impossible()
@@ -158,145 +160,142 @@ def _reason() -> Column:
     # (a value that is not null was there; a null one is looked up), so no other key and
     # none twice
     present = [
-        F.col(f"_e.{f.name}").isNotNull() | F.array_contains(keys, f.name)
+        f"({_field(f.name)} IS NOT NULL OR array_contains(_keys, {_lit(f.name)}))"
         for f in _FIELDS
         if f.nullable
     ]
-    shape_ok = (
-        F.col("_raw").isNotNull()
-        & F.col("_utf8")
-        & ~F.col("_lone")
-        & _nothing_after_the_object()
-        & (F.size(keys) == len(EVENT_FIELDS))
-        & (version == SCHEMA_VERSION)
+    shape_ok = _all(
+        "(_raw IS NOT NULL)",
+        "_utf8",
+        "(NOT _lone)",
+        _nothing_after_the_object(),
+        f"(size(_keys) = {len(EVENT_FIELDS)})",
+        f"({version} = {SCHEMA_VERSION})",
+        *present,
     )
-    for field_present in present:
-        shape_ok = shape_ok & field_present
-    ok = shape_ok
-    for _, _, failed in checks:
-        ok = ok & ~F.coalesce(failed, F.lit(False))
+    ok = _all(shape_ok, *[f"(NOT coalesce({failed}, false))" for _, _, failed in checks])
     # null (a missing piece) is not ok: only a record every check vouched for passes
-    return F.when(~F.coalesce(ok, F.lit(False)), _first_problem(keys, names, version, checks))
+    first = _first_problem(names, version, checks)
+    return F.expr(f"CASE WHEN NOT coalesce({ok}, false) THEN {first} END")
 
 
-def _first_problem(
-    keys: Column, names: Column, version: Column, checks: list[tuple[str, str, Column]]
-) -> Column:
+def _first_problem(names: str, version: str, checks: list[tuple[str, str, str]]) -> str:
     """The ordered chain: what is wrong with a record that failed some check."""
-    missing = F.array_except(names, keys)
-    unexpected = F.array_sort(F.array_except(keys, names))
-    duplicated = F.array_distinct(
-        F.filter(keys, lambda k: F.size(F.filter(keys, lambda j: j == k)) > 1)
-    )
+    missing = f"array_except({names}, _keys)"
+    unexpected = f"array_sort(array_except(_keys, {names}))"
+    duplicated = "array_distinct(filter(_keys, k -> size(filter(_keys, j -> j = k)) > 1))"
     unknown_version = (
-        ~F.array_contains(keys, "schema_version")
-        | version.isNull()
-        | (version != SCHEMA_VERSION)
+        f"((NOT array_contains(_keys, 'schema_version')) OR {version} IS NULL"
+        f" OR {version} != {SCHEMA_VERSION})"
     )
-    chain = (
-        F.when(F.col("_raw").isNull(), F.lit("empty message (no value)"))
-        .when(~F.col("_utf8"), F.lit("not valid UTF-8"))
-        .when(F.col("_lone"), F.lit("an unpaired surrogate escape (\\ud800-\\udfff): not text"))
-        .when(keys.isNull(), _not_an_object())
+    chain = [
+        ("(_raw IS NULL)", _lit("empty message (no value)")),
+        ("(NOT _utf8)", _lit("not valid UTF-8")),
+        ("_lone", _lit("an unpaired surrogate escape (\\ud800-\\udfff): not text")),
+        ("(_keys IS NULL)", _not_an_object()),
         # the key lister is lenient, the typed reader is not: an unescaped control
         # character leaves every field null (a duplicate key also fails the variant reader)
-        .when(version.isNull() & F.expr("try_parse_json(_raw)").isNull()
-              & (F.size(keys) == F.size(F.array_distinct(keys))), F.lit(_NOT_JSON))
-        .when(unknown_version, _says("unknown schema_version ",
-                                     F.coalesce(_got("schema_version"), F.lit("(missing)"))))
-        .when(F.size(missing) > 0, _says("missing field(s): ", F.array_join(missing, ", ")))
-        .when(F.size(keys) != F.size(F.array_distinct(keys)),
-              _says("duplicate field(s): ", F.array_join(duplicated, ", ")))
-        .when(F.size(unexpected) > 0,
-              _says("unexpected field(s): ", F.array_join(unexpected, ", ")))
-    )  # fmt: skip
+        ((f"({version} IS NULL AND try_parse_json(_raw) IS NULL"
+          " AND size(_keys) = size(array_distinct(_keys)))"), _lit(_NOT_JSON)),
+        (unknown_version, _says("unknown schema_version ",
+                                f"coalesce({_got('schema_version')}, '(missing)')")),
+        (f"(size({missing}) > 0)", _says("missing field(s): ", f"array_join({missing}, ', ')")),
+        ("(size(_keys) != size(array_distinct(_keys)))",
+         _says("duplicate field(s): ", f"array_join({duplicated}, ', ')")),
+        (f"(size({unexpected}) > 0)",
+         _says("unexpected field(s): ", f"array_join({unexpected}, ', ')")),
+    ]  # fmt: skip
     for name, problem, failed in checks:
-        chain = chain.when(
-            F.coalesce(failed, F.lit(False)),
-            F.concat(
-                F.lit(f"{name}: {problem} (got "),
-                F.substring(F.coalesce(_got(name), F.lit("null")), 1, 60),
-                F.lit(")"),
-            ),
-        )
+        got = f"substring(coalesce({_got(name)}, 'null'), 1, 60)"
+        chain.append((f"coalesce({failed}, false)",
+                      f"concat({_lit(f'{name}: {problem} (got ')}, {got}, ')')"))  # fmt: skip
     # last: an object with a nested value (an unexpected field) has a '}' before its end too
-    chain = chain.when(
-        ~_nothing_after_the_object(), F.lit(f"{_NOT_JSON}: content after the object")
+    chain.append(
+        (f"(NOT {_nothing_after_the_object()})", _lit(f"{_NOT_JSON}: content after the object"))
     )
     # a check this chain forgot would otherwise let an invalid record pass as valid
-    return chain.otherwise(F.lit("invalid event"))
+    return _case(chain, _lit("invalid event"))
 
 
-def _field_checks(field: EventField) -> list[tuple[Column, str]]:
+def _field_checks(field: EventField) -> list[tuple[str, str]]:
     """(fails, what is wrong) for one field, in the order they are tried."""
     name, kind = field.name, field.kind
-    value = F.col(f"_e.{name}")
+    value = _field(name)
     if kind in (Kind.ID, Kind.INT32):
         top = int(field.maximum or 0)
         return [
             # NaN passes x = floor(x) in Spark but fails any range: it is "out of range"
-            (value.isNull() | (value != F.floor(value)), "expected an integer"),
-            (value < 0, "expected a non-negative integer"),
-            (~value.between(0, top), f"out of range (at most {top})"),
+            (f"({value} IS NULL OR {value} != floor({value}))", "expected an integer"),
+            (f"({value} < 0)", "expected a non-negative integer"),
+            (f"(NOT ({value} >= 0 AND {value} <= {top}))", f"out of range (at most {top})"),
         ]
     if kind == Kind.NUMBER:
         checks = [
             # null in the typed parse but not in the JSON: a string, boolean, object, array
-            (value.isNull() & F.get_json_object("_raw", f"$.{name}").isNotNull(),
-             "expected a number or null"),
-            (F.isnan(value) | (F.abs(value) == float("inf")), "expected a finite number"),
+            (f"({value} IS NULL AND {_got(name)} IS NOT NULL)", "expected a number or null"),
+            (f"(isnan({value}) OR abs({value}) = CAST('Infinity' AS DOUBLE))",
+             "expected a finite number"),
         ]  # fmt: skip
         low, high = field.minimum, field.maximum
         if low is not None and high is not None:
-            checks.append(((value < low) | (value > high), f"out of range ({low:g}..{high:g})"))
+            checks.append((f"({value} < {_number(low)} OR {value} > {_number(high)})",
+                           f"out of range ({low:g}..{high:g})"))  # fmt: skip
         elif low is not None:
-            checks.append((value < low, "negative" if low == 0 else f"below {low:g}"))
+            checks.append((f"({value} < {_number(low)})",
+                           "negative" if low == 0 else f"below {low:g}"))  # fmt: skip
         elif high is not None:
-            checks.append((value > high, f"above {high:g}"))
+            checks.append((f"({value} > {_number(high)})", f"above {high:g}"))
         return checks
     if kind == Kind.BOOLEAN:
-        return [(value.isNull(), "expected true or false")]
+        return [(f"({value} IS NULL)", "expected true or false")]
     if kind == Kind.TIMESTAMP:
-        shaped, instant = value.rlike(_TIMESTAMP), F.col(f"_ts_{name}")
+        shaped, instant = f"({value} RLIKE {_lit(_TIMESTAMP)})", f"`_ts_{name}`"
         return [
             # checked on records that fail the shape only (And stops at its first false)
-            (~shaped & value.rlike(_LOCAL_TIME), "no UTC offset (add Z or +00:00)"),
-            (value.isNull() | ~shaped,
+            (f"((NOT {shaped}) AND {value} RLIKE {_lit(_LOCAL_TIME)})",
+             "no UTC offset (add Z or +00:00)"),
+            (f"({value} IS NULL OR (NOT {shaped}))",
              "expected an RFC 3339 timestamp like 2024-01-02T03:04:05Z"),
             # a date that does not exist, a leap second, an offset past +-18:00
-            (instant.isNull(), "not a valid date-time"),
-            (instant < F.lit(EARLIEST).cast("timestamp"), f"before {EARLIEST[:10]}"),
+            (f"({instant} IS NULL)", "not a valid date-time"),
+            (f"({instant} < CAST({_lit(EARLIEST)} AS TIMESTAMP))", f"before {EARLIEST[:10]}"),
         ]  # fmt: skip
     # the text of a number, literal, object or array starts with - 0-9 [ { or is true/false;
     # only then is the JSON re-read to tell a string such as "13 DTU" from the number 13
-    first = F.ascii(value)
-    looks_other = first.between(48, 57) | first.isin(45, 91, 123) | value.isin("true", "false")
-    not_a_string = looks_other & ~_is_json_string(name)
+    first = f"ascii({value})"
+    looks_other = (
+        f"(({first} >= 48 AND {first} <= 57) OR {first} IN (45, 91, 123)"
+        f" OR {value} IN ('true', 'false'))"
+    )
+    not_a_string = f"({looks_other} AND (NOT {_is_json_string(name)}))"
     # a NUL can only come as the escape \u0000: the raw text is searched once per record
-    nul = F.col("_maybe_nul") & value.contains("\u0000")
+    nul = f"(_maybe_nul AND contains({value}, char(0)))"
     if kind == Kind.OPTIONAL_TEXT:
         return [
-            (value.isNotNull() & not_a_string, "expected a string or null"),
-            (value.isNotNull() & nul, "contains a NUL character"),
+            (f"({value} IS NOT NULL AND {not_a_string})", "expected a string or null"),
+            (f"({value} IS NOT NULL AND {nul})", "contains a NUL character"),
         ]
     # a number's text is never one of the allowed words ('openaq', an ingest mode): a field
     # with allowed values needs no string test
     if len(field.allowed) == 1:
-        return [(value.isNull() | (value != field.allowed[0]), f"expected {field.allowed[0]!r}")]
+        return [(f"({value} IS NULL OR {value} != {_lit(field.allowed[0])})",
+                 f"expected {field.allowed[0]!r}")]  # fmt: skip
     if field.allowed:
-        return [(value.isNull() | ~value.isin(*field.allowed),
+        words = ", ".join(_lit(a) for a in field.allowed)
+        return [(f"({value} IS NULL OR (NOT {value} IN ({words})))",
                  f"expected one of {', '.join(field.allowed)}")]  # fmt: skip
     checks = [
-        (value.isNull() | not_a_string, "expected a string"),
+        (f"({value} IS NULL OR {not_a_string})", "expected a string"),
         (nul, "contains a NUL character"),
     ]
     if field.min_length:
-        checks.append((F.length(value) < field.min_length, "empty string" if field.min_length == 1
+        checks.append((f"(length({value}) < {field.min_length})",
+                       "empty string" if field.min_length == 1
                        else f"shorter than {field.min_length} characters"))  # fmt: skip
     return checks
 
 
-def _nothing_after_the_object() -> Column:
+def _nothing_after_the_object() -> str:
     """True when nothing but JSON whitespace follows the object.
 
     Spark's JSON readers (``from_json``, ``json_object_keys``, the variant reader) all stop at
@@ -306,14 +305,14 @@ def _nothing_after_the_object() -> Column:
     name, or something after the object) are the strings blanked and the question asked again.
     """
 
-    def first_brace_ends(text: Column) -> Column:
-        return F.locate("}", text) == F.length(F.rtrim(text, F.lit(_JSON_SPACE)))
+    def first_brace_ends(text: str) -> str:
+        return f"(locate('}}', {text}) = length(trim(TRAILING {_lit(_JSON_SPACE)} FROM {text})))"
 
-    raw = F.col("_raw")
-    return first_brace_ends(raw) | first_brace_ends(F.regexp_replace(raw, _STRING_LITERAL, '""'))
+    blanked = f"regexp_replace(_raw, {_lit(_STRING_LITERAL)}, '\"\"')"
+    return f"({first_brace_ends('_raw')} OR {first_brace_ends(blanked)})"
 
 
-def _impossible() -> list[tuple[str, str, Column]]:
+def _impossible() -> list[tuple[str, str, str]]:
     """Events shaped right that cannot be true: (field, what is wrong, fails).
 
     A period ends after it starts, and not in the future: not later than
@@ -321,34 +320,35 @@ def _impossible() -> list[tuple[str, str, Column]]:
     Kafka record's timestamp); nor is an event ingested after it was sent. Both references
     are in the record, so a replayed batch is judged as the first time.
     """
-    start, end = F.col("_ts_period_start"), F.col("_ts_period_end")
-    ingested, sent = F.col("_ts_ingested_at"), F.col("kafka_timestamp")
-    tolerance = F.expr(f"interval {FUTURE_TOLERANCE}")
+    start, end = "`_ts_period_start`", "`_ts_period_end`"
+    ingested, sent = "`_ts_ingested_at`", "kafka_timestamp"
+    tolerance = f"INTERVAL {FUTURE_TOLERANCE}"
     return [
         ("ingested_at", f"more than {FUTURE_TOLERANCE} after the Kafka record was sent",
-         ingested > sent + tolerance),
-        ("period_start", "not before period_end", start >= end),
+         f"({ingested} > ({sent} + {tolerance}))"),
+        ("period_start", "not before period_end", f"({start} >= {end})"),
         ("period_end", f"more than {FUTURE_TOLERANCE} after the event was ingested or sent",
-         end > F.least(ingested, sent) + tolerance),
+         f"({end} > (least({ingested}, {sent}) + {tolerance}))"),
     ]  # fmt: skip
 
 
-def _is_json_string(name: str) -> Column:
+def _is_json_string(name: str) -> str:
     """True when the field's JSON value is a string (a second, one-field parse as variant)."""
-    field = F.from_json("_raw", f"`{name}` variant").getField(name)
-    return field.try_cast("binary").isNotNull()
+    field = f"from_json(_raw, {_lit(f'`{name}` variant')}).`{name}`"
+    return f"(try_cast({field} AS BINARY) IS NOT NULL)"
 
 
-def _not_an_object() -> Column:
-    parsed = F.expr("try_parse_json(_raw)")
-    kind = F.expr("schema_of_variant(try_parse_json(_raw))")
-    return (
-        F.when(parsed.isNull(), F.lit(_NOT_JSON))
-        .when(kind.startswith("ARRAY"), F.lit("not a JSON object but an array"))
-        .when(kind == "STRING", F.lit("not a JSON object but a string"))
-        .when(kind == "BOOLEAN", F.lit("not a JSON object but true or false"))
-        .when(kind == "VOID", F.lit("not a JSON object but null"))
-        .otherwise(F.lit("not a JSON object but a number"))
+def _not_an_object() -> str:
+    kind = "schema_of_variant(try_parse_json(_raw))"
+    return _case(
+        [
+            ("(try_parse_json(_raw) IS NULL)", _lit(_NOT_JSON)),
+            (f"startswith({kind}, 'ARRAY')", _lit("not a JSON object but an array")),
+            (f"({kind} = 'STRING')", _lit("not a JSON object but a string")),
+            (f"({kind} = 'BOOLEAN')", _lit("not a JSON object but true or false")),
+            (f"({kind} = 'VOID')", _lit("not a JSON object but null")),
+        ],
+        _lit("not a JSON object but a number"),
     )
 
 
@@ -356,13 +356,37 @@ def _not_an_object() -> Column:
 _NOT_JSON = "not JSON"
 
 
-def _says(prefix: str, detail: Column) -> Column:
-    return F.concat(F.lit(prefix), detail)
+def _says(prefix: str, detail: str) -> str:
+    return f"concat({_lit(prefix)}, {detail})"
 
 
-def _got(name: str) -> Column:
+def _got(name: str) -> str:
     """The field's JSON text as found (strings unquoted), for the reason."""
-    return F.get_json_object("_raw", f"$.{name}")
+    return f"get_json_object(_raw, {_lit('$.' + name)})"
+
+
+def _field(name: str) -> str:
+    """The contract field ``name`` of the typed parse (column ``_e``)."""
+    return f"`_e`.`{name}`"
+
+
+def _all(*conditions: str) -> str:
+    return "(" + " AND ".join(conditions) + ")"
+
+
+def _case(whens: list[tuple[str, str]], otherwise: str) -> str:
+    return "(CASE " + " ".join(f"WHEN {c} THEN {v}" for c, v in whens) + f" ELSE {otherwise} END)"
+
+
+def _lit(text: str) -> str:
+    """A Spark SQL string literal of ``text``: backslash and quote escaped, so the parser's
+    unescaping gives the text back (regular expressions included)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _number(value: float) -> str:
+    """A SQL number of the contract's bound: a double literal for a float (as Spark's lit)."""
+    return f"{value!r}D" if isinstance(value, float) else str(int(value))
 
 
 def _typed(field: EventField) -> Column:
