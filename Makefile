@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 2
 XDIST = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgroup)
 
-.PHONY: help uv env jvm superset-env java-check dashboards-browser demo demo-live demo-down test test-unit test-integration services-down lint clean bench bench-archive bench-collect bench-dag bench-dashboards bench-driver-jit bench-fuzz bench-kafka-jvm bench-stream-start bench-warehouse
+.PHONY: help uv env jvm superset-env java-check dashboards-browser demo demo-live demo-down test test-unit test-integration services-down lint clean bench bench-archive bench-collect bench-dag bench-dashboards bench-driver-jit bench-fuzz bench-kafka-jvm bench-parse-plan bench-stream-start bench-warehouse
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -112,6 +112,9 @@ bench-fuzz: env jvm java-check ## the stream's parser on 1,000,000 fuzzed messag
 
 bench-kafka-jvm: env jvm java-check ## the embedded broker's CPU (start, idle minute) with Kafka's JVM options and the tests' (~5 min; quiet machine)
 	@$(VENV)/bin/python benchmarks/bench_kafka_jvm.py --rounds 2
+
+bench-parse-plan: env jvm java-check ## building the stream's parse plan in a fresh driver: py4j calls, time, CPU (~3 min; quiet machine)
+	@$(VENV)/bin/python benchmarks/bench_parse_plan.py --rounds 4
 
 bench-stream-start: env jvm java-check ## the Spark driver's start with and without the class archive of `make jvm` (~2 min; quiet machine)
 	@$(VENV)/bin/python benchmarks/bench_stream_start.py --rounds 4
