@@ -137,9 +137,10 @@ def parse_records(records: DataFrame) -> DataFrame:
 # --- the checks ---------------------------------------------------------------------------
 #
 # Written as Spark SQL text, parsed once in the JVM (F.expr): built from pyspark Column calls,
-# the same expression took ~13,000 calls into the JVM, ~2.5 s of every stream's start
-# (docs/benchmarks.md, "Stream start"). Each helper returns one parenthesized SQL expression
-# over the columns parse_records made (_raw, _utf8, _lone, _maybe_nul, _keys, _e, _ts_*).
+# the same expression took ~13,000 calls into the JVM, and the plans Spark analyses for each
+# job were dearer (docs/benchmarks.md, "Parse plan"). Each helper returns one parenthesized SQL
+# expression over the columns parse_records made (_raw, _utf8, _lone, _maybe_nul, _keys, _e,
+# _ts_*).
 
 
 @functools.cache
