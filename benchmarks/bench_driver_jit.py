@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
 
-import psutil
+from _measure import machine_cpu_s
 from _services import settings_env, temporary_services
 
 from aqi.core.connections import kafka_bootstrap_servers
@@ -36,11 +36,6 @@ from ingestion.simulator import SimulationConfig, simulate
 CONFIG = SimulationConfig(locations=400, days=30, seed=7)
 
 
-def _machine_cpu_s() -> float:
-    times = psutil.cpu_times()
-    return times.user + times.nice + times.system + times.irq + times.softirq
-
-
 def _drain(settings, env: dict[str, str], size: int, jit: str, shift: int) -> tuple[float, float]:
     """Put ``size`` events on a new topic and drain it; returns (wall s, machine CPU s)."""
     topic = f"bench.jit.{uuid.uuid4().hex[:8]}"
@@ -49,10 +44,10 @@ def _drain(settings, env: dict[str, str], size: int, jit: str, shift: int) -> tu
         producer.send(list(events))
     shutil.rmtree(settings.checkpoints_dir, ignore_errors=True)
     aqi = str(Path(sys.executable).parent / "aqi")
-    cpu, began = _machine_cpu_s(), time.monotonic()
+    cpu, began = machine_cpu_s(), time.monotonic()
     subprocess.run([aqi, "stream", "--available-now", "--jit", jit],
                    env={**env, "AQ_KAFKA_TOPIC": topic}, check=True, capture_output=True)  # fmt: skip
-    return time.monotonic() - began, _machine_cpu_s() - cpu
+    return time.monotonic() - began, machine_cpu_s() - cpu
 
 
 def main() -> int:

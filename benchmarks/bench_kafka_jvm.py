@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
+from _measure import machine_cpu_s
 from _services import temporary_settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -37,19 +38,14 @@ from aqi.services.process import PidFile
 VARIANTS = {"Kafka's (G1, tiered JIT)": "", "the tests' (C1, serial GC)": TEST_KAFKA_JVM_OPTIONS}
 
 
-def _machine_cpu_s() -> float:
-    times = psutil.cpu_times()
-    return times.user + times.nice + times.system + times.irq + times.softirq
-
-
 def _one(options: str, idle_s: float) -> tuple[float, float, float, float]:
     """(wall s of up, machine CPU s over up, broker CPU s when ready, broker CPU s idle)."""
     settings = temporary_settings(KAFKA_JVM_PERFORMANCE_OPTS=options)
     kafka = EmbeddedKafka(settings)
     try:
-        cpu, began = _machine_cpu_s(), time.monotonic()
+        cpu, began = machine_cpu_s(), time.monotonic()
         kafka.up(echo=lambda line: None)
-        wall, machine = time.monotonic() - began, _machine_cpu_s() - cpu
+        wall, machine = time.monotonic() - began, machine_cpu_s() - cpu
         pids = [PidFile(p).live().pid for p in settings.run_dir.glob("kafka*.pid")]
         broker = [psutil.Process(pid) for pid in pids]
 

@@ -25,6 +25,8 @@ import tempfile
 import time
 from datetime import UTC, datetime
 
+from _measure import machine_cpu_s
+
 CHILD = """
 import json, sys, time
 from py4j.clientserver import ClientServerConnection
@@ -54,21 +56,14 @@ print(json.dumps(result))
 """
 
 
-def _machine_cpu_s() -> float:
-    import psutil
-
-    times = psutil.cpu_times()
-    return times.user + times.nice + times.system + times.irq + times.softirq
-
-
 def _round(mode: str) -> tuple[dict, float]:
     with tempfile.TemporaryDirectory(prefix="aq-bench-parse-") as work:
-        cpu = _machine_cpu_s()
+        cpu = machine_cpu_s()
         done = subprocess.run([sys.executable, "-c", CHILD, mode], cwd=work, check=True,
                               capture_output=True, text=True,
                               env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"})  # fmt: skip
         time.sleep(1.0)  # the JVM exits after its Python parent
-        return json.loads(done.stdout.strip().splitlines()[-1]), _machine_cpu_s() - cpu
+        return json.loads(done.stdout.strip().splitlines()[-1]), machine_cpu_s() - cpu
 
 
 def main() -> int:

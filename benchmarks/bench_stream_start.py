@@ -22,6 +22,8 @@ import tempfile
 import time
 from datetime import UTC, datetime
 
+from _measure import machine_cpu_s
+
 CHILD = """
 import sys
 from pathlib import Path
@@ -35,19 +37,12 @@ spark.stop()
 """
 
 
-def _machine_cpu_s() -> float:
-    import psutil
-
-    times = psutil.cpu_times()
-    return times.user + times.nice + times.system + times.irq + times.softirq
-
-
 def _round(mode: str) -> tuple[float, float]:
     with tempfile.TemporaryDirectory(prefix="aq-bench-start-") as work:
-        cpu, began = _machine_cpu_s(), time.monotonic()
+        cpu, began = machine_cpu_s(), time.monotonic()
         subprocess.run([sys.executable, "-c", CHILD, mode], cwd=work, check=True,
                        capture_output=True, env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"})  # fmt: skip
-        return time.monotonic() - began, _machine_cpu_s() - cpu
+        return time.monotonic() - began, machine_cpu_s() - cpu
 
 
 def main() -> int:
