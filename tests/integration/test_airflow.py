@@ -279,27 +279,24 @@ def _api(base: str, method: str, path: str, token: str | None = None, body=None)
         return json.load(response)
 
 
-#: when the module's `aqi airflow up` started (one entry, set by the airflow_up fixture)
-AIRFLOW_UP_AT: list[datetime] = []
-
-
 @pytest.fixture(scope="module")
-def airflow_up(demo_stack: dict) -> Iterator[subprocess.CompletedProcess]:
+def airflow_up(demo_stack: dict) -> Iterator[tuple[subprocess.CompletedProcess, datetime]]:
     """`aqi airflow up` once for the tests below (the REST API, then a scheduler killed);
     `aqi airflow down` after them (the last test checks it leaves nothing). The schedule's
-    runs queued from then on are the scheduler's work for these tests (AIRFLOW_UP_AT)."""
-    AIRFLOW_UP_AT.append(datetime.now(UTC))
+    runs queued from then on (the second item: when `up` started) are the scheduler's work
+    for these tests."""
+    started = datetime.now(UTC)
     result = run_aqi(["airflow", "up"], demo_stack["env"], demo_stack["cwd"], timeout=600)
     try:
-        yield result
+        yield result, started
     finally:
         run_aqi(["airflow", "down"], demo_stack["env"], demo_stack["cwd"], timeout=300)
 
 
 def test_embedded_airflow_answers_health_and_runs_a_rest_triggered_dag(
-    stack: dict, airflow_up: subprocess.CompletedProcess
+    stack: dict, airflow_up: tuple[subprocess.CompletedProcess, datetime]
 ) -> None:
-    env, cwd, result = stack["env"], stack["cwd"], airflow_up
+    env, cwd, (result, up_at) = stack["env"], stack["cwd"], airflow_up
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     password_file = stack["settings"].secrets_dir / "airflow_admin_password"
     assert password_file.stat().st_mode & 0o077 == 0
@@ -341,7 +338,6 @@ def test_embedded_airflow_answers_health_and_runs_a_rest_triggered_dag(
     # openaq_elt under the scheduler: `aqi airflow up` left it unpaused (it is created so),
     # so the schedule queues a run at once (no catch-up: the latest interval's); trigger with
     # `after` follows that run, as `make bench-dag` does, instead of queueing a second one
-    (up_at,) = AIRFLOW_UP_AT
     runs = "/api/v2/dags/openaq_elt/dagRuns?order_by=-run_after&limit=20"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not any(
@@ -392,7 +388,7 @@ def test_embedded_airflow_answers_health_and_runs_a_rest_triggered_dag(
 
 
 def test_a_scheduler_killed_with_9_is_recovered_by_up_and_down_leaves_nothing(
-    stack: dict, airflow_up: subprocess.CompletedProcess
+    stack: dict, airflow_up: tuple[subprocess.CompletedProcess, datetime]
 ) -> None:
     import os
     import signal
@@ -403,7 +399,7 @@ def test_a_scheduler_killed_with_9_is_recovered_by_up_and_down_leaves_nothing(
     env, cwd = stack["env"], stack["cwd"]
     airflow = EmbeddedAirflow(stack["settings"])
     try:
-        assert airflow_up.returncode == 0  # (the module's `aqi airflow up`)
+        assert airflow_up[0].returncode == 0  # (the module's `aqi airflow up`)
         scheduler = airflow.pidfile("scheduler").live()
         assert scheduler is not None
         os.kill(scheduler.pid, signal.SIGKILL)
