@@ -206,6 +206,15 @@ def project_pids(settings: Settings) -> list[int]:
     return [record.pid for record in records if record is not None]
 
 
+def driver_jvm(pid: int):
+    """The Spark driver's JVM (a ``psutil.Process``) among the descendants of ``pid`` (an
+    ``aqi stream``, or the ``aqi supervise`` running one): exactly one."""
+    import psutil
+
+    (java,) = [p for p in psutil.Process(pid).children(recursive=True) if p.name() == "java"]
+    return java
+
+
 def warehouse_owner_leaks(settings: Settings, pids: Iterable[int]) -> list[str]:
     """Where these processes or their descendants hold the warehouse owner's credentials:
     its password, or a URL as role ``aq``, in their environment or command line."""

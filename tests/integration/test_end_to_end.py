@@ -20,6 +20,7 @@ import pytest
 import reference_aqi as ref
 from conftest import (
     DEMO_GROUP,
+    driver_jvm,
     isolated_env,
     listening_sockets,
     off_loopback,
@@ -32,6 +33,8 @@ from warehouse_support import assert_gold_matches_reference
 
 from aqi.core.config import load_settings
 from aqi.core.connections import database_url, kafka_bootstrap_servers
+from spark_streaming import class_archive
+from spark_streaming.session import QUICK_JIT
 
 pytestmark = pytest.mark.integration
 
@@ -150,6 +153,16 @@ def test_live_demo_collects_from_the_api_and_keeps_collecting(tmp_path: Path) ->
                 sockets  # the stream's Spark UI
             )
             assert off_loopback(sockets) == []
+            # the background stream is the continuous one: the full JIT (C2 for a long run),
+            # started from the class archive `make jvm` wrote
+            java = driver_jvm(workers["stream"].pid)
+            assert QUICK_JIT not in java.cmdline()
+            archive = class_archive.archive_path()
+            assert archive is not None and str(archive) in {m.path for m in java.memory_maps()}
+            # a second stream on the same checkpoint is refused, not raced
+            second = run_aqi(["stream", "--available-now"], env, tmp_path, timeout=120)
+            assert second.returncode == 1
+            assert "another `aqi stream`" in second.stderr and "Traceback" not in second.stderr
             # a worker that dies (kill -9) is started again by its `aqi supervise`
             (collector,) = psutil.Process(workers["collect"].pid).children()
             collector.kill()
@@ -162,9 +175,38 @@ def test_live_demo_collects_from_the_api_and_keeps_collecting(tmp_path: Path) ->
             assert restarted, "the collector was not restarted"
             log = (settings.logs_dir / "demo-collect.log").read_text()
             assert "died (killed by SIGKILL)" in log
+            # ... and keeps collecting: a reading the API publishes now reaches raw through
+            # the restarted collector, the broker and the continuous stream
+            sensor = location["sensors"][0]["id"]
+            hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+            (reading,) = mock.generate_measurements(sensor, hour - timedelta(hours=1), 1)
+            period_end = datetime.fromisoformat(reading["period"]["datetimeTo"]["utc"])
+            deadline = time.monotonic() + 180
+            landed = None
+            while landed is None and time.monotonic() < deadline:
+                time.sleep(1)
+                with psycopg.connect(database_url(settings)) as conn:
+                    landed = conn.execute(
+                        "select ingest_mode from raw.openaq_measurements "
+                        "where sensor_id = %s and period_end = %s",
+                        (sensor, period_end),
+                    ).fetchone()
+            assert landed == ("live",), "the new reading did not reach raw"
         finally:
             down = run_aqi(["demo", "--down"], env, tmp_path, timeout=600)
         assert down.returncode == 0, down.stdout + down.stderr
         assert not any(PidFile(settings.run_dir / f"demo-{n}.pid").live() for n in
                        ("collect", "stream"))  # fmt: skip
         assert not any(p.is_running() for p in restarted), "down stops the supervised workers"
+        # the stream stopped cleanly on the SIGTERM `down` sent through its supervisor, and
+        # Spark's own log went to a file, not between the stream's lines
+        stream_log = (settings.logs_dir / "demo-stream.log").read_text()
+        assert "stream: SIGTERM received, stopping" in stream_log, stream_log[-3000:]
+        assert "stream: stopped after" in stream_log
+        assert "driver JIT full: a continuous stream" in stream_log
+        assert re.search(r"supervise: stopped \S+ stream \(exit code 0\)", stream_log), (
+            stream_log[-3000:]
+        )
+        assert "Traceback" not in stream_log
+        assert "log4j" not in stream_log and " WARN " not in stream_log, stream_log[-3000:]
+        assert (settings.logs_dir / "spark-stream.log").is_file()

@@ -13,12 +13,11 @@ from collections import Counter
 from itertools import islice
 from pathlib import Path
 
-import psutil
 import psycopg
 import pyarrow.dataset as ds
 import pytest
 from confluent_kafka import Producer
-from conftest import AQI, isolated_env, listening_sockets, off_loopback, recreate_topic, run_aqi
+from conftest import AQI, driver_jvm, isolated_env, recreate_topic, run_aqi
 
 from aqi.core.topics import client_config
 from ingestion.events import validate_event
@@ -67,12 +66,6 @@ def _raw_rows(database: str) -> int:
         if not conn.execute("select to_regclass('raw.openaq_measurements')").fetchone()[0]:
             return 0
         return conn.execute("select count(*) from raw.openaq_measurements").fetchone()[0]
-
-
-def _driver_jvm(pid: int) -> psutil.Process:
-    """The Spark driver's JVM under the `aqi stream` process ``pid``."""
-    (java,) = [p for p in psutil.Process(pid).children(recursive=True) if p.name() == "java"]
-    return java
 
 
 def _wait_for_rows(database: str, mark: int, proc: subprocess.Popen, deadline_s: float) -> int:
@@ -200,7 +193,7 @@ def test_kill_9_at_random_points_loses_and_duplicates_nothing(
                     f"(exit {proc.returncode}, {loaded} rows):\n{log.read_text()[-3000:]}"
                 )
                 if run == 0:  # a drain of 60,000 records: the driver JVM compiles with C1
-                    java = _driver_jvm(proc.pid)  # only, and maps the class archive as well
+                    java = driver_jvm(proc.pid)  # only, and maps the class archive as well
                     assert QUICK_JIT in java.cmdline()
                     archive = str(class_archive.archive_path())
                     assert archive in {m.path for m in java.memory_maps()}
@@ -225,57 +218,6 @@ def test_kill_9_at_random_points_loses_and_duplicates_nothing(
         len(set(zip(bronze.column(0).to_pylist(), bronze.column(1).to_pylist(), strict=True)))
         == total
     )
-
-
-def test_continuous_stream_stops_cleanly_on_sigterm(
-    tmp_path: Path, services, fresh_database
-) -> None:
-    env = _env(tmp_path, services, fresh_database)
-    events = list(simulate(SimulationConfig(locations=3, days=0.25, seed=9)))
-    with EventProducer(env["KAFKA_BOOTSTRAP_SERVERS"], env["AQ_KAFKA_TOPIC"]) as producer:
-        producer.send(events)
-    proc = subprocess.Popen([AQI, "stream", "--trigger-seconds", "1"], env=env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 180
-        inserted = 0
-        while time.monotonic() < deadline and inserted < len(events):
-            time.sleep(1)
-            with psycopg.connect(fresh_database) as conn:
-                if conn.execute("select to_regclass('raw.openaq_measurements')").fetchone()[0]:
-                    inserted = conn.execute(
-                        "select count(*) from raw.openaq_measurements"
-                    ).fetchone()[0]
-        assert inserted == len(events), "the continuous stream did not drain the topic"
-        assert proc.poll() is None, "without --available-now the stream keeps running"
-        # the driver, its JVM (Spark UI, block manager) and Python workers: loopback only
-        sockets = listening_sockets([proc.pid])
-        assert any(name == "java" and 4040 <= port < 4100 for name, _, _, port in sockets), sockets  # the UI
-        assert off_loopback(sockets) == []
-        # the driver's JVM maps the class archive `make jvm` wrote (a faster start)
-        archive = class_archive.archive_path()
-        assert archive is not None and archive.is_file(), "make jvm writes the class archive"
-        java = _driver_jvm(proc.pid)
-        assert str(archive) in {m.path for m in java.memory_maps()}
-        # a continuous stream keeps the full JIT (C2 for the long run)
-        assert QUICK_JIT not in java.cmdline()
-        # a second stream on the same checkpoint is refused, not raced
-        second = run_aqi(["stream", "--available-now"], env, tmp_path, timeout=120)
-        assert second.returncode == 1
-        assert "another `aqi stream`" in second.stderr and "Traceback" not in second.stderr
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 0, err
-    assert "SIGTERM received, stopping" in out and "stream: stopped after" in out
-    assert "driver JIT full: a continuous stream" in out
-    assert "Traceback" not in err
-    # Spark's own log goes to a file, not between the stream's lines
-    assert (tmp_path / "aq" / "logs" / "spark-stream.log").is_file()
-    assert "log4j" not in err and " WARN " not in err, err[-2000:]
 
 
 #: added to the sensor ids of a second stream of events (real OpenAQ sensor ids are < 1e9)
