@@ -66,6 +66,7 @@ __all__ = [
     "check_deadline",
     "failure_notifiers",
     "iso_utc",
+    "last_success",
     "record_success",
     "send_alert",
 ]
@@ -248,6 +249,13 @@ def record_success(
         entry = state.setdefault(dag_id, {})
         entry.update(last_success_at=iso_utc(when), last_success_run_id=run_id)
         entry.pop("watching_since", None)
+
+
+def last_success(settings: Settings, dag_id: str = ELT_DAG_ID) -> datetime | None:
+    """When a run of ``dag_id`` last succeeded (:func:`record_success`), or None if never."""
+    with _heartbeats(settings) as state:
+        when = state.get(dag_id, {}).get("last_success_at")
+    return datetime.fromisoformat(when) if when else None
 
 
 def check_deadline(
