@@ -22,8 +22,10 @@ from hypothesis import strategies as st
 
 from spark_streaming.parse import EVENT_FIELDS, parse_records
 
-# the module's tests share one costly fixture: one xdist worker runs them all (make test)
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("parse_fuzz")]
+# the module's tests share one costly fixture: one xdist worker runs them all (make test),
+# the one that runs test_parse.py: pyspark keeps its JVM when a session stops, so the second
+# module's session starts in the JVM (warm, its code compiled) the first one left
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("parse")]
 
 SENT = datetime.now(UTC).replace(microsecond=0)
 POOL = event_pool(SENT)
