@@ -1,7 +1,8 @@
 """Superset as code on the real stack: provisioning, the API, re-provisioning, the screenshot,
 and the read-only role Superset queries the warehouse with.
 
-One private AQ_HOME for the module (its own PostgreSQL, broker and Superset on free ports):
+One private AQ_HOME for the module (its own PostgreSQL and Superset on free ports; the
+session's broker, which nothing here uses, so that `aqi services up` starts no other):
 35 days of 6 simulated locations go straight into raw.openaq_measurements, `aqi dbt build`
 makes the marts, `aqi dashboards up` provisions superset/bundle and serves it.
 """
@@ -66,8 +67,10 @@ def _dashboards(stack: dict, *args: str, timeout: float = 600) -> subprocess.Com
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    with private_stack(tmp_path_factory.mktemp("dashboards_stack")) as stack:
+def stack(tmp_path_factory: pytest.TempPathFactory, services: dict) -> Iterator[dict]:
+    # a PostgreSQL of its own; Superset uses no broker: the session's stands in for one
+    root = tmp_path_factory.mktemp("dashboards_stack")
+    with private_stack(root, kafka=services["kafka"]["bootstrap_servers"]) as stack:
         try:
             load_raw_events(stack["url"], simulate(SimulationConfig(locations=6, days=35)))
             result = run_aqi(["dbt", "build"], stack["env"], stack["cwd"], timeout=600)
