@@ -164,11 +164,37 @@ class FakeClock:
         self.now += seconds
 
 
+def _ephemeral_ports() -> range:
+    """The kernel's range for the local ports of outgoing connections."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return range(32768, 61000)  # Linux's default
+    return range(low, high + 1)
+
+
+#: where the tests' services listen: below the ephemeral range, so that no client connection
+#: of the run (any of them takes its local port from that range) can hold a port between the
+#: moment it was found free and the moment a server binds it ("Address already in use": a
+#: 3-broker drill once lost a controller port that way). The top ports are left for the
+#: neighbours the product takes next to AQ_KAFKA_PORT (the other nodes of a cluster).
+_TEST_PORTS = range(10000, max(10001, min(_ephemeral_ports().start, 32768) - 16))
+
+
 def free_port() -> int:
-    """A TCP port nothing listens on right now (the kernel picks it)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port of :data:`_TEST_PORTS` that can be bound right now, chosen at random."""
+    import random
+
+    candidates = random.SystemRandom()
+    for _ in range(1000):
+        port = candidates.randrange(_TEST_PORTS.start, _TEST_PORTS.stop)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free port in {_TEST_PORTS}")
 
 
 def listening_sockets(pids: Iterable[int]) -> list[tuple[str, int, str, int]]:
@@ -416,21 +442,26 @@ def _stop_session_stack(config: pytest.Config) -> None:
 
 
 @contextmanager
-def private_stack(root: Path, *, kafka_brokers: int = 1) -> Iterator[dict]:
+def private_stack(
+    root: Path, *, kafka_brokers: int = 1, kafka: str | None = None
+) -> Iterator[dict]:
     """`aqi services up` in a private AQ_HOME under root, `aqi services down` after.
 
     For modules that start more on top (Airflow, Superset), or kill what they started, and
-    must not share the session's services. Yields env, cwd, settings and the warehouse url.
+    must not share the session's services. ``kafka``: the bootstrap servers of a broker that
+    is there already (the session's) for a module that uses none; `up` then starts
+    PostgreSQL only, as it does for any external broker. Yields env, cwd, settings and the
+    warehouse url.
     """
     from aqi.core.connections import database_url
 
-    env = isolated_env(root / "aq")
+    env = isolated_env(root / "aq", **({"KAFKA_BOOTSTRAP_SERVERS": kafka} if kafka else {}))
     args = ["services", "up"] + (
         ["--kafka-brokers", str(kafka_brokers)] if kafka_brokers > 1 else []
     )
-    result = run_aqi(args, env, root, timeout=300)
-    assert result.returncode == 0, result.stderr
-    try:
+    try:  # `down` also after an `up` that failed half-way (what it started keeps running)
+        result = run_aqi(args, env, root, timeout=300)
+        assert result.returncode == 0, result.stderr
         settings = load_settings(env, dotenv=None)
         yield {"env": env, "cwd": root, "settings": settings, "url": database_url(settings)}
     finally:
