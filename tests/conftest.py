@@ -338,19 +338,22 @@ def read_partition(
     return records
 
 
-def read_topic(bootstrap: str, topic: str) -> list[tuple[int, int, bytes | None, dict]]:
-    """Every record of a topic as (partition, offset, key, decoded JSON value), up to its end."""
-    import json
-
+def read_records(bootstrap: str, topic: str) -> list:
+    """Every record of a topic up to its end, partition after partition (confluent Messages)."""
     from aqi.core.topics import end_offsets
 
     records = []
     for partition, end in end_offsets(bootstrap, topic).items():
-        records.extend(
-            (partition, m.offset(), m.key(), json.loads(m.value()))
-            for m in read_partition(bootstrap, topic, partition, 0, end)
-        )
+        records.extend(read_partition(bootstrap, topic, partition, 0, end))
     return records
+
+
+def read_topic(bootstrap: str, topic: str) -> list[tuple[int, int, bytes | None, dict]]:
+    """Every record of a topic as (partition, offset, key, decoded JSON value), up to its end."""
+    import json
+
+    return [(m.partition(), m.offset(), m.key(), json.loads(m.value()))
+            for m in read_records(bootstrap, topic)]  # fmt: skip
 
 
 #: the session services' AQ_HOME and ports, written once for every worker of the run

@@ -23,10 +23,9 @@ import psycopg
 import pyarrow.dataset as ds
 import pyspark
 import pytest
-from conftest import free_port, isolated_env, read_partition, run_aqi
+from conftest import free_port, isolated_env, read_records, run_aqi
 from event_fuzz import judge
 
-from aqi.core.topics import end_offsets
 from aqi.services.process import port_is_open, wait_until
 from ingestion.producer import EventProducer
 from ingestion.simulator import SimulationConfig, simulate
@@ -111,10 +110,9 @@ def _judged(bootstrap: str, topic: str) -> dict[tuple[int, int], tuple[dict | No
     """(partition, offset) -> (what the judge says the warehouse stores or None, the record's
     Kafka timestamp), for every record of the topic as the broker holds it."""
     judged = {}
-    for partition, end in end_offsets(bootstrap, topic).items():
-        for message in read_partition(bootstrap, topic, partition, 0, end):
-            stamp = datetime.fromtimestamp(message.timestamp()[1] / 1000, UTC)
-            judged[(partition, message.offset())] = (judge(message.value(), stamp), stamp)
+    for message in read_records(bootstrap, topic):
+        stamp = datetime.fromtimestamp(message.timestamp()[1] / 1000, UTC)
+        judged[(message.partition(), message.offset())] = (judge(message.value(), stamp), stamp)
     return judged
 
 
