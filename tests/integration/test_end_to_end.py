@@ -107,7 +107,7 @@ def test_live_demo_collects_from_the_api_and_keeps_collecting(tmp_path: Path) ->
     import psutil
     import psycopg
 
-    from aqi.services.process import PidFile
+    from aqi.services.process import PidFile, wait_until
     from ingestion.fixtures import DEFAULT_FIXTURES_DIR
     from openaq_mock.api import MockOpenAQ
     from openaq_mock.archive import MockArchive
@@ -189,17 +189,19 @@ def test_live_demo_collects_from_the_api_and_keeps_collecting(tmp_path: Path) ->
             hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
             (reading,) = mock.generate_measurements(sensor, hour - timedelta(hours=1), 1)
             period_end = datetime.fromisoformat(reading["period"]["datetimeTo"]["utc"])
-            deadline = time.monotonic() + 180
-            landed = None
-            while landed is None and time.monotonic() < deadline:
-                time.sleep(1)
+
+            def landed() -> tuple | None:
                 with psycopg.connect(database_url(settings)) as conn:
-                    landed = conn.execute(
+                    return conn.execute(
                         "select ingest_mode from raw.openaq_measurements "
                         "where sensor_id = %s and period_end = %s",
                         (sensor, period_end),
                     ).fetchone()
-            assert landed == ("live",), "the new reading did not reach raw"
+
+            assert wait_until(lambda: landed() is not None, timeout=180, interval=1), (
+                "the new reading did not reach raw"
+            )
+            assert landed() == ("live",)
         finally:
             down = run_aqi(["demo", "--down"], env, tmp_path, timeout=600)
         assert down.returncode == 0, down.stdout + down.stderr
