@@ -32,8 +32,11 @@ POOL = event_pool(SENT)
 KAFKA_SCHEMA = (
     "key binary, value binary, topic string, partition int, offset long, timestamp timestamp"
 )
-#: hypothesis examples per run (each a batch of up to 40 messages); more with AQ_FUZZ_EXAMPLES
-EXAMPLES = int(os.environ.get("AQ_FUZZ_EXAMPLES", "40"))
+#: hypothesis examples per run (more with AQ_FUZZ_EXAMPLES), each a batch of BATCH messages:
+#: a batch is one Spark job of ~1 s however few its rows, so a run's messages come in a few
+#: large batches (10 of 20-160: ~500 messages) rather than many small ones (40 of 1-40: ~250)
+EXAMPLES = int(os.environ.get("AQ_FUZZ_EXAMPLES", "10"))
+BATCH = (20, 160)
 #: messages of the seeded generator in one batch
 SAMPLE = int(os.environ.get("AQ_FUZZ_SAMPLE", "5000"))
 
@@ -122,7 +125,7 @@ _keys = st.none() | st.binary(max_size=8)
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(st.lists(st.tuples(_keys, _messages), min_size=1, max_size=40))
+@given(st.lists(st.tuples(_keys, _messages), min_size=BATCH[0], max_size=BATCH[1]))
 def test_generated_messages_are_parsed_as_the_contract_says(spark, messages) -> None:
     _check(spark, messages)
 
