@@ -16,7 +16,8 @@ query, :func:`aqi.core.config.mask_url`) is ever logged.
 
 Three ways in (the third, unhealthy air, is :mod:`aqi.aqi_alerts`'s, through :func:`send_alert`):
 
-- a failed task: :func:`failure_notifiers` gives the Airflow notifiers for
+- a failed task: :func:`failure_notifiers` gives the Airflow notifiers
+  (:mod:`aqi.alert_notifier`, apart so that this module imports no Airflow) for
   ``on_failure_callback`` (Airflow calls them once the task has failed for good, after its
   retries); the message is the exception's text - for a quality gate, the report that names
   the failed expectation and sample rows;
@@ -29,8 +30,8 @@ The successes and the alerts sent are kept in one small JSON file,
 ``AQ_HOME/state/pipeline_heartbeats.json`` (under a lock), not in the warehouse: the watchdog
 must be able to judge, and say so, precisely when the warehouse is what is down.
 
-Public surface: :class:`Alert`, :class:`AlertNotifier`, :func:`failure_notifiers`,
-:func:`send_alert`, :func:`alert_from_context`, :func:`record_success`,
+Public surface: :class:`Alert`, :func:`failure_notifiers`, :func:`send_alert`,
+:func:`send_failure`, :func:`alert_from_context`, :func:`record_success`,
 :func:`check_deadline`, :func:`channels`, :func:`iso_utc`, :data:`TIMEOUT_S`, :data:`ELT_DAG_ID`.
 """
 
@@ -50,17 +51,17 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
-from typing import Any
-
-from airflow.sdk import BaseNotifier
+from typing import TYPE_CHECKING, Any
 
 from aqi.core.config import Settings, load_settings, mask_url
+
+if TYPE_CHECKING:
+    from aqi.alert_notifier import AlertNotifier
 
 __all__ = [
     "ELT_DAG_ID",
     "TIMEOUT_S",
     "Alert",
-    "AlertNotifier",
     "alert_from_context",
     "channels",
     "check_deadline",
@@ -69,6 +70,7 @@ __all__ = [
     "last_success",
     "record_success",
     "send_alert",
+    "send_failure",
 ]
 
 log = logging.getLogger(__name__)
@@ -197,35 +199,23 @@ def alert_from_context(context: Mapping[str, Any], event: str = "task_failed") -
     )
 
 
-class AlertNotifier(BaseNotifier):
-    """An Airflow notifier: ``on_failure_callback=[AlertNotifier(settings)]``.
-
-    It sends :func:`alert_from_context` to every configured channel and never raises (Airflow
-    would log a second traceback under the task's own). Nothing is templated: the settings
-    (the SMTP password among them) never go through Jinja or the rendered fields.
-    """
-
-    template_fields = ()
-
-    def __init__(self, settings: Settings) -> None:
-        super().__init__()
-        self.settings = settings
-
-    def __repr__(self) -> str:
-        return f"AlertNotifier({', '.join(channels(self.settings)) or 'no channel'})"
-
-    def notify(self, context: Any) -> None:
-        try:
-            alert = alert_from_context(context)
-        except Exception as exc:  # noqa: BLE001 - a context we did not expect: still alert
-            log.warning("alert: could not read the failure's context: %s", _first_line(exc))
-            alert = Alert("task_failed", "?", None, None, None, str(exc), None, iso_utc(_now()))
-        send_alert(self.settings, alert)
+def send_failure(settings: Settings, context: Mapping[str, Any]) -> None:
+    """Send a failed task's alert (:func:`alert_from_context`) to every configured channel;
+    never raises, even on a context it does not expect (it still alerts, with what it has)."""
+    try:
+        alert = alert_from_context(context)
+    except Exception as exc:  # noqa: BLE001 - a context we did not expect: still alert
+        log.warning("alert: could not read the failure's context: %s", _first_line(exc))
+        alert = Alert("task_failed", "?", None, None, None, str(exc), None, iso_utc(_now()))
+    send_alert(settings, alert)
 
 
 def failure_notifiers(settings: Settings | None = None) -> list[AlertNotifier]:
     """What to put in ``on_failure_callback`` (the DAG's ``default_args``): one notifier that
-    sends to every configured channel, or nothing when no channel is configured."""
+    sends to every configured channel (:class:`aqi.alert_notifier.AlertNotifier`), or nothing
+    when no channel is configured."""
+    from aqi.alert_notifier import AlertNotifier
+
     s = settings or load_settings()
     return [AlertNotifier(s)] if channels(s) else []
 

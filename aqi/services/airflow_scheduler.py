@@ -32,6 +32,7 @@ PRELOADED = (
     "cosmos.operators.watcher",
     "aqi.orchestration",
     "aqi.alerts",
+    "aqi.alert_notifier",
 )
 
 

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from aqi import alerts
+from aqi.alert_notifier import AlertNotifier
 from aqi.core.config import ENV_VARS, SECRET_VARS, ConfigError, load_settings, mask_url
 
 pytestmark = pytest.mark.unit
@@ -54,7 +55,7 @@ def test_full_configuration(tmp_path: Path) -> None:
     assert s.alert_deadline_minutes == 30
     assert alerts.channels(s) == ["email", "webhook"]
     (notifier,) = alerts.failure_notifiers(s)
-    assert isinstance(notifier, alerts.AlertNotifier)
+    assert isinstance(notifier, AlertNotifier)
     assert notifier.template_fields == ()  # nothing of the settings goes through Jinja
     # the secrets are in no repr (Airflow logs callbacks by their repr)
     for text in (repr(s), repr(notifier)):
