@@ -214,10 +214,12 @@ def failure_notifiers(settings: Settings | None = None) -> list[AlertNotifier]:
     """What to put in ``on_failure_callback`` (the DAG's ``default_args``): one notifier that
     sends to every configured channel (:class:`aqi.alert_notifier.AlertNotifier`), or nothing
     when no channel is configured."""
+    s = settings or load_settings()
+    if not channels(s):
+        return []
     from aqi.alert_notifier import AlertNotifier
 
-    s = settings or load_settings()
-    return [AlertNotifier(s)] if channels(s) else []
+    return [AlertNotifier(s)]
 
 
 # --- the deadline ---------------------------------------------------------------------------
