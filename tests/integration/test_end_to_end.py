@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import urllib.request
 from pathlib import Path
 
@@ -150,16 +149,13 @@ def test_live_demo_collects_from_the_api_and_keeps_collecting(tmp_path: Path) ->
             assert days >= 30, days
             # the live demo's collector and stream (Spark's JVM, its UI, its Python workers)
             # (the background stream was just started: wait for its Spark UI to listen)
-            deadline = time.monotonic() + 180
+            def spark_ui(sockets: list) -> bool:
+                return any(name == "java" and 4040 <= port < 4100 for name, _, _, port in sockets)
+
+            wait_until(lambda: spark_ui(listening_sockets(project_pids(settings))), timeout=180,
+                       interval=1)  # fmt: skip
             sockets = listening_sockets(project_pids(settings))
-            while time.monotonic() < deadline and not any(
-                name == "java" and 4040 <= port < 4100 for name, _, _, port in sockets
-            ):
-                time.sleep(1)
-                sockets = listening_sockets(project_pids(settings))
-            assert any(name == "java" and 4040 <= port < 4100 for name, _, _, port in sockets), (
-                sockets  # the stream's Spark UI
-            )
+            assert spark_ui(sockets), sockets  # the stream's Spark UI
             assert off_loopback(sockets) == []
             # the background stream is the continuous one: the full JIT (C2 for a long run),
             # started from the class archive `make jvm` wrote
@@ -174,12 +170,13 @@ def test_live_demo_collects_from_the_api_and_keeps_collecting(tmp_path: Path) ->
             # a worker that dies (kill -9) is started again by its `aqi supervise`
             (collector,) = psutil.Process(workers["collect"].pid).children()
             collector.kill()
-            deadline = time.monotonic() + 60
-            restarted: list = []
-            while not restarted and time.monotonic() < deadline:
-                time.sleep(0.5)
-                restarted = [p for p in psutil.Process(workers["collect"].pid).children()
-                             if p.pid != collector.pid]  # fmt: skip
+
+            def restarted_collectors() -> list:
+                return [p for p in psutil.Process(workers["collect"].pid).children()
+                        if p.pid != collector.pid]  # fmt: skip
+
+            wait_until(lambda: bool(restarted_collectors()), timeout=60, interval=0.5)
+            restarted = restarted_collectors()
             assert restarted, "the collector was not restarted"
             log = (settings.logs_dir / "demo-collect.log").read_text()
             assert "died (killed by SIGKILL)" in log
