@@ -23,6 +23,7 @@ import os
 import re
 import tomllib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -168,19 +169,69 @@ def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
     return [(ln.split(None, 1)[0].upper(), (ln.split(None, 1) + [""])[1]) for ln in lines]
 
 
-def final_base_image(path: Path) -> str:
-    """The image the last stage of a Dockerfile starts from (following stage names)."""
-    args, stages, base = {}, {}, ""
+@dataclass(frozen=True)
+class Stage:
+    """One ``FROM`` of a Dockerfile: its name, what it starts from, and its instructions."""
+
+    name: str
+    base: str
+    steps: tuple[tuple[str, str], ...]
+
+    def copied_from(self) -> set[str]:
+        """The stages and images this stage copies files from (``COPY --from=...``)."""
+        return {
+            re.match(r"--from=(\S+)", rest).group(1)
+            for ins, rest in self.steps
+            if ins in ("COPY", "ADD") and rest.startswith("--from=")
+        }
+
+
+def dockerfile_stages(path: Path) -> list[Stage]:
+    """The stages of a Dockerfile in order (global ``ARG``s expanded in ``FROM``)."""
+    args: dict[str, str] = {}
+    found: list[Stage] = []
     for instruction, rest in dockerfile_instructions(path):
-        if instruction == "ARG" and not stages and "=" in rest:
+        if instruction == "ARG" and not found and "=" in rest:
             name, value = rest.split("=", 1)
             args[name.strip()] = value.strip().strip('"')
         elif instruction == "FROM":
             words = [w for w in rest.split() if not w.startswith("--")]
             image = re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), words[0])
-            base = stages.get(image, image)
-            if len(words) >= 3 and words[1].lower() == "as":
-                stages[words[2]] = base
+            named = len(words) >= 3 and words[1].lower() == "as"
+            found.append(Stage(words[2] if named else str(len(found)), image, ()))
+        elif found:
+            last = found[-1]
+            found[-1] = Stage(last.name, last.base, (*last.steps, (instruction, rest)))
+    return found
+
+
+def image_stages(service: dict, *, built_from: bool = False) -> list[Stage]:
+    """The stages the service's image is: its ``build.target`` (else the last stage) and the
+    stages it starts ``FROM``, in file order. With ``built_from``, also every stage whose
+    files it copies (``COPY --from``), and theirs: all that went into building it."""
+    stages = dockerfile_stages(dockerfile(service))
+    by_name = {stage.name: stage for stage in stages}
+    build = service["build"] if isinstance(service["build"], dict) else {}
+    wanted, pending = set(), [by_name[build["target"]] if "target" in build else stages[-1]]
+    while pending:
+        stage = pending.pop()
+        if stage.name in wanted:
+            continue
+        wanted.add(stage.name)
+        nexts = {stage.base} | (stage.copied_from() if built_from else set())
+        pending.extend(by_name[n] for n in nexts if n in by_name)
+    return [stage for stage in stages if stage.name in wanted]
+
+
+def image_steps(service: dict, *, built_from: bool = False) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of :func:`image_stages`, in file order."""
+    return [step for stage in image_stages(service, built_from=built_from) for step in stage.steps]
+
+
+def final_base_image(service: dict) -> str:
+    """The image the service's image starts from (following stage names to an image)."""
+    names = {stage.name for stage in dockerfile_stages(dockerfile(service))}
+    (base,) = [s.base for s in image_stages(service) if s.base not in names]
     return base
 
 
@@ -197,10 +248,10 @@ def split_image(image: str) -> tuple[str, str]:
 
 def runs_project_code(service: dict) -> bool:
     """The service's image installs the project (its Dockerfile copies pyproject.toml + uv.lock)."""
-    path = dockerfile(service)
-    if path is None:
+    if dockerfile(service) is None:
         return False
-    copied = " ".join(rest for ins, rest in dockerfile_instructions(path) if ins in ("COPY", "ADD"))
+    steps = image_steps(service, built_from=True)
+    copied = " ".join(rest for ins, rest in steps if ins in ("COPY", "ADD"))
     return "pyproject.toml" in copied and "uv.lock" in copied
 
 
@@ -219,8 +270,7 @@ def services_with_image(repo: str) -> list[str]:
     """Names of the services whose image (pulled, or the base of the one built) is ``repo``."""
     found = []
     for name, svc in services().items():
-        path = dockerfile(svc)
-        image = final_base_image(path) if path else svc.get("image", "")
+        image = final_base_image(svc) if dockerfile(svc) else svc.get("image", "")
         if split_image(image)[0] == repo:
             found.append(name)
     return found
@@ -402,7 +452,7 @@ def test_images_are_the_official_ones_pinned():
         path = dockerfile(svc)
         if path is not None:
             assert path.is_file(), f"{name}: {path} does not exist"
-            image, allowed = final_base_image(path), accepted
+            image, allowed = final_base_image(svc), accepted
         else:
             image, allowed = svc.get("image", ""), PULLED_IMAGES
         repo, tag = split_image(image)
@@ -463,9 +513,10 @@ def test_postgres_creates_the_databases_with_passwords_from_the_environment():
 
 
 def test_superset_has_the_postgres_driver():
-    (path,) = {dockerfile(services()[n]) for n in services_with_image("apache/superset")}
-    runs = " ".join(rest for ins, rest in dockerfile_instructions(path) if ins == "RUN")
-    assert "psycopg2-binary" in runs
+    for name in services_with_image("apache/superset"):
+        steps = image_steps(services()[name], built_from=True)
+        runs = " ".join(rest for ins, rest in steps if ins == "RUN")
+        assert "psycopg2-binary" in runs, name
 
 
 def test_airflow_image_bakes_the_manifest_cosmos_renders_from(monkeypatch):
@@ -474,12 +525,18 @@ def test_airflow_image_bakes_the_manifest_cosmos_renders_from(monkeypatch):
     from aqi.core.warehouse import DBT_PROJECT_DIR
     from aqi.orchestration import dbt_manifest_path
 
-    dockerfile = (ROOT / "docker" / "airflow" / "Dockerfile").read_text(encoding="utf-8")
-    assert re.search(r"dbt parse --project-dir dbt_project --profiles-dir dbt_project", dockerfile)
     assert dbt_manifest_path().relative_to(DBT_PROJECT_DIR).as_posix() == "target/manifest.json"
-    # the DAGs and everything they import are in the image
-    for folder in ("aqi", "dags", "expectations", "dbt_project", "spark_streaming", "ingestion"):
-        assert f"COPY {folder} ./{folder}" in dockerfile, folder
+    airflow = services_with_image("apache/airflow")
+    assert airflow
+    for name in airflow:
+        steps = image_steps(services()[name], built_from=True)
+        runs = " ".join(rest for ins, rest in steps if ins == "RUN")
+        assert re.search(r"dbt parse --project-dir dbt_project --profiles-dir dbt_project", runs)
+        # the DAGs and everything they import are in the image
+        copies = [rest for ins, rest in steps if ins == "COPY"]
+        for folder in ("aqi", "dags", "expectations", "dbt_project", "spark_streaming"):
+            assert f"{folder} ./{folder}" in copies, f"{name}: {folder}"
+        assert "ingestion ./ingestion" in copies, name
 
 
 # --- the same pipeline as the embedded path --------------------------------------------------
@@ -539,25 +596,33 @@ def script_lines(text: str) -> list[str]:
     ]
 
 
-def dockerfile_env(path: Path) -> dict[str, str]:
-    """The ENV settings of a Dockerfile (``ENV A=1 B=2`` form)."""
+def dockerfile_env(steps: list[tuple[str, str]]) -> dict[str, str]:
+    """The ENV settings of Dockerfile steps (``ENV A=1 B=2`` form): those of
+    ``image_steps(svc)`` are the containers', those of ``built_from=True`` the build's too."""
     env = {}
-    for instruction, rest in dockerfile_instructions(path):
+    for instruction, rest in steps:
         if instruction == "ENV":
             for name, value in re.findall(r"([A-Za-z_]\w*)=(\S+)", rest):
                 env[name] = value.strip('"')
     return env
 
 
-def app_dir(path: Path) -> str:
-    """The folder a Dockerfile installs the project into (its WORKDIR when copying uv.lock)."""
-    workdir = "/"
-    for instruction, rest in dockerfile_instructions(path):
-        if instruction == "WORKDIR":
-            workdir = rest.strip()
-        elif instruction == "COPY" and "uv.lock" in rest:
-            return workdir
-    raise AssertionError(f"{path} does not copy uv.lock")
+def project_stage(service: dict) -> tuple[Stage, str]:
+    """The stage that installs the project for the service's image (the one that copies
+    uv.lock) and the folder it installs it in (its WORKDIR there)."""
+    for stage in image_stages(service, built_from=True):
+        workdir = "/"
+        for instruction, rest in stage.steps:
+            if instruction == "WORKDIR":
+                workdir = rest.strip()
+            elif instruction == "COPY" and "uv.lock" in rest.split():
+                return stage, workdir
+    raise AssertionError(f"{dockerfile(service)}: no stage of the image copies uv.lock")
+
+
+def app_dir(service: dict) -> str:
+    """The folder the service's image installs the project into."""
+    return project_stage(service)[1]
 
 
 def one_shot(names: list[str]) -> list[str]:
@@ -589,22 +654,22 @@ def test_spark_runners_carry_the_kafka_connector_of_the_projects_pom():
     (spark,) = services_with_image("apache/spark")
     assert command_text(services()[spark]).split() == ["aqi", "stream"]
     # SPARK_HOME is the venv's pyspark: the jars, and so the connector's version, are uv.lock's
-    spark_file = dockerfile(services()[spark])
-    assert re.search(r"/site-packages/pyspark$", dockerfile_env(spark_file)["SPARK_HOME"])
+    spark_env = dockerfile_env(image_steps(services()[spark]))
+    assert re.search(r"/site-packages/pyspark$", spark_env["SPARK_HOME"])
     assert pom_properties()["spark.version"] == locked_version("pyspark")
 
     for name in [spark, *services_with_image("apache/airflow")]:
         svc = services()[name]
         args = environment(svc).get("PYSPARK_SUBMIT_ARGS", "")
         assert "packages" not in args and "spark.jars" not in args, f"{name}: {args}"
-        steps = dockerfile_instructions(dockerfile(svc))
+        steps = image_steps(svc, built_from=True)
         runs = " ".join(rest for ins, rest in steps if ins == "RUN")
         assert re.search(r"mvn .*--file \S*jvm/pom\.xml .*dependency:copy-dependencies", runs), (
             f"{name}: its image does not resolve jvm/pom.xml"
         )
         copies = [rest for ins, rest in steps if ins == "COPY"]
         assert any(rest.split()[0] == "jvm" for rest in copies), f"{name}: jvm/ is not copied"
-        venv = app_dir(dockerfile(svc)).rstrip("/") + "/.venv"
+        venv = app_dir(svc).rstrip("/") + "/.venv"
         assert any(
             rest.startswith("--from=") and rest.endswith(f"{venv}/share/aq-jvm/spark")
             for rest in copies
@@ -613,13 +678,40 @@ def test_spark_runners_carry_the_kafka_connector_of_the_projects_pom():
         assert "!jvm/" in ignored.split(), f"{name}: the build context leaves jvm/ out"
 
 
+def test_project_images_run_the_environment_where_it_was_built():
+    """One stage installs the project (uv.lock) and the images copy it: the environment must
+    land at the path it was built at (its scripts' #! lines and the editable install name that
+    path), beside the Python it was made with (uv's own, which runs on every base image, not
+    the build stage's), and come first on the containers' PATH."""
+    project = {n for n, svc in services().items() if runs_project_code(svc)}
+    (collector,) = [n for n, s in services().items() if command_text(s).startswith("aqi collect")]
+    expected = {collector, *services_with_image("apache/spark")}
+    assert expected | set(services_with_image("apache/airflow")) <= project
+    for name in sorted(project):
+        svc = services()[name]
+        builder, app = project_stage(svc)
+        build_env = dockerfile_env(image_steps(svc, built_from=True))
+        venv = build_env["UV_PROJECT_ENVIRONMENT"]
+        assert venv.startswith(app.rstrip("/") + "/"), f"{name}: {venv} outside {app}"
+        if builder.name not in {stage.name for stage in image_stages(svc)}:
+            python_dir = build_env.get("UV_PYTHON_INSTALL_DIR")
+            assert build_env.get("UV_PYTHON_PREFERENCE") == "only-managed" and python_dir, (
+                f"{name}: the environment copied from {builder.name} needs uv's own Python"
+            )
+            copies = [rest for ins, rest in image_steps(svc) if ins == "COPY"]
+            for folder in (app, python_dir):
+                assert f"--from={builder.name} {folder} {folder}" in copies, f"{name}: {folder}"
+        runtime_path = dockerfile_env(image_steps(svc)).get("PATH", "")
+        assert runtime_path.startswith(f"{venv}/bin:"), f"{name}: PATH={runtime_path}"
+
+
 def test_kafka_runs_the_version_of_the_embedded_path():
     from jvm_support import pom_properties
 
     (kafka,) = services_with_image("apache/kafka")
     assert split_image(services()[kafka]["image"])[1] == pom_properties()["kafka.version"]
     (spark,) = services_with_image("apache/spark")
-    spark_tag = split_image(final_base_image(dockerfile(services()[spark])))[1]
+    spark_tag = split_image(final_base_image(services()[spark]))[1]
     assert spark_tag.split("-")[0] == pom_properties()["spark.version"]
 
 
@@ -664,11 +756,11 @@ def test_airflow_runs_the_mounted_checkout_of_the_project():
     for name in airflow:
         svc = services()[name]
         path = dockerfile(svc)
-        app = app_dir(path)
-        image_env = dockerfile_env(path)
+        app = app_dir(svc)
+        image_env = dockerfile_env(image_steps(svc, built_from=True))
         # the image's venv stays visible: the project installed in editable mode from `app`
         assert image_env.get("UV_PROJECT_ENVIRONMENT", "").startswith(app + "/"), name
-        runs = " ".join(rest for ins, rest in dockerfile_instructions(path) if ins == "RUN")
+        runs = " ".join(rest for ins, rest in image_steps(svc, built_from=True) if ins == "RUN")
         assert "--no-editable" not in runs, f"{path}: the venv would not import the mounts"
         for _, target, _ in mounts(svc):
             assert not image_env["UV_PROJECT_ENVIRONMENT"].startswith(target.rstrip("/") + "/")
@@ -709,7 +801,7 @@ def test_airflow_init_migrates_and_regenerates_the_manifest_cosmos_renders_from(
     holders = {}
     for name in airflow:
         svc = services()[name]
-        holders[name] = volume_at(svc, f"{app_dir(dockerfile(svc))}/{manifest.as_posix()}")
+        holders[name] = volume_at(svc, f"{app_dir(svc)}/{manifest.as_posix()}")
         if name != init:
             deps = svc.get("depends_on") or {}
             assert (deps.get(init) or {}).get("condition") == "service_completed_successfully"
@@ -762,7 +854,7 @@ def test_airflow_tasks_get_the_environment_of_the_embedded_airflow(tmp_path, mon
     for name in services_with_image("apache/airflow"):
         svc = services()[name]
         env = environment(svc)
-        available = set(env) | set(dockerfile_env(dockerfile(svc)))
+        available = set(env) | set(dockerfile_env(image_steps(svc)))
         missing = sorted(expected - set(AIRFLOW_IMAGE_DEFAULTS) - available)
         assert missing == [], f"{name}: the embedded Airflow sets {missing}"
         different = {
@@ -826,7 +918,7 @@ def test_superset_runs_the_projects_settings_file(tmp_path, monkeypatch):
         config = bind_target(svc, CONFIG_PATH.relative_to(ROOT).as_posix())
         assert config and env.get("SUPERSET_CONFIG_PATH") == config, name
         assert volume_at(svc, config)[1], f"{name}: the settings file should be read-only"
-        assert "SUPERSET_CONFIG_PATH" not in dockerfile_env(dockerfile(svc))
+        assert "SUPERSET_CONFIG_PATH" not in dockerfile_env(image_steps(svc))
         assert sorted(required - set(env)) == [], f"{name}: superset_config.py needs them"
         assert sorted(expected - set(env)) == [], f"{name}: the embedded Superset sets them"
         different = {k: (first[k], env[k]) for k in constant if with_defaults(env[k]) != first[k]}
@@ -849,17 +941,17 @@ def test_superset_draws_the_same_offline_borders_as_the_embedded_one():
     package, version, sha256 = _basemap_pins()
     for name in superset_services():
         svc = services()[name]
-        path = dockerfile(svc)
+        path, steps = dockerfile(svc), image_steps(svc, built_from=True)
         args = {
             key.strip(): value.strip().strip('"')
-            for instruction, rest in dockerfile_instructions(path)
+            for instruction, rest in steps
             if instruction == "ARG" and "=" in rest
             for key, value in [rest.split("=", 1)]
         }
         assert (args.get("WORLD_ATLAS_VERSION"), args.get("WORLD_ATLAS_SHA256")) == (
             version, sha256,
         ), f"{path}: not the pin of superset/aq_basemap.py"  # fmt: skip
-        (download,) = [rest for instruction, rest in dockerfile_instructions(path)
+        (download,) = [rest for instruction, rest in steps
                        if instruction == "RUN" and "registry.npmjs.org" in rest]  # fmt: skip
 
         def expand(text: str, args: dict = args) -> str:
