@@ -62,7 +62,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -78,7 +78,7 @@ from ingestion.fixtures import (
     locations_in,
     sensors_by_location,
 )
-from openaq_mock.serving import ServedInThread
+from openaq_mock.serving import MockServer, ServedInThread
 
 if TYPE_CHECKING:
     from openaq_mock.world import World
@@ -175,8 +175,8 @@ class MockOpenAQ(ServedInThread):
 
     # -- life cycle: start, stop, context manager, port (openaq_mock.serving) -----------
 
-    def _make_server(self, address: tuple[str, int]) -> _Server:
-        return _Server(address, self)
+    def _make_server(self, address: tuple[str, int]) -> MockServer[MockOpenAQ]:
+        return MockServer(address, _Handler, self)
 
     @property
     def base_url(self) -> str:
@@ -1335,27 +1335,12 @@ def _interval_text(interval: timedelta) -> str:
 # -- HTTP ----------------------------------------------------------------------------------
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], mock: MockOpenAQ) -> None:
-        self.mock = mock
-        super().__init__(address, _Handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that timed out and hung up is expected here, not an error to print."""
-        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            return
-        super().handle_error(request, client_address)
-
-
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     #: headers and body go out in two writes; with Nagle's algorithm the second waits for
     #: the client's delayed ACK (~40 ms a request on a kept-alive connection)
     disable_nagle_algorithm = True
-    server: _Server
+    server: MockServer[MockOpenAQ]
 
     def do_GET(self) -> None:
         self._serve("GET")

@@ -55,14 +55,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 from xml.sax.saxutils import escape
 from zoneinfo import ZoneInfo
 
 from ingestion.archive import archive_key, parse_key
-from openaq_mock.serving import ServedInThread
+from openaq_mock.serving import MockServer, ServedInThread
 
 __all__ = ["ArchiveReading", "LoggedRequest", "MockArchive", "synthetic_locations"]
 
@@ -266,8 +266,8 @@ class MockArchive(ServedInThread):
         self._released = threading.Event()
 
     # --- life cycle: start, stop, context manager, port (openaq_mock.serving) -------------
-    def _make_server(self, address: tuple[str, int]) -> _Server:
-        return _Server(address, self)
+    def _make_server(self, address: tuple[str, int]) -> MockServer[MockArchive]:
+        return MockServer(address, _Handler, self)
 
     @property
     def base_url(self) -> str:
@@ -730,18 +730,9 @@ def _send(
     return status, 0
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], mock: MockArchive) -> None:
-        self.mock = mock
-        super().__init__(address, _Handler)
-
-
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: a client reuses its connection
-    server: _Server
+    server: MockServer[MockArchive]
 
     def setup(self) -> None:
         super().setup()

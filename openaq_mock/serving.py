@@ -1,15 +1,42 @@
-"""The life cycle the local HTTP test doubles share: serve from a daemon thread, stop cleanly.
+"""What the local HTTP test doubles share: serve from a daemon thread, stop cleanly, and take
+a client that hangs up in their stride.
 
-Public surface: :class:`ServedInThread`.
+Public surface: :class:`ServedInThread`, :class:`MockServer`.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
-from http.server import ThreadingHTTPServer
-from typing import Self
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Generic, Self, TypeVar
 
-__all__ = ["ServedInThread"]
+__all__ = ["MockServer", "ServedInThread"]
+
+M = TypeVar("M")
+
+
+class MockServer(ThreadingHTTPServer, Generic[M]):
+    """The HTTP server of a mock: its handler reads the mock from ``server.mock``.
+
+    A client that gives up on a request (a timeout, a killed collector, a test that is done)
+    resets its connection; socketserver would print that as a traceback on stderr. For a mock
+    that is the normal course of things, so only other errors are printed.
+    """
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(
+        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], mock: M
+    ) -> None:
+        self.mock = mock
+        super().__init__(address, handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
 
 
 class ServedInThread:
