@@ -180,9 +180,9 @@ class Stage:
     def copied_from(self) -> set[str]:
         """The stages and images this stage copies files from (``COPY --from=...``)."""
         return {
-            re.match(r"--from=(\S+)", rest).group(1)
+            found.group(1)
             for ins, rest in self.steps
-            if ins in ("COPY", "ADD") and rest.startswith("--from=")
+            if ins in ("COPY", "ADD") and (found := re.search(r"(?:^|\s)--from=(\S+)", rest))
         }
 
 
@@ -534,9 +534,9 @@ def test_airflow_image_bakes_the_manifest_cosmos_renders_from(monkeypatch):
         assert re.search(r"dbt parse --project-dir dbt_project --profiles-dir dbt_project", runs)
         # the DAGs and everything they import are in the image
         copies = [rest for ins, rest in steps if ins == "COPY"]
-        for folder in ("aqi", "dags", "expectations", "dbt_project", "spark_streaming"):
-            assert f"{folder} ./{folder}" in copies, f"{name}: {folder}"
-        assert "ingestion ./ingestion" in copies, name
+        folders = ("aqi", "dags", "expectations", "dbt_project", "spark_streaming", "ingestion")
+        missing = [folder for folder in folders if f"{folder} ./{folder}" not in copies]
+        assert missing == [], f"{name}: the image lacks {missing}"
 
 
 # --- the same pipeline as the embedded path --------------------------------------------------
@@ -685,8 +685,12 @@ def test_project_images_run_the_environment_where_it_was_built():
     the build stage's), and come first on the containers' PATH."""
     project = {n for n, svc in services().items() if runs_project_code(svc)}
     (collector,) = [n for n, s in services().items() if command_text(s).startswith("aqi collect")]
-    expected = {collector, *services_with_image("apache/spark")}
-    assert expected | set(services_with_image("apache/airflow")) <= project
+    runners = {
+        collector,
+        *services_with_image("apache/spark"),
+        *services_with_image("apache/airflow"),
+    }
+    assert runners <= project, f"no project installed in {sorted(runners - project)}"
     for name in sorted(project):
         svc = services()[name]
         builder, app = project_stage(svc)
@@ -698,9 +702,14 @@ def test_project_images_run_the_environment_where_it_was_built():
             assert build_env.get("UV_PYTHON_PREFERENCE") == "only-managed" and python_dir, (
                 f"{name}: the environment copied from {builder.name} needs uv's own Python"
             )
-            copies = [rest for ins, rest in image_steps(svc) if ins == "COPY"]
-            for folder in (app, python_dir):
-                assert f"--from={builder.name} {folder} {folder}" in copies, f"{name}: {folder}"
+            copies = [rest.split() for ins, rest in image_steps(svc) if ins == "COPY"]
+            copied = {
+                tuple(w.rstrip("/") for w in words if not w.startswith("--"))
+                for words in copies
+                if f"--from={builder.name}" in words
+            }
+            for folder in (app.rstrip("/"), python_dir.rstrip("/")):
+                assert (folder, folder) in copied, f"{name}: {folder} is not copied to {folder}"
         runtime_path = dockerfile_env(image_steps(svc)).get("PATH", "")
         assert runtime_path.startswith(f"{venv}/bin:"), f"{name}: PATH={runtime_path}"
 
