@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import subprocess
 import sys
@@ -72,9 +73,15 @@ for dag_id, dag in bag.dags.items():
 print("@@" + json.dumps({{"errors": {{k: str(v) for k, v in bag.import_errors.items()}},
                          "dags": dags}}))
 """
+    from unittest import mock
+
     from aqi.services.airflow import airflow_env
 
-    airflow = airflow_env(load_settings(env, dotenv=None))
+    # the environment `aqi airflow up` run with env gives the DAG processor: built from env,
+    # not from whatever this test process holds (DBT_TARGET_PATH names the manifest that the
+    # `aqi dbt parse` above wrote; this process has it only once a session fixture set it)
+    with mock.patch.dict(os.environ, env, clear=True):
+        airflow = airflow_env(load_settings(env, dotenv=None))
     result = subprocess.run(
         [sys.executable, "-c", script], env=airflow, cwd=cwd, capture_output=True, text=True,
         timeout=300, check=False,
