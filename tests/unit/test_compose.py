@@ -186,23 +186,25 @@ class Stage:
         }
 
 
-def dockerfile_stages(path: Path) -> list[Stage]:
+@cache
+def dockerfile_stages(path: Path) -> tuple[Stage, ...]:
     """The stages of a Dockerfile in order (global ``ARG``s expanded in ``FROM``)."""
     args: dict[str, str] = {}
-    found: list[Stage] = []
+    heads: list[tuple[str, str]] = []  # (name, base) of each FROM
+    steps: list[list[tuple[str, str]]] = []
     for instruction, rest in dockerfile_instructions(path):
-        if instruction == "ARG" and not found and "=" in rest:
+        if instruction == "ARG" and not heads and "=" in rest:
             name, value = rest.split("=", 1)
             args[name.strip()] = value.strip().strip('"')
         elif instruction == "FROM":
             words = [w for w in rest.split() if not w.startswith("--")]
             image = re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), words[0])
             named = len(words) >= 3 and words[1].lower() == "as"
-            found.append(Stage(words[2] if named else str(len(found)), image, ()))
-        elif found:
-            last = found[-1]
-            found[-1] = Stage(last.name, last.base, (*last.steps, (instruction, rest)))
-    return found
+            heads.append((words[2] if named else str(len(heads)), image))
+            steps.append([])
+        elif heads:
+            steps[-1].append((instruction, rest))
+    return tuple(Stage(name, base, tuple(own)) for (name, base), own in zip(heads, steps))
 
 
 def image_stages(service: dict, *, built_from: bool = False) -> list[Stage]:
@@ -230,8 +232,9 @@ def image_steps(service: dict, *, built_from: bool = False) -> list[tuple[str, s
 
 def final_base_image(service: dict) -> str:
     """The image the service's image starts from (following stage names to an image)."""
-    names = {stage.name for stage in dockerfile_stages(dockerfile(service))}
-    (base,) = [s.base for s in image_stages(service) if s.base not in names]
+    chain = image_stages(service)  # every stage a FROM of the chain names is in it
+    names = {stage.name for stage in chain}
+    (base,) = [stage.base for stage in chain if stage.base not in names]
     return base
 
 
