@@ -210,38 +210,40 @@ async function shoot(cfg, context) {
   // capturing, and the map, redrawn meanwhile, showed a blank strip where its tiles had been
   // (and the sticky header half-way down the picture); resizing and waiting left the layout
   // shifted. Reopened at the final size, every chart draws once, at the size it is shown.
-  let state;
-  for (let pass = 1; ; pass += 1) {
+  // The page's height is known as soon as its grid is there (each panel has its size before
+  // its chart draws), so the first opening waits for nothing else when it is reopened.
+  const open = async () => {
     const response = await page.goto(dashboard, { waitUntil: 'domcontentloaded' });
     if (!response || !response.ok()) {
       throw new Fatal(`${dashboard} answered ${response ? response.status() : 'nothing'}`);
     }
     await page.waitForSelector(CHART);
-
-    // wait until every chart is drawn or failed and nothing is loading any more (scrolling to
-    // the end first, in case charts below the fold are only rendered when seen)
-    await page.evaluate(() => window.scrollTo(0, document.body.scrollHeight));
-    await page.waitForTimeout(300);
-    await page.evaluate(() => window.scrollTo(0, 0));
-    for (;;) {
-      const { ready } = await settled();
-      if (ready || Date.now() > deadline) break;
-      await page.waitForTimeout(500);
-    }
-    // let animations (ECharts, deck.gl) and tile requests finish, then count once more: the
-    // screenshot is taken only once two counts in a row say every chart is drawn
-    await page.waitForLoadState('networkidle', { timeout: 15000 }).catch(() => {});
-    await page.waitForTimeout(2500);
-    let ready;
-    ({ state, ready } = await settled());
-    while (!ready && Date.now() < deadline) {
-      await page.waitForTimeout(1000);
-      ({ state, ready } = await settled());
-    }
-    const full = await page.evaluate(() => document.documentElement.scrollHeight);
-    const { height } = page.viewportSize();
-    if (pass === 2 || !ready || full <= height) break;
+  };
+  await open();
+  const full = await page.evaluate(() => document.documentElement.scrollHeight);
+  if (full > page.viewportSize().height) {
     await page.setViewportSize({ width: cfg.width, height: Math.min(full, 10000) });
+    await open();
+  }
+
+  // wait until every chart is drawn or failed and nothing is loading any more (scrolling to
+  // the end first, in case charts below the fold are only rendered when seen)
+  await page.evaluate(() => window.scrollTo(0, document.body.scrollHeight));
+  await page.waitForTimeout(300);
+  await page.evaluate(() => window.scrollTo(0, 0));
+  for (;;) {
+    const { ready } = await settled();
+    if (ready || Date.now() > deadline) break;
+    await page.waitForTimeout(500);
+  }
+  // let animations (ECharts, deck.gl) and tile requests finish, then count once more: the
+  // screenshot is taken only once two counts in a row say every chart is drawn
+  await page.waitForLoadState('networkidle', { timeout: 15000 }).catch(() => {});
+  await page.waitForTimeout(2500);
+  let { state, ready } = await settled();
+  while (!ready && Date.now() < deadline) {
+    await page.waitForTimeout(1000);
+    ({ state, ready } = await settled());
   }
   state.swatches = await swatches(page, lab, state.viz_types, cfg);
   await lab.close();
