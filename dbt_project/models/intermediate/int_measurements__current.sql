@@ -110,14 +110,7 @@ final as (
         parameter_id,
 
         -- descriptions
-        location_name,
-        parameter,
-        units,
-        timezone,
-        country_code,
-        provider,
-        is_mobile,
-        is_monitor,
+        {{ reading_descriptions() }},
 
         -- values
         value,

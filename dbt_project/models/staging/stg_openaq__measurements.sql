@@ -17,14 +17,7 @@ renamed as (
         kafka_offset,
 
         -- descriptions
-        location_name,
-        parameter,
-        units,
-        timezone,
-        country_code,
-        provider,
-        is_mobile,
-        is_monitor,
+        {{ reading_descriptions() }},
         ingest_mode,
         schema_version,
 

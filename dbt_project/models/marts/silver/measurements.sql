@@ -31,14 +31,7 @@ valid as (
         parameter_id,
 
         -- descriptions
-        location_name,
-        parameter,
-        units,
-        timezone,
-        country_code,
-        provider,
-        is_mobile,
-        is_monitor,
+        {{ reading_descriptions() }},
 
         -- values
         value,
