@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 2
 XDIST = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgroup)
 
-.PHONY: help uv env jvm superset-env java-check dashboards-browser demo demo-live demo-down test test-unit test-integration services-down lint clean bench bench-archive bench-collect bench-dag bench-dashboards bench-driver-jit bench-fuzz bench-kafka-jvm bench-parse-plan bench-stream-start bench-warehouse
+.PHONY: help uv env jvm superset-env java-check dashboards-browser demo demo-live demo-down test test-unit test-integration test-drills services-down lint clean bench bench-archive bench-collect bench-dag bench-dashboards bench-driver-jit bench-fuzz bench-kafka-jvm bench-parse-plan bench-stream-start bench-warehouse
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -72,6 +72,9 @@ dashboards-browser: ## Debian chromium + playwright-core for `aqi dashboards scr
 
 test-integration: env jvm superset-env java-check ## only the integration tests
 	@$(VENV)/bin/pytest -m integration $(XDIST) $(PYTEST_ARGS)
+
+test-drills: env jvm java-check ## only the stream's fault drills (kill -9 of its driver, broker, PostgreSQL; a recreated topic)
+	@$(VENV)/bin/pytest -m drill $(XDIST) $(PYTEST_ARGS)
 
 services-down: ## stop the embedded services
 	@$(AQI) services down

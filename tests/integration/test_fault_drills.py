@@ -28,6 +28,7 @@ from ingestion.producer import EventProducer
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.drill
 def test_broker_then_postgres_killed_lose_and_double_nothing(tmp_path: Path) -> None:
     with private_stack(tmp_path) as stack:
         env, settings, url = stack["env"], stack["settings"], stack["url"]

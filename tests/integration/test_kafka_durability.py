@@ -28,6 +28,7 @@ from spark_streaming.job import QUERY_NAME, checkpoint_is_caught_up
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.drill
 def test_three_brokers_one_killed_while_producing_and_streaming(tmp_path: Path) -> None:
     """Replication factor 3, min.insync.replicas 2: a node dies mid-stream, nothing changes."""
     with private_stack(tmp_path, kafka_brokers=3) as stack:

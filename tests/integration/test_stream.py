@@ -157,6 +157,7 @@ def test_valid_events_land_once_poison_is_quarantined(
     assert len(_bronze(Path(env["AQ_HOME"]))) == len(events)
 
 
+@pytest.mark.drill
 def test_kill_9_at_random_points_loses_and_duplicates_nothing(
     tmp_path: Path, services, fresh_database
 ) -> None:
@@ -224,6 +225,7 @@ def test_kill_9_at_random_points_loses_and_duplicates_nothing(
 SHIFT = 10**12
 
 
+@pytest.mark.drill
 def test_recreated_topic_stops_the_stream_with_one_line_and_the_way_on(
     tmp_path: Path, services, fresh_database
 ) -> None:
