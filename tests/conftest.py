@@ -312,6 +312,48 @@ def run_aqi(
     )
 
 
+def run_aqi_dbt(
+    args: list[str], env: Mapping[str, str], cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    """`aqi dbt <args>` in this process: the arguments and environment `aqi dbt` gives its
+    child (:func:`aqi.core.warehouse.dbt_invocation`), run through dbt's Python entry point
+    (dbtRunner) in the test's own process.
+
+    Why: importing dbt costs ~2 s of CPU, nearly all of a small command, and the suite runs
+    ~35 dbt commands to build its warehouses; here dbt is imported once per worker. The
+    result is what run_aqi returns: dbt's exit code (0, 1 for failed nodes, 2 for an error)
+    and its output. `aqi dbt` itself (its child process, its exit code) stays tested through
+    run_aqi (test_warehouse's source freshness, test_dbt_contracts', test_airflow's parse).
+    """
+    import contextlib
+    import io
+
+    from dbt.cli.main import dbtRunner
+
+    from aqi.core.warehouse import dbt_invocation
+
+    dbt_args, dbt_env = dbt_invocation(
+        load_settings(env, dotenv=cwd / ".env"), list(args), base_env=env
+    )
+    saved_env, saved_cwd, output = dict(os.environ), Path.cwd(), io.StringIO()
+    os.environ.clear()
+    os.environ.update(dbt_env)  # dbt reads AQ_DATABASE_URL, DBT_TARGET_PATH ... from here
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+            result = dbtRunner().invoke(dbt_args)
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    error = result.exception
+    code = 0 if result.success else 2 if error is not None else 1
+    return subprocess.CompletedProcess(
+        ["dbt", *dbt_args], code, output.getvalue(),
+        "" if error is None else f"{type(error).__name__}: {error}\n",
+    )  # fmt: skip
+
+
 def read_partition(
     bootstrap: str, topic: str, partition: int, start: int, end: int, timeout: float = 60
 ) -> list:

@@ -29,7 +29,7 @@ import psycopg
 import pytest
 import reference_aqi as ref
 from alert_sinks import HttpSink, SmtpSink, running_http_sink, running_smtp_sink
-from conftest import isolated_env, run_aqi
+from conftest import isolated_env, run_aqi, run_aqi_dbt
 from psycopg.rows import dict_row
 from warehouse_support import load_raw_events
 
@@ -108,10 +108,9 @@ def test_one_notification_per_episode_across_runs(
     def batch(events: list[dict]) -> dict[tuple[int, str], str | None]:
         load_raw_events(fresh_database, events)
         loaded.extend(events)
-        build = run_aqi(
-            ["dbt", "build", "--select", "+latest", "--vars", json.dumps({"as_of": AS_OF})],
-            env, tmp_path, timeout=600,
-        )  # fmt: skip
+        build = run_aqi_dbt(
+            ["build", "--select", "+latest", "--vars", json.dumps({"as_of": AS_OF})], env, tmp_path
+        )
         assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-2000:]
         return expected_categories(loaded)
 

@@ -31,6 +31,7 @@ from conftest import (
     off_loopback,
     private_stack,
     run_aqi,
+    run_aqi_dbt,
     warehouse_owner_leaks,
 )
 from superset_support import Api, superset_api
@@ -73,7 +74,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, services: dict) -> Iterator[
     with private_stack(root, kafka=services["kafka"]["bootstrap_servers"]) as stack:
         try:
             load_raw_events(stack["url"], simulate(SimulationConfig(locations=6, days=35)))
-            result = run_aqi(["dbt", "build"], stack["env"], stack["cwd"], timeout=600)
+            result = run_aqi_dbt(["build"], stack["env"], stack["cwd"])
             assert result.returncode == 0, result.stdout[-3000:]
             # every location with an AQI opens an episode: the alerts panel has rows to show
             alerts_env = {**stack["env"], "AQ_AQI_ALERT_CATEGORY": "Good"}
@@ -563,7 +564,7 @@ def test_a_permission_revoked_with_plain_sql_is_refused_at_the_next_request(stac
 
 
 def test_the_grants_survive_a_full_refresh(stack: dict) -> None:
-    result = run_aqi(["dbt", "build", "--full-refresh"], stack["env"], stack["cwd"], timeout=600)
+    result = run_aqi_dbt(["build", "--full-refresh"], stack["env"], stack["cwd"])
     assert result.returncode == 0, result.stdout[-3000:]
     with psycopg.connect(reader_url(stack["settings"])) as conn:
         for table in GOLD:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import REPO_ROOT, isolated_env, run_aqi
+from conftest import REPO_ROOT, isolated_env, run_aqi, run_aqi_dbt
 from warehouse_support import load_raw_events
 
 from aqi.core.gold_contract import dashboard_views
@@ -42,9 +42,9 @@ def _env(tmp_path: Path, url: str) -> dict[str, str]:
 
 
 def _dbt(tmp_path: Path, url: str, *args: str, vars_: dict | None = None):
-    """`aqi dbt <args>` with as_of pinned; returns the completed process."""
+    """`aqi dbt <args>` (in this process: run_aqi_dbt) with as_of pinned; its result."""
     variables = json.dumps({"as_of": AS_OF, **(vars_ or {})})
-    return run_aqi(["dbt", *args, "--vars", variables], _env(tmp_path, url), tmp_path, timeout=600)
+    return run_aqi_dbt([*args, "--vars", variables], _env(tmp_path, url), tmp_path)
 
 
 def _ok(result) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import isolated_env, run_aqi, temporary_database
+from conftest import isolated_env, run_aqi, run_aqi_dbt, temporary_database
 from psycopg import sql
 from warehouse_support import load_raw_events
 
@@ -59,9 +59,7 @@ def warehouse(
     with temporary_database(aq_settings, "test_gx") as url:
         load_raw_events(url, simulate(SIMULATION))
         tmp = tmp_path_factory.mktemp("gx")
-        result = run_aqi(
-            ["dbt", "build"], isolated_env(tmp / "aq", AQ_DATABASE_URL=url), tmp, timeout=600
-        )
+        result = run_aqi_dbt(["build"], isolated_env(tmp / "aq", AQ_DATABASE_URL=url), tmp)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
         yield load_settings({"AQ_DATABASE_URL": url, "AQ_HOME": str(tmp / "home")}, dotenv=None)
 
@@ -445,7 +443,7 @@ def test_gold_gate_judges_the_slices_dbt_rebuilt(warehouse: Settings, tmp_path: 
     # a real incremental run: dbt rebuilds the windows, days and series the new day touches
     load_raw_events(url, simulate(NEXT_DAY))
     env = isolated_env(tmp_path / "aq", AQ_DATABASE_URL=url)
-    result = run_aqi(["dbt", "run"], env, tmp_path, timeout=600)
+    result = run_aqi_dbt(["run"], env, tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     with psycopg.connect(url) as conn:
         fresh = {

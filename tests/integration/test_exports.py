@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import free_port, isolated_env, run_aqi
+from conftest import free_port, isolated_env, run_aqi, run_aqi_dbt
 from warehouse_support import load_raw_events
 
 from ingestion.events import Location, Sensor, make_event
@@ -83,7 +83,8 @@ def _aqi(env: dict, cwd: Path, *args: str, timeout: float = 600) -> str:
 
 
 def _build(env: dict, cwd: Path) -> None:
-    _aqi(env, cwd, "dbt", "build", "--vars", json.dumps({"as_of": AS_OF}))
+    result = run_aqi_dbt(["build", "--vars", json.dumps({"as_of": AS_OF})], env, cwd)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
 
 
 def _files(directory: Path) -> dict[str, tuple[int, bytes]]:

@@ -17,7 +17,7 @@ import pandas as pd
 import psycopg
 import pytest
 import reference_aqi as ref
-from conftest import isolated_env, run_aqi
+from conftest import isolated_env, run_aqi, run_aqi_dbt
 from warehouse_support import assert_gold_matches_reference, load_raw_events, read_table
 
 from ingestion.events import Location, Sensor, event_from_latest, format_utc
@@ -33,9 +33,7 @@ GOLD = ["pm25_15min", "daily_avg", "exceedance_30d", "latest"]
 
 def _dbt(tmp_path: Path, url: str, *args: str) -> None:
     env = isolated_env(tmp_path / "aq", AQ_DATABASE_URL=url)
-    result = run_aqi(
-        ["dbt", *args, "--vars", json.dumps({"as_of": AS_OF})], env, tmp_path, timeout=600
-    )
+    result = run_aqi_dbt([*args, "--vars", json.dumps({"as_of": AS_OF})], env, tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
 
 
