@@ -228,14 +228,17 @@ def test_source_freshness_errors_on_a_stale_raw_table(tmp_path: Path, fresh_data
     _load_days(fresh_database, 1, 1, END)
     env = _env(tmp_path, fresh_database)
 
-    def freshness_after(age: timedelta):
+    def freshness_after(age: timedelta, run=run_aqi_dbt):
         with psycopg.connect(fresh_database, autocommit=True) as conn:
             conn.execute("update raw.openaq_measurements set loaded_at = now() - %s", (age,))
-        return run_aqi(["dbt", "source", "freshness"], env, tmp_path, timeout=300)
+        return run(["source", "freshness"], env, tmp_path)
 
     fresh = freshness_after(timedelta(minutes=10))
     assert fresh.returncode == 0 and "PASS" in fresh.stdout, fresh.stdout[-2000:]
     late = freshness_after(timedelta(hours=2))  # past warn_after (1 h): a warning only
     assert late.returncode == 0 and "WARN" in late.stdout, late.stdout[-2000:]
-    stale = freshness_after(timedelta(hours=6, minutes=5))  # past error_after (6 h)
+    # past error_after (6 h): through the `aqi dbt` command, which passes dbt's exit code on
+    stale = freshness_after(
+        timedelta(hours=6, minutes=5), lambda args, env, cwd: run_aqi(["dbt", *args], env, cwd)
+    )
     assert stale.returncode != 0 and "ERROR STALE" in stale.stdout, stale.stdout[-2000:]
