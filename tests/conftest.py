@@ -95,13 +95,19 @@ def reachable_tmp(tmp_path_factory: pytest.TempPathFactory) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Every test is ``unit`` or ``integration``, never both: a test not marked integration
     is a unit test (before ``-m`` selects), and :func:`unit_tests_stay_in_process` holds it to
-    that. A file of unit tests marks the few that start processes or servers integration."""
+    that. A file of unit tests marks the few that start processes or servers integration.
+
+    The ``drill`` tests (a minute or more each) run first: pytest-xdist hands each worker its
+    next tests before it needs them, and a short test queued behind a long one near the end
+    finishes the run on one worker while the other has nothing left to do (with the drills
+    where they were found, the last ~40 s of a run, docs/benchmarks.md)."""
     both = [i.nodeid for i in items if i.get_closest_marker("unit") and i.get_closest_marker("integration")]  # fmt: skip
     if both:
         raise pytest.UsageError(f"marked both unit and integration: {', '.join(both)}")
     for item in items:
         if item.get_closest_marker("integration") is None:
             item.add_marker(pytest.mark.unit)
+    items.sort(key=lambda item: item.get_closest_marker("drill") is None)  # stable: else as found
 
 
 @pytest.fixture(autouse=True)
