@@ -1,9 +1,12 @@
 """Daemon processes owned by the project: start, identify, stop.
 
 Why not plain pid files: after a ``kill -9`` (or a reboot) a pid file outlives its process
-and the pid may be reused by something else. A :class:`PidFile` therefore records the
-process start time (``psutil``'s ``create_time``) next to the pid, and a process counts as
-ours only when both match. ``down`` signals only such processes; ``up`` treats anything else as stale and
+and the pid may be reused by something else. A :class:`PidFile` therefore records when the
+process started next to the pid, and a process counts as ours only when both match. The start
+is kept as seconds after the machine booted (the kernel's own count, which ``psutil``'s
+``create_time`` adds to the boot time), not as a wall-clock time: when the clock is stepped
+(NTP, a virtual machine resumed, a laptop woken) every process's wall-clock start moves with
+it, and a running daemon would no longer be recognised (its port "in use by another program"). ``down`` signals only such processes; ``up`` treats anything else as stale and
 removes it, after killing what is left of the dead daemon's process group
 (:func:`kill_leftovers`: the workers of a gunicorn or an Airflow scheduler killed with -9
 would otherwise hold its port and its memory).
@@ -50,17 +53,23 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ProcessRecord:
-    """What a pid file remembers about a process we started."""
+    """What a pid file remembers about a process we started: ``started_after_boot`` is its
+    start in seconds after the machine booted, which no clock change moves."""
 
     pid: int
-    start_time: float
+    started_after_boot: float
     command: str
     address: str
 
+    @property
+    def start_time(self) -> float:
+        """The start as seconds since the epoch, by today's clock (for display)."""
+        return psutil.boot_time() + self.started_after_boot
+
     def is_alive(self) -> bool:
         """True when this exact process (pid and start time) still runs and is not a zombie."""
-        started = _start_time(self.pid)
-        return started is not None and abs(started - self.start_time) < _SAME_START_S
+        started = _started_after_boot(self.pid)
+        return started is not None and abs(started - self.started_after_boot) < _SAME_START_S
 
 
 class PidFile:
@@ -72,13 +81,15 @@ class PidFile:
     def read(self) -> ProcessRecord | None:
         try:
             data = json.loads(self.path.read_text())
-            if "start_time" in data:
-                start_time = float(data["start_time"])
+            if "started_after_boot" in data:
+                started = float(data["started_after_boot"])
+            elif "start_time" in data:  # wall-clock start (2026-12-05 .. 06): true if no step since
+                started = float(data["start_time"]) - psutil.boot_time()
             else:  # written before psutil: clock ticks since boot, as /proc/PID/stat has it
-                start_time = psutil.boot_time() + int(data["start_ticks"]) / _CLOCK_TICKS
+                started = int(data["start_ticks"]) / _CLOCK_TICKS
             return ProcessRecord(
                 pid=int(data["pid"]),
-                start_time=start_time,
+                started_after_boot=started,
                 command=str(data["command"]),
                 address=str(data.get("address", "")),
             )
@@ -91,13 +102,13 @@ class PidFile:
         return record if record is not None and record.is_alive() else None
 
     def write(self, pid: int, command: str, address: str) -> ProcessRecord:
-        started = _start_time(pid)
+        started = _started_after_boot(pid)
         if started is None:
             raise RuntimeError(f"process {pid} exited right after it was started")
-        record = ProcessRecord(pid=pid, start_time=started, command=command, address=address)
+        record = ProcessRecord(pid, started, command, address)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record.__dict__))
+        tmp.write_text(json.dumps({**record.__dict__, "start_time": record.start_time}))
         os.replace(tmp, self.path)
         return record
 
@@ -308,12 +319,15 @@ _SAME_START_S = 0.05
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _start_time(pid: int) -> float | None:
-    """When ``pid`` started (seconds since the epoch); None if it is gone or a zombie."""
+def _started_after_boot(pid: int) -> float | None:
+    """When ``pid`` started, in seconds after boot; None if it is gone or a zombie.
+
+    ``create_time`` is the kernel's start (ticks since boot) plus the boot time read from the
+    wall clock now; taking that boot time off again leaves the part no clock step moves."""
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
             return None
-        return proc.create_time()
+        return proc.create_time() - psutil.boot_time()
     except psutil.Error:
         return None

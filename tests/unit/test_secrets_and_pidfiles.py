@@ -69,13 +69,37 @@ def test_pidfile_with_reused_pid_is_stale(tmp_path: Path) -> None:
     try:
         pidfile = PidFile(tmp_path / "p.pid")
         real = pidfile.write(proc.pid, "sleep", "")
-        fake = ProcessRecord(proc.pid, real.start_time - 1, "sleep", "")
-        pidfile.path.write_text(
-            json.dumps({"pid": fake.pid, "start_time": fake.start_time, "command": "sleep"})
-        )
+        fake = ProcessRecord(proc.pid, real.started_after_boot - 1, "sleep", "")
+        pidfile.path.write_text(json.dumps(
+            {"pid": fake.pid, "started_after_boot": fake.started_after_boot, "command": "sleep"}
+        ))  # fmt: skip
         assert pidfile.live() is None
         assert stop_process(fake, timeout=1)  # "already gone" -> must not kill the real one
         assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.integration
+def test_a_pidfile_still_names_its_process_after_the_clock_was_stepped(tmp_path: Path) -> None:
+    """The wall clock stepped by 21 s since the file was written (NTP, a resumed virtual
+    machine): every process's wall-clock start moved with it, its start after boot did not.
+    The daemon is still ours (a CI run once found its PostgreSQL and broker "NOT RUNNING"
+    right after `up`, and `up` then refused the broker's port as another program's)."""
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        pidfile = PidFile(tmp_path / "p.pid")
+        record = pidfile.write(proc.pid, "sleep", "")
+        written = json.loads(pidfile.path.read_text())
+        assert written["started_after_boot"] == record.started_after_boot
+        assert abs(written["start_time"] - record.start_time) < 1  # kept for people reading it
+        pidfile.path.write_text(json.dumps({**written, "start_time": written["start_time"] - 21}))
+        assert pidfile.live() == record
+        # a file of the wall-clock format alone (2026-12-05 .. 06) is read by today's clock
+        del written["started_after_boot"]
+        pidfile.path.write_text(json.dumps(written))
+        assert pidfile.live() is not None
     finally:
         proc.kill()
         proc.wait()
