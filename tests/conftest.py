@@ -329,7 +329,7 @@ def run_aqi_dbt(
     ~35 dbt commands to build its warehouses; here dbt is imported once per worker. The
     result is what run_aqi returns: dbt's exit code (0, 1 for failed nodes, 2 for an error)
     and its output. `aqi dbt` itself (its child process, its exit code) stays tested through
-    run_aqi (test_warehouse's source freshness, test_dbt_contracts', test_airflow's parse).
+    run_aqi (the docs site's and the stale table's source freshness, Airflow's `dbt parse`).
     """
     import contextlib
     import io

@@ -6,7 +6,8 @@ process started next to the pid, and a process counts as ours only when both mat
 is kept as seconds after the machine booted (the kernel's own count, which ``psutil``'s
 ``create_time`` adds to the boot time), not as a wall-clock time: when the clock is stepped
 (NTP, a virtual machine resumed, a laptop woken) every process's wall-clock start moves with
-it, and a running daemon would no longer be recognised (its port "in use by another program"). ``down`` signals only such processes; ``up`` treats anything else as stale and
+it, and a running daemon would no longer be recognised (its port "in use by another
+program"). ``down`` signals only processes that match; ``up`` treats anything else as stale and
 removes it, after killing what is left of the dead daemon's process group
 (:func:`kill_leftovers`: the workers of a gunicorn or an Airflow scheduler killed with -9
 would otherwise hold its port and its memory).
