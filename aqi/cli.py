@@ -651,9 +651,12 @@ def _require_kafka(s: Settings) -> None:
 
     bootstrap = kafka_bootstrap_servers(s)
     try:
-        wait_for_broker(bootstrap, timeout=15)
+        wait_for_broker(bootstrap, timeout=s.kafka_wait_seconds)
     except KafkaUnavailable as exc:
-        raise AqiError(f"cannot reach Kafka: {exc}; is it running (aqi services up)?") from None
+        raise AqiError(
+            f"cannot reach Kafka: {exc} (waited {s.kafka_wait_seconds:g} s, "
+            "AQ_KAFKA_WAIT_SECONDS); is it running (aqi services up)?"
+        ) from None
 
 
 def _migrate(s: Settings) -> list[str]:

@@ -83,6 +83,13 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     ),
     "AQ_KAFKA_TOPIC": (DEFAULT_KAFKA_TOPIC, "Topic that carries one event per measurement."),
     "AQ_KAFKA_PARTITIONS": ("3", "Partitions of the topic when the project creates it."),
+    "AQ_KAFKA_WAIT_SECONDS": (
+        "15",
+        (
+            "Seconds aqi stream and aqi services up wait for a broker that does not answer "
+            "yet (one still starting, as in docker compose) before they give up with one line."
+        ),
+    ),
     "KAFKA_JVM_PERFORMANCE_OPTS": (
         "",
         (
@@ -209,6 +216,7 @@ class Settings:
     kafka_bootstrap_servers: str | None
     kafka_topic: str
     kafka_partitions: int
+    kafka_wait_seconds: float
     database_url: str | None
     aq_home: Path
     pg_port: int
@@ -353,6 +361,7 @@ def load_settings(
         kafka_bootstrap_servers=_bootstrap(values.get("KAFKA_BOOTSTRAP_SERVERS")),
         kafka_topic=_topic("AQ_KAFKA_TOPIC", get("AQ_KAFKA_TOPIC")),
         kafka_partitions=_int("AQ_KAFKA_PARTITIONS", get("AQ_KAFKA_PARTITIONS"), 1, 1000),
+        kafka_wait_seconds=_positive_float("AQ_KAFKA_WAIT_SECONDS", get("AQ_KAFKA_WAIT_SECONDS")),
         database_url=_postgres_url(values.get("AQ_DATABASE_URL")),
         aq_home=_path("AQ_HOME", get("AQ_HOME")),
         pg_port=_int("AQ_PG_PORT", get("AQ_PG_PORT"), 1, 65535),

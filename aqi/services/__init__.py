@@ -112,7 +112,7 @@ def _check_external_postgres(settings: Settings, echo: Echo) -> None:
 def _check_external_kafka(settings: Settings, echo: Echo) -> None:
     servers = kafka_bootstrap_servers(settings)
     try:
-        wait_for_broker(servers, timeout=15)
+        wait_for_broker(servers, timeout=settings.kafka_wait_seconds)
         created = ensure_topic(servers, settings.kafka_topic, settings.kafka_partitions)
     except KafkaUnavailable as exc:
         raise ServiceError(f"KAFKA_BOOTSTRAP_SERVERS: {exc}") from None

@@ -127,11 +127,13 @@ def test_debug_shows_the_trace_before_the_line(tmp_path: Path, how: str) -> None
 def test_a_stream_without_a_broker_is_one_line_at_once(
     tmp_path: Path, fresh_database: str
 ) -> None:
-    """PostgreSQL is there, Kafka is not: refused in seconds, not after Spark's minutes of
-    retries and a Java trace."""
+    """PostgreSQL is there, Kafka is not: refused after AQ_KAFKA_WAIT_SECONDS (the grace for
+    a broker still starting), not after Spark's minutes of retries and a Java trace."""
     env = isolated_env(tmp_path / "aq", AQ_DATABASE_URL=fresh_database,
-                       KAFKA_BOOTSTRAP_SERVERS=DEAD.format(port=free_port()))  # fmt: skip
+                       KAFKA_BOOTSTRAP_SERVERS=DEAD.format(port=free_port()),
+                       AQ_KAFKA_WAIT_SECONDS="1.5")  # fmt: skip
     result = run_aqi(["stream", "--available-now"], env, tmp_path, timeout=120)
     assert result.returncode == EXIT_ERROR, result.stderr[-3000:]
     line = _one_cause(result.stderr)
     assert line.startswith("aqi: error: cannot reach Kafka") and "aqi services up" in line, line
+    assert "(waited 1.5 s, AQ_KAFKA_WAIT_SECONDS)" in line, line

@@ -29,6 +29,7 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.openaq_api_key is None
     assert s.bronze_dir == s.aq_home / "bronze" / "openaq"
     assert s.checkpoints_dir == s.aq_home / "checkpoints"
+    assert s.kafka_wait_seconds == 15
 
 
 @pytest.mark.parametrize(
@@ -42,6 +43,8 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         ("AQ_KAFKA_TOPIC", "bad topic!"),
         ("AQ_KAFKA_PARTITIONS", "0"),
         ("AQ_KAFKA_PARTITIONS", "three"),
+        ("AQ_KAFKA_WAIT_SECONDS", "0"),
+        ("AQ_KAFKA_WAIT_SECONDS", "soon"),
         ("AQ_DATABASE_URL", "mysql://u:p@h/db"),
         ("AQ_DATABASE_URL", "postgresql://u:p@h:5432"),
         ("AQ_DATABASE_URL", "postgresql://u:p@h:99999/db"),
