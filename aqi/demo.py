@@ -76,6 +76,9 @@ ELT_INPUTS = ("dbt_project", "dags", "expectations", "aqi")
 #: folders under those that hold outputs and caches, not inputs
 _NOT_INPUTS = frozenset({"target", "logs", "dbt_packages", "__pycache__"})
 
+#: seconds the live workers' supervisors are watched after they start (one that ends this
+#: soon could not start its worker)
+WORKER_SETTLE_S = 5
 #: the background commands of ``--live``: name -> aqi arguments
 LIVE_WORKERS = {
     "collect": ["collect"],
@@ -238,8 +241,13 @@ def _worker_pidfile(settings: Settings, name: str) -> PidFile:
 
 
 def _start_workers(settings: Settings, echo: Echo) -> None:
-    """``aqi collect`` and ``aqi stream`` as daemons (each only if not running already)."""
+    """``aqi collect`` and ``aqi stream`` as daemons (each only if not running already).
+
+    Both are started, then watched together for :data:`WORKER_SETTLE_S`: a supervisor that
+    ends within that time could not start its worker (a bad setting, a busy checkpoint).
+    """
     executable = str(Path(sys.executable).with_name("aqi"))
+    started = {}
     for name, args in LIVE_WORKERS.items():
         pidfile = _worker_pidfile(settings, name)
         record = pidfile.live()
@@ -250,8 +258,12 @@ def _start_workers(settings: Settings, echo: Echo) -> None:
         # restarted when it dies (a network cut longer than its retries, PostgreSQL restarted)
         proc = spawn_daemon([executable, "supervise", *args], log_path=log)
         pidfile.write(proc.pid, f"aqi supervise {' '.join(args)}", "")
-        if wait_until(lambda p=proc: p.poll() is not None, timeout=5):
-            pidfile.remove()
+        started[name] = (proc, log)
+    wait_until(lambda: any(proc.poll() is not None for proc, _ in started.values()),
+               timeout=WORKER_SETTLE_S)  # fmt: skip
+    for name, (proc, log) in started.items():
+        if proc.poll() is not None:
+            _worker_pidfile(settings, name).remove()
             raise AqiError(f"aqi {name} stopped right after it started: see {log}")
         echo(f"    aqi {name}: running (pid {proc.pid}, log {log})")
 
