@@ -32,8 +32,9 @@ AQI = str(Path(sys.executable).parent / "aqi")
 #: as root the embedded PostgreSQL runs as user aqpostgres, which must enter every folder
 #: above its AQ_HOME; `aqi` never widens a folder outside AQ_HOME, so the tests make theirs so
 AS_ROOT = os.geteuid() == 0
-#: the JVM options of the tests' Kafka brokers (isolated_env)
-TEST_KAFKA_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+#: the JVM options of the tests' own daemons, which live seconds to minutes: their Kafka
+#: brokers (isolated_env) and Spark standalone clusters (test_spark_cluster)
+SHORT_LIVED_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 #: the pytest-xdist worker running this process ("main" without xdist)
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
 
@@ -297,7 +298,7 @@ def isolated_env(aq_home: Path, **overrides: str) -> dict[str, str]:
         AQ_DOCS_PORT=str(free_port()),
         # a test's broker lives seconds to minutes: C1 alone and the serial collector cost
         # ~40% less CPU to start and while idle than Kafka's G1 and C2 (docs/benchmarks.md)
-        KAFKA_JVM_PERFORMANCE_OPTS=TEST_KAFKA_JVM_OPTIONS,
+        KAFKA_JVM_PERFORMANCE_OPTS=SHORT_LIVED_JVM_OPTIONS,
     )
     env.update(overrides)
     return env

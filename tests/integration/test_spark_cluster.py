@@ -23,7 +23,7 @@ import psycopg
 import pyarrow.dataset as ds
 import pyspark
 import pytest
-from conftest import free_port, isolated_env, read_records, run_aqi
+from conftest import SHORT_LIVED_JVM_OPTIONS, free_port, isolated_env, read_records, run_aqi
 from event_fuzz import judge
 
 from aqi.services.process import port_is_open, wait_until
@@ -48,6 +48,9 @@ def standalone_cluster(root: Path, workers: int = 2) -> Iterator[str]:
         "PYSPARK_PYTHON": sys.executable,
         "SPARK_LOG_DIR": str(root),
         "SPARK_WORKER_DIR": str(root / "work"),
+        # the master and workers live for one drain: C1 and the serial collector, as the
+        # tests' brokers (the executors take the driver's JIT through spark.executor.*)
+        "SPARK_DAEMON_JAVA_OPTS": SHORT_LIVED_JVM_OPTIONS,
     }
     master = f"spark://127.0.0.1:{port}"
     procs = []
