@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 2
 XDIST = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgroup)
 
-.PHONY: help uv env jvm superset-env setup java-check dashboards-browser demo demo-live demo-down test test-unit test-integration test-drills services-down lint clean bench bench-archive bench-collect bench-dag bench-dashboards bench-driver-jit bench-fuzz bench-kafka-jvm bench-parse-plan bench-stream-start bench-warehouse
+.PHONY: help uv env jvm superset-env java-check dashboards-browser demo demo-live demo-down test test-unit test-integration test-drills services-down lint clean bench bench-archive bench-collect bench-dag bench-dashboards bench-driver-jit bench-fuzz bench-kafka-jvm bench-parse-plan bench-stream-start bench-warehouse
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -41,11 +41,6 @@ jvm: env ## Apache Kafka + Spark's Kafka connector from Maven Central (jvm/pom.x
 superset-env: env ## create/refresh Superset's own environment from superset/uv.lock
 	@$(AQI) setup --only superset
 
-# both of the above at once (`aqi setup`): the class archive keeps a core busy while
-# Superset's environment is mostly disk work
-setup: env ## the JVM jars and Superset's environment, side by side
-	@$(AQI) setup
-
 java-check: ## Spark needs Java 17 or newer
 	@command -v java >/dev/null 2>&1 || { echo "ERROR: Java 17+ is required for Spark and was not found on PATH. Install it, e.g.: sudo apt-get install -y openjdk-17-jre-headless" >&2; exit 1; }
 	@v=$$(java -version 2>&1 | sed -nE 's/.*version "([0-9]+).*/\1/p' | head -n1); \
@@ -54,17 +49,17 @@ java-check: ## Spark needs Java 17 or newer
 
 # make demo DEMO_ARGS="--locations 10 --days 7"   (see: .venv/bin/aqi demo --help)
 DEMO_ARGS ?=
-demo: setup java-check ## the whole pipeline on simulated data, left running with its dashboards
+demo: env jvm superset-env java-check ## the whole pipeline on simulated data, left running with its dashboards
 	@$(AQI) demo $(DEMO_ARGS)
 
 # needs OPENAQ_API_KEY and one of AQ_COLLECT_LOCATIONS / AQ_COLLECT_BBOX / AQ_COLLECT_COUNTRY (.env)
-demo-live: setup java-check ## the same from the real OpenAQ API, collecting and streaming on
+demo-live: env jvm superset-env java-check ## the same from the real OpenAQ API, collecting and streaming on
 	@$(AQI) demo --live $(DEMO_ARGS)
 
 demo-down: ## stop everything the demo started
 	@$(AQI) demo --down
 
-test: setup java-check lint ## lint, then the whole test suite (unit + integration, real services)
+test: env jvm superset-env java-check lint ## lint, then the whole test suite (unit + integration, real services)
 	@echo "==> running the test suite: pytest"
 	@$(VENV)/bin/pytest $(XDIST) $(PYTEST_ARGS)
 
@@ -75,7 +70,7 @@ dashboards-browser: ## Debian chromium + playwright-core for `aqi dashboards scr
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium; } || { echo "ERROR: chromium is missing: apt-get install -y chromium" >&2; exit 1; }
 	@cd superset/screenshot && npm ci --no-audit --no-fund --loglevel=error
 
-test-integration: setup java-check ## only the integration tests
+test-integration: env jvm superset-env java-check ## only the integration tests
 	@$(VENV)/bin/pytest -m integration $(XDIST) $(PYTEST_ARGS)
 
 test-drills: env jvm java-check ## only the stream's fault drills (kill -9 of its driver, broker, PostgreSQL; a recreated topic)

@@ -157,25 +157,17 @@ def setup_cmd(only: str | None, force: bool) -> None:
     from Maven Central with mvn into .venv/share/aq-jvm (once; nothing is downloaded when a
     broker or a stream starts), and a class-data-sharing archive of the stream's Spark
     driver there (a stream then starts ~4 s sooner). superset: Superset's own environment
-    from superset/uv.lock (it pins SQLAlchemy 1.4). Both at once unless --only: the class
-    archive keeps a core busy for ~40 s while Superset's install mostly waits on the disk.
-    Safe to run again: only what changed is redone.
+    from superset/uv.lock (it pins SQLAlchemy 1.4). Safe to run again: only what changed is
+    redone.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     from aqi.core.environments import ensure_jvm_libs, ensure_superset_env
     from spark_streaming.class_archive import ensure_archive
 
-    def jvm() -> None:
+    if only in (None, "jvm"):
         ensure_jvm_libs(echo=click.echo, force=force)
         ensure_archive(echo=click.echo, force=force)
-
-    steps = {"jvm": jvm, "superset": lambda: ensure_superset_env(echo=click.echo)}
-    chosen = [step for name, step in steps.items() if only in (None, name)]
-    with ThreadPoolExecutor(max_workers=len(chosen)) as pool:
-        futures = [pool.submit(step) for step in chosen]
-    for future in futures:
-        future.result()  # the first failure, raised as it was (AqiError: one line)
+    if only in (None, "superset"):
+        ensure_superset_env(echo=click.echo)
 
 
 # --- ingestion: aqi collect / backfill / replay / mock-api ----------------------------------
