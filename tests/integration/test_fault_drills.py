@@ -32,7 +32,7 @@ pytestmark = pytest.mark.integration
 def test_broker_then_postgres_killed_lose_and_double_nothing(tmp_path: Path) -> None:
     with private_stack(tmp_path) as stack:
         env, settings, url = stack["env"], stack["settings"], stack["url"]
-        events = unique_events(40_000, seed=41)
+        events = unique_events(20_000, seed=41)
         bootstrap = kafka_bootstrap_servers(settings)
         with EventProducer(bootstrap, settings.kafka_topic) as producer:
             producer.send(events)
@@ -49,7 +49,7 @@ def test_broker_then_postgres_killed_lose_and_double_nothing(tmp_path: Path) -> 
         # small batches, so that PostgreSQL dies with some batches written and more to come
         stream = subprocess.Popen(
             # the quick JIT: this driver lives a minute, where C2 costs more than it gives
-            [AQI, "stream", "--trigger-seconds", "1", "--max-offsets-per-trigger", "5000",
+            [AQI, "stream", "--trigger-seconds", "1", "--max-offsets-per-trigger", "2500",
              "--jit", "quick"],
             env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             start_new_session=True,

@@ -35,7 +35,7 @@ def test_three_brokers_one_killed_while_producing_and_streaming(tmp_path: Path) 
         env, settings, url = stack["env"], stack["settings"], stack["url"]
         bootstrap = kafka_bootstrap_servers(settings)
         assert len(bootstrap.split(",")) == 3
-        events = unique_events(40_000, seed=32)
+        events = unique_events(20_000, seed=32)
         stream = subprocess.Popen(  # the quick JIT: a driver of a minute (C2 costs more)
             [AQI, "stream", "--trigger-seconds", "1", "--jit", "quick"], env=env, cwd=tmp_path,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
@@ -46,8 +46,8 @@ def test_three_brokers_one_killed_while_producing_and_streaming(tmp_path: Path) 
         try:
             killed = False
             with EventProducer(bootstrap, settings.kafka_topic) as producer:
-                for start in range(0, len(events), 2_000):
-                    producer.send(events[start : start + 2_000])
+                for start in range(0, len(events), 1_000):
+                    producer.send(events[start : start + 1_000])
                     if not killed and start >= len(events) // 3:
                         producer.flush()
                         EmbeddedKafka(settings).kill(2)  # a leader of some partitions

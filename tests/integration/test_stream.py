@@ -163,15 +163,15 @@ def test_kill_9_at_random_points_loses_and_duplicates_nothing(
 ) -> None:
     env = _env(tmp_path, services, fresh_database)
     bootstrap, topic = env["KAFKA_BOOTSTRAP_SERVERS"], env["AQ_KAFKA_TOPIC"]
-    # 60,000 events in batches of 6,000: ten batches a run, so each kill lands with batches
+    # 30,000 events in batches of 3,000: ten batches a run, so each kill lands with batches
     # committed and more to come (throughput is benchmarked apart, in docs/benchmarks.md)
-    total, per_batch = 60_000, 6_000
+    total, per_batch = 30_000, 3_000
     events = islice(simulate(SimulationConfig(locations=80, days=30, seed=11)), total)
     with EventProducer(bootstrap, topic, partitions=3) as producer:
         batch = []
         for event in events:
             batch.append(event)
-            if len(batch) == 20_000:
+            if len(batch) == 10_000:
                 producer.send(batch)
                 batch = []
         producer.send(batch)
@@ -193,7 +193,7 @@ def test_kill_9_at_random_points_loses_and_duplicates_nothing(
                     f"run {run}: the stream ended before {mark} rows were loaded "
                     f"(exit {proc.returncode}, {loaded} rows):\n{log.read_text()[-3000:]}"
                 )
-                if run == 0:  # a drain of 60,000 records: the driver JVM compiles with C1
+                if run == 0:  # a drain of 30,000 records: the driver JVM compiles with C1
                     java = driver_jvm(proc.pid)  # only, and maps the class archive as well
                     assert QUICK_JIT in java.cmdline()
                     archive = str(class_archive.archive_path())
