@@ -4,8 +4,8 @@ The stream's parser (spark_streaming/parse.py) is column expressions in the JVM;
 is its reference, written from the contract alone (the JSON Schema checked by ``jsonschema``,
 the rules of docs/event-contract.md) with Python's own JSON reader, and never from the parser.
 It serves the parser's property-based test (tests/integration/test_parse_fuzz.py), the nasty
-corpus sent through the real stream (tests/integration/test_stream_hostile.py) and the
-million-message benchmark (benchmarks/bench_fuzz_parse.py).
+corpus sent through the real stream on a Spark cluster (tests/integration/test_spark_cluster.py)
+and the million-message benchmark (benchmarks/bench_fuzz_parse.py).
 
 Public surface:
 

@@ -1,15 +1,21 @@
-"""`aqi stream --master spark://...` on a Spark standalone cluster stores what the contract says.
+"""`aqi stream --master spark://...` on a Spark standalone cluster gets through hostile messages
+and stores what the contract says.
 
 The cluster is the installed Spark's own (pyspark's ``bin/spark-class``): one master and two
 workers on 127.0.0.1, each worker with one core, so the executors are other JVMs than the
-driver and the Kafka connector jars reach them through ``spark.jars``. What the run stores is
-checked message by message against the event contract's independent judge
-(tests/event_fuzz.py), read back from the topic: raw, the quarantine and Bronze.
+driver and the Kafka connector jars reach them through ``spark.jars``. Between simulated events
+the topic holds the nasty corpus of tests/event_fuzz.py (deep nesting, huge numbers, NaN, NUL,
+bytes that are not UTF-8, a near-megabyte payload, tombstones, impossible periods, every
+timestamp spelling...) and a seeded sample of the fuzzer's messages. One drain must get
+through all of them (exit 0, no stop), and what it stores is checked message by message
+against the event contract's independent judge, read back from the topic: raw, the quarantine
+(every rejected message once, with a reason) and Bronze.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -23,9 +29,11 @@ import psycopg
 import pyarrow.dataset as ds
 import pyspark
 import pytest
+from confluent_kafka import Producer
 from conftest import SHORT_LIVED_JVM_OPTIONS, free_port, isolated_env, read_records, run_aqi
-from event_fuzz import judge
+from event_fuzz import event_pool, hostile_message, judge, nasty_corpus
 
+from aqi.core.topics import client_config
 from aqi.services.process import port_is_open, wait_until
 from ingestion.producer import EventProducer
 from ingestion.simulator import SimulationConfig, simulate
@@ -34,6 +42,8 @@ from spark_streaming.session import QUICK_JIT
 pytestmark = pytest.mark.integration
 
 SPARK_CLASS = Path(pyspark.__file__).parent / "bin" / "spark-class"
+#: messages of the seeded fuzzer sent besides the hand-picked corpus
+SAMPLE = 3000
 
 
 @contextmanager
@@ -125,9 +135,20 @@ def test_standalone_cluster_run_stores_what_the_contract_says(
     topic = f"test.cluster.{uuid.uuid4().hex[:8]}"
     bootstrap = services["kafka"]["bootstrap_servers"]
     events = list(simulate(SimulationConfig(locations=12, days=3, seed=41)))
+    now = datetime.now(UTC)
+    pool = event_pool(now)
+    rng = random.Random(20261203)
+    hostile = [m for _, m in nasty_corpus(pool, now)]
+    hostile += [hostile_message(rng, pool, now) for _ in range(SAMPLE)]
     with EventProducer(bootstrap, topic, partitions=3) as producer:
-        producer.send(events)
-        producer.send([{"sensor_id": 1, "not": "an event"}])  # one for the quarantine
+        producer.send(events[: len(events) // 2])
+    raw = Producer(client_config(bootstrap, "tests", acks="all"))
+    for key, value in hostile:
+        raw.produce(topic, value=value, key=key)
+        raw.poll(0)
+    assert raw.flush(60) == 0
+    with EventProducer(bootstrap, topic, partitions=3) as producer:  # valid ones after them
+        producer.send(events[len(events) // 2 :])
 
     env = isolated_env(tmp_path / "aq", KAFKA_BOOTSTRAP_SERVERS=bootstrap, AQ_KAFKA_TOPIC=topic,
                        AQ_DATABASE_URL=fresh_database)  # fmt: skip
@@ -143,9 +164,9 @@ def test_standalone_cluster_run_stores_what_the_contract_says(
         text[:2000] for text in launches]  # fmt: skip
 
     judged = _judged(bootstrap, topic)
-    assert len(judged) == len(events) + 1
+    assert len(judged) == len(events) + len(hostile)
     accepted = {at: (event, stamp) for at, (event, stamp) in judged.items() if event is not None}
-    assert len(accepted) == len(events)
+    assert len(accepted) >= len(events)  # the simulated ones and what the judge lets through
     raw, quarantine = _raw(fresh_database), _quarantine(fresh_database)
     # every record once: the accepted ones in raw, exactly as the judge types them
     assert set(raw) == set(accepted)
@@ -156,7 +177,7 @@ def test_standalone_cluster_run_stores_what_the_contract_says(
         if raw[at] != (*(event[name] for name in fields), stamp)
     ]
     assert wrong == [], wrong[:5]
-    # the other one in the quarantine, with its reason
+    # every other message in the quarantine, once, with its reason
     assert set(quarantine) == set(judged) - set(accepted)
     assert all(reason.strip() for reason in quarantine.values())
     # Bronze: the same records, partitioned by the period end's date (UTC)
