@@ -259,8 +259,9 @@ def _start_workers(settings: Settings, echo: Echo) -> None:
         proc = spawn_daemon([executable, "supervise", *args], log_path=log)
         pidfile.write(proc.pid, f"aqi supervise {' '.join(args)}", "")
         started[name] = (proc, log)
-    wait_until(lambda: any(proc.poll() is not None for proc, _ in started.values()),
-               timeout=WORKER_SETTLE_S)  # fmt: skip
+    if started:  # (none when both were running already: nothing to watch)
+        wait_until(lambda: any(proc.poll() is not None for proc, _ in started.values()),
+                   timeout=WORKER_SETTLE_S)  # fmt: skip
     for name, (proc, log) in started.items():
         if proc.poll() is not None:
             _worker_pidfile(settings, name).remove()
