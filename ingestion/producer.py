@@ -30,7 +30,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from aqi.core.config import Settings
 from aqi.core.connections import kafka_bootstrap_servers
 from aqi.core.errors import AqiError
-from aqi.core.topics import KafkaUnavailable, client_config, ensure_topic
+from aqi.core.topics import KafkaUnavailable, client_config, ensure_topic, wait_for_broker
 from ingestion.events import event_key
 
 __all__ = [
@@ -216,9 +216,17 @@ class EventProducer:
 
 
 def producer_from_settings(settings: Settings) -> EventProducer:
-    """The producer for ``AQ_KAFKA_TOPIC`` on the configured (or embedded) Kafka."""
-    return EventProducer(
-        kafka_bootstrap_servers(settings),
-        settings.kafka_topic,
-        partitions=settings.kafka_partitions,
-    )
+    """The producer for ``AQ_KAFKA_TOPIC`` on the configured (or embedded) Kafka.
+
+    A broker that does not answer yet gets ``AQ_KAFKA_WAIT_SECONDS`` (one still starting, as
+    in docker compose), as ``aqi stream`` gives it; then one :class:`ProducerError`.
+    """
+    servers = kafka_bootstrap_servers(settings)
+    try:
+        wait_for_broker(servers, timeout=settings.kafka_wait_seconds)
+    except KafkaUnavailable as exc:
+        raise ProducerError(
+            f"cannot reach Kafka at {servers}: {exc} (waited {settings.kafka_wait_seconds:g} s, "
+            "AQ_KAFKA_WAIT_SECONDS)"
+        ) from None
+    return EventProducer(servers, settings.kafka_topic, partitions=settings.kafka_partitions)

@@ -86,8 +86,9 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "AQ_KAFKA_WAIT_SECONDS": (
         "15",
         (
-            "Seconds aqi stream and aqi services up wait for a broker that does not answer "
-            "yet (one still starting, as in docker compose) before they give up with one line."
+            "Seconds aqi stream, collect, backfill, replay and services up wait for a broker "
+            "that does not answer yet (one still starting, as in docker compose) before they "
+            "give up with one line."
         ),
     ),
     "KAFKA_JVM_PERFORMANCE_OPTS": (

@@ -27,7 +27,8 @@ DEAD_DB = "postgresql://aq:not-the-password@127.0.0.1:{port}/aq"
 #: (id, aqi arguments, environment overrides, exit code, what the line must name)
 SCENARIOS = [
     ("broker-down-replay", ["replay", "--simulate", "--days", "0.1"],
-     {"KAFKA_BOOTSTRAP_SERVERS": DEAD}, EXIT_ERROR, "cannot reach Kafka"),
+     {"KAFKA_BOOTSTRAP_SERVERS": DEAD, "AQ_KAFKA_WAIT_SECONDS": "1.5"}, EXIT_ERROR,
+     "cannot reach Kafka"),
     ("postgres-down-migrate", ["db", "migrate"],
      {"AQ_DATABASE_URL": DEAD_DB}, EXIT_ERROR, "cannot reach PostgreSQL"),
     ("postgres-down-stream", ["stream", "--available-now"],
