@@ -647,16 +647,12 @@ def db_migrate_cmd() -> None:
 def _require_kafka(s: Settings) -> None:
     """One line at once when no broker answers (Spark's source would retry for minutes, then
     fail with a Java trace)."""
-    from aqi.core.topics import KafkaUnavailable, wait_for_broker
+    from aqi.core.topics import KafkaUnavailable, await_broker
 
-    bootstrap = kafka_bootstrap_servers(s)
     try:
-        wait_for_broker(bootstrap, timeout=s.kafka_wait_seconds)
+        await_broker(kafka_bootstrap_servers(s), s.kafka_wait_seconds)
     except KafkaUnavailable as exc:
-        raise AqiError(
-            f"cannot reach Kafka: {exc} (waited {s.kafka_wait_seconds:g} s, "
-            "AQ_KAFKA_WAIT_SECONDS); is it running (aqi services up)?"
-        ) from None
+        raise AqiError(f"{exc}; is it running (aqi services up)?") from None
 
 
 def _migrate(s: Settings) -> list[str]:

@@ -30,7 +30,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from aqi.core.config import Settings
 from aqi.core.connections import kafka_bootstrap_servers
 from aqi.core.errors import AqiError
-from aqi.core.topics import KafkaUnavailable, client_config, ensure_topic, wait_for_broker
+from aqi.core.topics import KafkaUnavailable, await_broker, client_config, ensure_topic
 from ingestion.events import event_key
 
 __all__ = [
@@ -223,10 +223,7 @@ def producer_from_settings(settings: Settings) -> EventProducer:
     """
     servers = kafka_bootstrap_servers(settings)
     try:
-        wait_for_broker(servers, timeout=settings.kafka_wait_seconds)
+        await_broker(servers, settings.kafka_wait_seconds)
     except KafkaUnavailable as exc:
-        raise ProducerError(
-            f"cannot reach Kafka at {servers}: {exc} (waited {settings.kafka_wait_seconds:g} s, "
-            "AQ_KAFKA_WAIT_SECONDS)"
-        ) from None
+        raise ProducerError(str(exc)) from None
     return EventProducer(servers, settings.kafka_topic, partitions=settings.kafka_partitions)

@@ -11,7 +11,7 @@ cluster (``aqi services up --kafka-brokers 3``), whatever the operator chose on 
 one's own.
 
 Public surface: :class:`KafkaUnavailable`, :func:`client_config`, :func:`ensure_topic`,
-:func:`topic_partitions`, :func:`end_offsets`, :func:`wait_for_broker`.
+:func:`topic_partitions`, :func:`end_offsets`, :func:`wait_for_broker`, :func:`await_broker`.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from aqi.core.errors import AqiError
 
 __all__ = [
     "KafkaUnavailable",
+    "await_broker",
     "client_config",
     "end_offsets",
     "ensure_topic",
@@ -147,6 +148,17 @@ def wait_for_broker(bootstrap_servers: str, timeout: float = 30.0, *, brokers: i
         if time.monotonic() >= deadline:
             raise KafkaUnavailable(f"no Kafka cluster answering at {bootstrap_servers}: {problem}")
         time.sleep(0.2)
+
+
+def await_broker(bootstrap_servers: str, seconds: float) -> None:
+    """:func:`wait_for_broker` at a command's start: ``seconds`` is the grace the user set
+    (AQ_KAFKA_WAIT_SECONDS) for a broker still starting, and the error says so in one line."""
+    try:
+        wait_for_broker(bootstrap_servers, timeout=seconds)
+    except KafkaUnavailable as exc:
+        raise KafkaUnavailable(
+            f"cannot reach Kafka: {exc} (waited {seconds:g} s, AQ_KAFKA_WAIT_SECONDS)"
+        ) from None
 
 
 def _admin(bootstrap_servers: str) -> AdminClient:

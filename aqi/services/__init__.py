@@ -20,7 +20,7 @@ import psycopg
 from aqi.core.config import Settings
 from aqi.core.connections import database_url, kafka_bootstrap_servers
 from aqi.core.errors import ServiceError
-from aqi.core.topics import KafkaUnavailable, ensure_topic, wait_for_broker
+from aqi.core.topics import KafkaUnavailable, await_broker, ensure_topic, wait_for_broker
 from aqi.services.kafka import EmbeddedKafka
 from aqi.services.postgres import EmbeddedPostgres
 
@@ -112,7 +112,7 @@ def _check_external_postgres(settings: Settings, echo: Echo) -> None:
 def _check_external_kafka(settings: Settings, echo: Echo) -> None:
     servers = kafka_bootstrap_servers(settings)
     try:
-        wait_for_broker(servers, timeout=settings.kafka_wait_seconds)
+        await_broker(servers, settings.kafka_wait_seconds)
         created = ensure_topic(servers, settings.kafka_topic, settings.kafka_partitions)
     except KafkaUnavailable as exc:
         raise ServiceError(f"KAFKA_BOOTSTRAP_SERVERS: {exc}") from None
